@@ -1,0 +1,204 @@
+"""PySandbox harness: the only code besides the user's that runs inside the sandbox.
+
+    python3 -I -u run.py CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (script on fd 4, result on fd 3)
+
+It reads the script from fd 4, runs it as module "sandboxed_script" (not "__main__"), calls
+main() and writes one JSON message on fd 3, a channel of its own: whatever the script prints
+goes to stdout/stderr and can never become the result. The server treats the channel as
+untrusted and parses it strictly; this file only makes honest scripts report precisely.
+"""
+
+import asyncio
+import inspect
+import json
+import linecache
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+import types
+
+RESULT_FD = 3
+SCRIPT_FD = 4
+FILENAME = "<script>"
+MODULE_NAME = "sandboxed_script"
+MAX_DEPTH = 200
+MAX_SAFE_INT = 2**53 - 1  # beyond this a JSON reader (JavaScript's among them) loses digits
+# Where the sandbox mounts its own packages (numpy, pandas); not a host path.
+SANDBOX_SITE_PACKAGES = "/sandbox/site-packages"
+
+
+class NotJson(Exception):
+    pass
+
+
+def read_script():
+    chunks = []
+    while True:
+        chunk = os.read(SCRIPT_FD, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(SCRIPT_FD)
+    return b"".join(chunks).decode("utf-8")
+
+
+def open_channel():
+    # Move the channel off fd 3 so a script that writes to fd 3 hits a closed descriptor.
+    fd = os.dup(RESULT_FD)
+    os.close(RESULT_FD)
+    return fd
+
+
+def send(fd, message, limit):
+    data = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    data = data.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        data = json.dumps({"ok": False, "code": "RESULT_TOO_LARGE",
+                           "message": f"main() returned {len(data)} bytes of JSON; the limit is {limit}"}).encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def type_name(value):
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def check_json(value):
+    """Raise NotJson naming the first value that is not strict JSON and where it sits."""
+    stack = [(value, "result", 0)]
+    on_path = set()
+    exits = []
+    while stack:
+        item, path, depth = stack.pop()
+        if item is exits:
+            on_path.discard(path)
+            continue
+        if item is None or isinstance(item, (bool, str)) and type(item) in (bool, str):
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise NotJson(f"{path} is a str with a lone surrogate, which is not valid Unicode")
+            continue
+        if type(item) is int:
+            if abs(item) > MAX_SAFE_INT:
+                raise NotJson(f"{path} is an int beyond ±(2**53 - 1), which JSON readers cannot "
+                              "hold exactly; return it as a str")
+            continue
+        if type(item) is float:
+            if not math.isfinite(item):
+                raise NotJson(f"{path} is {item!r}, which is not JSON (NaN and Infinity are not numbers in JSON)")
+            continue
+        if type(item) in (dict, list, tuple):
+            if depth >= MAX_DEPTH:
+                raise NotJson(f"{path} is nested deeper than {MAX_DEPTH} levels")
+            if id(item) in on_path:
+                raise NotJson(f"{path} contains itself")
+            on_path.add(id(item))
+            stack.append((exits, id(item), depth))
+            if type(item) is dict:
+                for key, sub in item.items():
+                    if type(key) is not str:
+                        raise NotJson(f"{path} has a key {key!r} of type {type_name(key)}; JSON keys are str")
+                    stack.append((sub, f"{path}[{key!r}]", depth + 1))
+            else:
+                for index, sub in enumerate(item):
+                    stack.append((sub, f"{path}[{index}]", depth + 1))
+            continue
+        raise NotJson(f"{path} is a {type_name(item)}, which is not JSON")
+
+
+def user_traceback(exc):
+    """The traceback of the user's frames only: the harness's frames are dropped."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.StackSummary.from_list(frames).format()  # collapses repeated lines
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
+def failure(code, message, **extra):
+    return {"ok": False, "code": code, "message": message, **extra}
+
+
+def raised(exc):
+    if isinstance(exc, MemoryError):
+        return failure("MEMORY_LIMIT_EXCEEDED", "the script ran out of memory (MemoryError)")
+    text = str(exc)
+    message = f"{type_name(exc)}: {text}" if text else type_name(exc)
+    return failure("MAIN_RAISED", message, exception=type_name(exc), traceback=user_traceback(exc))
+
+
+def run(source):
+    try:
+        code = compile(source, FILENAME, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line, column = exc.lineno or 0, exc.offset or 0
+        return failure("SYNTAX_ERROR", f"line {line}, column {column}: {exc.msg}",
+                       line=line, column=column)
+    except ValueError as exc:  # e.g. a null byte in the source
+        return failure("SYNTAX_ERROR", str(exc), line=0, column=0)
+
+    # Tracebacks can show the user's source lines.
+    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
+    module = types.ModuleType(MODULE_NAME)
+    sys.modules[MODULE_NAME] = module
+    try:
+        exec(code, module.__dict__)
+        main = module.__dict__.get("main", None)
+        if "main" not in module.__dict__:
+            return failure("MISSING_MAIN", "the script defines no function main()")
+        if not callable(main):
+            return failure("MAIN_NOT_CALLABLE", f"main is a {type_name(main)}, not a function")
+        result = asyncio.run(main()) if inspect.iscoroutinefunction(main) else main()
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt are the script's too
+        return raised(exc)
+    try:
+        check_json(result)
+    except NotJson as exc:
+        return failure("RESULT_NOT_JSON", f"main() returned something that is not JSON: {exc}")
+    return {"ok": True, "result": result}
+
+
+def cpu_exceeded(channel, cpu_seconds, result_limit):
+    send(channel, failure("TIME_LIMIT_EXCEEDED", f"the script used more than {cpu_seconds} s of CPU time"), result_limit)
+    os._exit(1)
+
+
+def entry():
+    cpu_seconds, result_limit = int(sys.argv[1]), int(sys.argv[2])
+    site_packages = sys.argv[3] if len(sys.argv) > 3 else SANDBOX_SITE_PACKAGES
+    # The sandbox sets the hard CPU limit one second above ours: the soft limit sends SIGXCPU,
+    # which the server tells apart from the SIGKILL of a memory cgroup.
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if hard == resource.RLIM_INFINITY or cpu_seconds < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, hard))
+    channel = open_channel()
+    # The script runs as pid 1 of its namespace, where a signal's default action does not
+    # apply: report the CPU limit ourselves. A script that blocks this still dies at the hard limit.
+    signal.signal(signal.SIGXCPU, lambda *_: cpu_exceeded(channel, cpu_seconds, result_limit))
+    source = read_script()
+    sys.path.append(site_packages)
+    sys.argv = [FILENAME]
+    message = run(source)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the script may have closed or replaced them
+            pass
+    try:
+        send(channel, message, result_limit)
+    except (TypeError, ValueError, RecursionError) as exc:  # a str/float subclass lying about itself
+        send(channel, failure("RESULT_NOT_JSON", f"main() returned something that is not JSON: {exc}"), result_limit)
+    # Skip interpreter teardown: no atexit hooks or lingering threads of the script's run after
+    # the result is final.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,164 @@
+// The application: a Fastify instance with its plugins, routes and error handling, built from
+// injected parts (configuration, the candidate backends, a logger). Tests drive it with
+// inject() and fake backends; server.ts gives it a real logger and a port.
+import { STATUS_CODES } from 'node:http'
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import helmet from '@fastify/helmet'
+import rateLimit from '@fastify/rate-limit'
+import swagger from '@fastify/swagger'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { ErrorObject } from 'ajv'
+import { permittedBackends, type Config } from './config.js'
+import type { SandboxBackend } from './backends/backend.js'
+import { limitsFrom } from './backends/backend.js'
+import { DirectBackend, directOptions } from './backends/direct.js'
+import { NsjailBackend, nsjailOptions } from './backends/nsjail.js'
+import { UnshareBackend, unshareOptions } from './backends/unshare.js'
+import {
+  BUSY_RETRY_AFTER_S, ERROR_CODES, InternalError, InvalidJsonError, InvalidRequestError,
+  MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitedError, UnsupportedMediaTypeError
+} from './errors.js'
+import sandbox from './plugins/sandbox.js'
+import executeRoute from './routes/execute.js'
+import healthRoutes from './routes/health.js'
+import { ErrorReply } from './schemas.js'
+
+export interface AppOptions {
+  config: Config
+  /** Candidate backends, strongest first; default: the real ones the configuration permits. */
+  backends?: SandboxBackend[]
+  logger?: FastifyServerOptions['logger']
+}
+
+/** The real backends the configuration permits, strongest first. */
+export function createBackends (config: Config): SandboxBackend[] {
+  const limits = limitsFrom(config)
+  const make = {
+    nsjail: () => new NsjailBackend(nsjailOptions(config, limits)),
+    unshare: () => new UnshareBackend(unshareOptions(config, limits)),
+    direct: () => new DirectBackend(directOptions(config, limits))
+  }
+  return permittedBackends(config).map(name => make[name]())
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const
+
+/** Validation errors in words a user can act on; unknown fields are named. */
+function describeValidation (errors: ErrorObject[], dataVar: string): Error {
+  // A typo is both an unknown field and a missing one: name the unknown field first.
+  const first = errors.find(e => e.keyword === 'additionalProperties') ?? errors[0]
+  const where = `${dataVar}${first?.instancePath.replaceAll('/', '.') ?? ''}`
+  let text = `${where} is invalid`
+  if (first !== undefined) {
+    const params = first.params as Record<string, unknown>
+    switch (first.keyword) {
+      case 'additionalProperties': text = `unknown field "${String(params.additionalProperty)}" in ${where}; the only field is "script"`; break
+      case 'required': text = `${where} must have the field "${String(params.missingProperty)}"`; break
+      case 'minLength': text = `${where} must not be empty`; break
+      case 'type': text = `${where} must be ${String(params.type)}`; break
+      default: text = `${where} ${first.message ?? 'is invalid'}`
+    }
+  }
+  return new InvalidRequestError(text)
+}
+
+/** Any error thrown on the way (Fastify's, a plugin's, ours) as the reply the client gets. */
+function toClientError (error: FastifyError, config: Config, contentType: string | undefined): FastifyError | undefined {
+  if (error.validation !== undefined) return error.code === 'INVALID_REQUEST' ? error : new InvalidRequestError(error.message)
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new UnsupportedMediaTypeError(JSON.stringify(contentType ?? 'none'))
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new PayloadTooLargeError(config.LIMIT_BODY_BYTES)
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new InvalidJsonError('the body is empty')
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return new InvalidJsonError(error.message)
+  }
+  if ((ERROR_CODES as readonly string[]).includes(error.code)) return error
+  if (error instanceof SyntaxError && error.statusCode === 400) return new InvalidJsonError(error.message)
+  if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return new InvalidRequestError(error.message)
+  return undefined
+}
+
+export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
+  const { config } = options
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: config.LIMIT_BODY_BYTES,
+    trustProxy: config.TRUST_PROXY,
+    return503OnClosing: true,
+    requestIdHeader: false,
+    genReqId: request => {
+      const given = request.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true } },
+    schemaErrorFormatter: describeValidation
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.addSchema(ErrorReply)
+  // JSON only: Fastify's built-in text/plain parser would let other bodies through to validation.
+  app.removeContentTypeParser('text/plain')
+  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+
+  await app.register(helmet)
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'PySandbox',
+        version: '0.1.0',
+        description: 'Runs a Python script\'s main() in a sandbox (nsjail first, failing closed) and returns its JSON result and output.'
+      }
+    }
+  })
+  if (config.RATE_LIMIT_MAX > 0) {
+    await app.register(rateLimit, {
+      global: true,
+      max: config.RATE_LIMIT_MAX,
+      timeWindow: config.RATE_LIMIT_WINDOW_MS,
+      errorResponseBuilder: (_request, context) => new RateLimitedError(context.max, `${config.RATE_LIMIT_WINDOW_MS} ms`, context.after)
+    })
+  }
+  await app.register(sandbox, {
+    backends: options.backends ?? createBackends(config),
+    concurrency: config.CONCURRENCY,
+    queueSize: config.QUEUE_SIZE,
+    queueTimeoutMs: config.QUEUE_TIMEOUT_MS
+  })
+
+  // Error and not-found handlers before the routes: child contexts inherit them when registered.
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    const clientError = toClientError(error, config, request.headers['content-type'])
+    if (clientError === undefined) {
+      request.log.error({ err: error }, 'internal error')
+    }
+    const shown = clientError ?? new InternalError(request.id)
+    const statusCode = shown.statusCode ?? 500
+    if (shown.code === 'BUSY') reply.header('retry-after', BUSY_RETRY_AFTER_S)
+    return await reply.code(statusCode).send({
+      statusCode,
+      error: STATUS_CODES[statusCode] ?? 'Error',
+      code: shown.code,
+      message: shown.message,
+      requestId: request.id
+    })
+  })
+
+  app.setNotFoundHandler({
+    preHandler: config.RATE_LIMIT_MAX > 0 ? app.rateLimit() : undefined
+  }, async (request, reply) => {
+    const path = request.url.split('?')[0] ?? '/'
+    const allowed = HTTP_METHODS.filter(method => app.hasRoute({ url: path, method }))
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '))
+      throw new MethodNotAllowedError(request.method, path, allowed.join(', '))
+    }
+    throw new NotFoundError(request.method, path)
+  })
+
+  await app.register(executeRoute)
+  await app.register(healthRoutes)
+  app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger())
+
+  return app
+}

@@ -1,0 +1,74 @@
+// What every sandbox backend is: a name, a probe that proves its isolation by running a
+// canary, and run(), which executes one script and reports the outcome.
+import type { BackendName, Config } from '../config.js'
+
+export type ScriptErrorCode =
+  | 'SYNTAX_ERROR' | 'MISSING_MAIN' | 'MAIN_NOT_CALLABLE' | 'MAIN_RAISED'
+  | 'RESULT_NOT_JSON' | 'RESULT_TOO_LARGE'
+  | 'TIME_LIMIT_EXCEEDED' | 'MEMORY_LIMIT_EXCEEDED' | 'CRASHED'
+
+export interface RunOutput {
+  stdout: string
+  stderr: string
+  stdoutTruncated: boolean
+  stderrTruncated: boolean
+  durationMs: number
+}
+
+export type RunOutcome =
+  | ({ ok: true, result: unknown } & RunOutput)
+  | ({
+    ok: false
+    code: ScriptErrorCode
+    message: string
+    /** Exception type, the user's traceback, syntax error position: whatever helps debug. */
+    details: Record<string, string | number>
+  } & RunOutput)
+
+export interface RunRequest {
+  script: string
+  /** Execution slot (0 ≤ slot < CONCURRENCY): backends give each slot its own host uid. */
+  slot: number
+  signal?: AbortSignal
+}
+
+export interface ProbeReport {
+  ok: boolean
+  /** Why the probe failed, in words an operator can act on. */
+  reason?: string
+  /** The isolation features that are active, for /readyz and the start-up log. */
+  features: Record<string, string | number | boolean>
+}
+
+export interface SandboxBackend {
+  readonly name: BackendName
+  probe: () => Promise<ProbeReport>
+  run: (request: RunRequest) => Promise<RunOutcome>
+}
+
+/** The limits every backend enforces, taken once from the configuration. */
+export interface Limits {
+  wallTimeMs: number
+  killGraceMs: number
+  cpuSeconds: number
+  memoryMiB: number
+  processes: number
+  openFiles: number
+  tmpMiB: number
+  outputBytes: number
+  resultBytes: number
+}
+
+export function limitsFrom (config: Config): Limits {
+  return {
+    wallTimeMs: config.LIMIT_WALL_MS,
+    killGraceMs: config.LIMIT_KILL_GRACE_MS,
+    cpuSeconds: config.LIMIT_CPU_S,
+    memoryMiB: config.LIMIT_MEMORY_MB,
+    processes: config.LIMIT_PROCESSES,
+    openFiles: config.LIMIT_OPEN_FILES,
+    tmpMiB: config.LIMIT_TMP_MB,
+    outputBytes: config.LIMIT_OUTPUT_BYTES,
+    resultBytes: config.LIMIT_RESULT_BYTES
+  }
+}

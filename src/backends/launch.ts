@@ -1,0 +1,53 @@
+// What the isolating backends share: where things sit inside the sandbox, how the harness is
+// started, and one run through the spawn wrapper.
+import { resolve } from 'node:path'
+import { PROJECT_ROOT } from '../config.js'
+import type { Limits, RunOutcome, RunRequest } from './backend.js'
+import { interpret } from './outcome.js'
+import { spawnCapped } from './spawn.js'
+
+export const HARNESS_DIR = resolve(PROJECT_ROOT, 'harness')
+/** Paths inside the sandbox (harness/run.py knows the second one too). */
+export const JAIL_HARNESS_DIR = '/sandbox/harness'
+export const JAIL_SITE_PACKAGES = '/sandbox/site-packages'
+
+/** Room on the result channel for the message around the result (traceback, error text). */
+const CHANNEL_ENVELOPE_BYTES = 256 * 1024
+
+/** The only environment a script sees, whatever the backend. */
+export const SANDBOX_ENV: Readonly<Record<string, string>> = Object.freeze({
+  PATH: '/usr/bin:/bin',
+  HOME: '/tmp',
+  TMPDIR: '/tmp',
+  LANG: 'C.UTF-8',
+  MPLCONFIGDIR: '/tmp',
+  OPENBLAS_NUM_THREADS: '1',
+  OMP_NUM_THREADS: '1',
+  MKL_NUM_THREADS: '1',
+  NUMEXPR_NUM_THREADS: '1'
+})
+
+export interface Launch {
+  file: string
+  args: string[]
+  env: Readonly<Record<string, string>>
+  cwd?: string
+}
+
+/** The interpreter's arguments: isolated mode, unbuffered, the harness and its two parameters. */
+export function harnessArgs (harnessPath: string, limits: Limits): string[] {
+  return ['-I', '-u', '-B', harnessPath, String(limits.cpuSeconds), String(limits.resultBytes)]
+}
+
+export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean): Promise<RunOutcome> {
+  const spawned = await spawnCapped({
+    ...launch,
+    input: request.script,
+    outputLimit: limits.outputBytes,
+    channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
+    wallTimeMs: limits.wallTimeMs,
+    killGraceMs: limits.killGraceMs,
+    signal: request.signal
+  })
+  return interpret(spawned, { limits, memoryByCgroup })
+}

@@ -1,0 +1,164 @@
+// Probing by doing: a canary script runs through the backend exactly as a user's would, and
+// its report is checked against what the backend promises. A second canary breaks the memory
+// limit to show the limit is real. A binary that merely exists proves nothing.
+import { homedir } from 'node:os'
+import { PROJECT_ROOT } from '../config.js'
+import type { Limits, ProbeReport, RunOutcome, RunRequest } from './backend.js'
+import { SANDBOX_ENV } from './launch.js'
+
+export interface ProbeExpectations {
+  /** Namespaces: unprivileged uid 65534, no capabilities, no network, read-only root, alone. */
+  isolated: boolean
+  /** A seccomp filter is installed. */
+  seccomp: boolean
+}
+
+const MiB = 1024 * 1024
+const ENETUNREACH = 101
+
+/** Places of the server that no isolated script may see. */
+function serverPaths (): string[] {
+  return [...new Set([PROJECT_ROOT, process.cwd(), homedir(), '/proc/1/root/' + PROJECT_ROOT.slice(1)])]
+}
+
+export function canaryScript (): string {
+  return `
+import os, resource, socket
+
+def attempt(action):
+    try:
+        action()
+        return 0
+    except OSError as error:
+        return error.errno or -1
+
+def connect(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+    finally:
+        s.close()
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split()[1]
+    return ""
+
+def limit(name):
+    return list(resource.getrlimit(getattr(resource, name)))
+
+def main():
+    with open("/tmp/canary", "w") as f:
+        f.write("written")
+    import numpy, pandas
+    return {
+        "uid": os.getuid(), "gid": os.getgid(),
+        "capEff": status("CapEff"), "noNewPrivs": status("NoNewPrivs"), "seccomp": status("Seccomp"),
+        "env": sorted(os.environ),
+        "loopback": attempt(lambda: connect("127.0.0.1", 9)),
+        "metadata": attempt(lambda: connect("169.254.169.254", 80)),
+        "interfaces": len(socket.if_nameindex()),
+        "rootWritable": attempt(lambda: open("/canary-root-write", "w").close()) == 0,
+        "serverVisible": [p for p in ${JSON.stringify(serverPaths())} if os.path.exists(p)],
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "nproc": limit("RLIMIT_NPROC"), "nofile": limit("RLIMIT_NOFILE"),
+        "fsize": limit("RLIMIT_FSIZE"), "cpu": limit("RLIMIT_CPU"),
+        "numpy": numpy.__version__, "pandas": pandas.__version__,
+    }
+`
+}
+
+export function memoryCanaryScript (limits: Limits): string {
+  return `
+def main():
+    block = bytearray(b"x") * ${(limits.memoryMiB + 64) * MiB}
+    return len(block)
+`
+}
+
+interface CanaryFacts {
+  uid: number
+  gid: number
+  capEff: string
+  noNewPrivs: string
+  seccomp: string
+  env: string[]
+  loopback: number
+  metadata: number
+  interfaces: number
+  rootWritable: boolean
+  serverVisible: string[]
+  pids: number[]
+  nproc: number[]
+  nofile: number[]
+  fsize: number[]
+  cpu: number[]
+  numpy: string
+  pandas: string
+}
+
+/** Every broken promise in the canary's report, in words; empty when all hold. */
+export function checkFacts (facts: CanaryFacts, limits: Limits, expect: ProbeExpectations): string[] {
+  const problems: string[] = []
+  const want = (ok: boolean, problem: string): void => { if (!ok) problems.push(problem) }
+  const envKeys = Object.keys(SANDBOX_ENV).sort()
+  want(JSON.stringify(facts.env) === JSON.stringify(envKeys), `environment not clean: ${facts.env.join(',')}`)
+  want(facts.nproc[0] === limits.processes, `process limit not active (RLIMIT_NPROC ${String(facts.nproc[0])})`)
+  want(facts.nofile[0] === limits.openFiles, `open-file limit not active (RLIMIT_NOFILE ${String(facts.nofile[0])})`)
+  want(facts.fsize[0] === limits.tmpMiB * MiB, `file-size limit not active (RLIMIT_FSIZE ${String(facts.fsize[0])})`)
+  want(facts.cpu[0] === limits.cpuSeconds, `CPU limit not active (RLIMIT_CPU ${String(facts.cpu[0])})`)
+  if (expect.isolated) {
+    want(facts.uid === 65534 && facts.gid === 65534, `runs as uid ${facts.uid}, gid ${facts.gid}, not 65534`)
+    want(/^0+$/.test(facts.capEff), `has capabilities (CapEff ${facts.capEff})`)
+    want(facts.noNewPrivs === '1', 'no_new_privs is not set')
+    want(facts.loopback === ENETUNREACH, `loopback reachable (connect gave errno ${facts.loopback})`)
+    want(facts.metadata === ENETUNREACH, `metadata address reachable (connect gave errno ${facts.metadata})`)
+    want(facts.interfaces <= 1, `${facts.interfaces} network interfaces visible (only a loopback that is down is expected)`)
+    want(!facts.rootWritable, 'the root file system is writable')
+    want(facts.serverVisible.length === 0, `server paths visible: ${facts.serverVisible.join(', ')}`)
+    want(facts.pids.length === 1, `other processes visible (pids ${facts.pids.join(',')})`)
+  }
+  if (expect.seccomp) want(facts.seccomp === '2', 'no seccomp filter')
+  return problems
+}
+
+function describe (outcome: RunOutcome): string {
+  if (outcome.ok) return 'succeeded'
+  return `${outcome.code}: ${outcome.message}${outcome.stderr !== '' ? ` (stderr: ${outcome.stderr.slice(-500).trim()})` : ''}`
+}
+
+/** Runs both canaries through `run` (slot 0, before any request is served). */
+export async function probeBackend (run: (request: RunRequest) => Promise<RunOutcome>, limits: Limits,
+  expect: ProbeExpectations): Promise<ProbeReport> {
+  let canary: RunOutcome
+  try {
+    canary = await run({ script: canaryScript(), slot: 0 })
+  } catch (error) {
+    return { ok: false, reason: `the canary could not start: ${(error as Error).message}`, features: {} }
+  }
+  if (!canary.ok) return { ok: false, reason: `the canary failed: ${describe(canary)}`, features: {} }
+  const facts = canary.result as CanaryFacts
+  const problems = checkFacts(facts, limits, expect)
+  if (problems.length > 0) return { ok: false, reason: problems.join('; '), features: {} }
+
+  const memory = await run({ script: memoryCanaryScript(limits), slot: 0 })
+  if (memory.ok || memory.code !== 'MEMORY_LIMIT_EXCEEDED') {
+    return { ok: false, reason: `memory limit not enforced: allocating ${limits.memoryMiB + 64} MiB ${describe(memory)}`, features: {} }
+  }
+  return {
+    ok: true,
+    features: {
+      uid: facts.uid,
+      network: expect.isolated ? 'none' : 'host',
+      filesystem: expect.isolated ? 'read-only minimal root, private /tmp' : 'host, scratch cwd',
+      processes: expect.isolated ? 'own pid namespace' : 'host',
+      seccomp: facts.seccomp === '2',
+      environment: 'clean',
+      numpy: facts.numpy,
+      pandas: facts.pandas
+    }
+  }
+}

@@ -1,0 +1,68 @@
+// Finds what the sandbox must mount for the configured interpreter to run: its binary, its
+// standard library, the shared libraries it links and the dynamic loader, all read-only.
+import { existsSync, realpathSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { spawnCapped } from './spawn.js'
+
+export interface PythonRuntime {
+  /** The interpreter's real path; the sandbox runs it at the same path. */
+  executable: string
+  /** The standard library directory (lib-dynload inside). */
+  stdlib: string
+  /** Host paths bound read-only at the same path inside the sandbox. */
+  readOnlyPaths: string[]
+  /** Host file bound at a different path: the dynamic loader's real file at its usual name. */
+  loader: { source: string, target: string } | undefined
+  /** A directory inside the stdlib holding the host's installed packages, to hide. */
+  hostSitePackages: string | undefined
+  version: string
+}
+
+const QUERY = `
+import json, os, sys, sysconfig
+print(json.dumps({
+  "executable": os.path.realpath(sys.executable),
+  "stdlib": sysconfig.get_paths()["stdlib"],
+  "purelib": sysconfig.get_paths()["purelib"],
+  "libdir": sysconfig.get_config_var("LIBDIR") or "",
+  "multiarch": sysconfig.get_config_var("MULTIARCH") or "",
+  "version": sys.version.split()[0],
+}))
+`
+
+const LOADERS = ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1']
+
+export async function discoverPython (python: string): Promise<PythonRuntime> {
+  const spawned = await spawnCapped({
+    file: python,
+    args: ['-I', '-c', QUERY],
+    env: { PATH: '/usr/bin:/bin' },
+    input: '',
+    outputLimit: 65_536,
+    channelLimit: 1,
+    wallTimeMs: 10_000,
+    killGraceMs: 100
+  })
+  if (spawned.spawnError !== undefined || spawned.exitCode !== 0) {
+    throw new Error(`cannot run the sandbox interpreter ${python}: ${spawned.spawnError?.message ?? spawned.stderr.toString().trim()}`)
+  }
+  const info = JSON.parse(spawned.stdout.toString()) as Record<string, string>
+  const executable = info.executable ?? python
+  const stdlib = info.stdlib ?? dirname(executable)
+  const multiarchLib = info.multiarch !== '' ? `/usr/lib/${info.multiarch ?? ''}` : ''
+  const readOnlyPaths = [...new Set([executable, stdlib, multiarchLib, info.libdir ?? ''])]
+    .filter(p => p !== '' && existsSync(p))
+    // A libdir that holds the stdlib (non-Debian builds) would also expose the host's packages:
+    // its libpython is enough.
+    .filter(p => p === stdlib || !stdlib.startsWith(p + '/'))
+  const loaderPath = LOADERS.find(p => existsSync(p))
+  const purelib = info.purelib ?? ''
+  return {
+    executable,
+    stdlib,
+    readOnlyPaths,
+    loader: loaderPath === undefined ? undefined : { source: realpathSync(loaderPath), target: loaderPath },
+    hostSitePackages: purelib.startsWith(stdlib + '/') && existsSync(purelib) ? purelib : undefined,
+    version: info.version ?? 'unknown'
+  }
+}

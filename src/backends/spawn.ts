@@ -1,0 +1,157 @@
+// The one place that starts a process: argv arrays, no shell, a process group of its own,
+// byte-capped streaming, SIGTERM then SIGKILL, settled on 'close' (all output read).
+import { spawn } from 'node:child_process'
+import type { Readable, Writable } from 'node:stream'
+
+export interface SpawnRequest {
+  file: string
+  args: readonly string[]
+  env: Readonly<Record<string, string>>
+  cwd?: string
+  /** Written to the child's fd 4, then closed: the script travels here, never through argv. */
+  input: string
+  /** Bytes kept of stdout and of stderr each; the rest is read and dropped. */
+  outputLimit: number
+  /** Bytes accepted on fd 3, the result channel; more kills the run. */
+  channelLimit: number
+  wallTimeMs: number
+  killGraceMs: number
+  /** Aborting kills the run the same way the wall timer does (server shutdown). */
+  signal?: AbortSignal
+}
+
+export interface SpawnResult {
+  exitCode: number | null
+  signal: NodeJS.Signals | null
+  stdout: Buffer
+  stderr: Buffer
+  stdoutTruncated: boolean
+  stderrTruncated: boolean
+  channel: Buffer
+  channelOverflow: boolean
+  timedOut: boolean
+  aborted: boolean
+  /** Set when the process could not be started at all (ENOENT, EACCES). */
+  spawnError?: Error
+  durationMs: number
+}
+
+/** How long to wait for 'close' after 'exit' before giving up on stray holders of the pipes. */
+const DRAIN_AFTER_EXIT_MS = 1000
+
+class CappedSink {
+  private readonly chunks: Buffer[] = []
+  private size = 0
+  truncated = false
+
+  constructor (private readonly limit: number, private readonly onOverflow?: () => void) {}
+
+  push (chunk: Buffer): void {
+    const room = this.limit - this.size
+    if (chunk.length > room) {
+      if (room > 0) this.chunks.push(chunk.subarray(0, room))
+      this.size = this.limit
+      if (!this.truncated) {
+        this.truncated = true
+        this.onOverflow?.()
+      }
+      return
+    }
+    this.chunks.push(chunk)
+    this.size += chunk.length
+  }
+
+  bytes (): Buffer {
+    return Buffer.concat(this.chunks)
+  }
+}
+
+export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
+  const started = performance.now()
+  return new Promise(resolve => {
+    const child = spawn(request.file, request.args, {
+      env: request.env,
+      cwd: request.cwd,
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      detached: true, // a process group of its own, killed as a whole
+      shell: false
+    })
+    let timedOut = false
+    let aborted = false
+    let exited = false
+    let settled = false
+    let spawnError: Error | undefined
+    let exitCode: number | null = null
+    let exitSignal: NodeJS.Signals | null = null
+    const timers: NodeJS.Timeout[] = []
+
+    const killGroup = (signal: NodeJS.Signals): void => {
+      if (exited || child.pid === undefined) return
+      try {
+        process.kill(-child.pid, signal)
+      } catch {
+        // The group is already gone: nothing left to kill.
+      }
+    }
+    const terminate = (): void => {
+      killGroup('SIGTERM')
+      timers.push(setTimeout(() => killGroup('SIGKILL'), request.killGraceMs))
+    }
+
+    const stdout = new CappedSink(request.outputLimit)
+    const stderr = new CappedSink(request.outputLimit)
+    const channel = new CappedSink(request.channelLimit, () => killGroup('SIGKILL'))
+    const [, out, err, chan, input] = child.stdio as unknown as [null, Readable, Readable, Readable, Writable]
+    out.on('data', (c: Buffer) => stdout.push(c))
+    err.on('data', (c: Buffer) => stderr.push(c))
+    chan.on('data', (c: Buffer) => channel.push(c))
+    // A child that exits without reading its input makes the write fail with EPIPE: not our error.
+    input.on('error', () => {})
+    input.end(request.input)
+
+    timers.push(setTimeout(() => { timedOut = true; terminate() }, request.wallTimeMs))
+    const onAbort = (): void => { aborted = true; terminate() }
+    if (request.signal?.aborted === true) onAbort()
+    request.signal?.addEventListener('abort', onAbort, { once: true })
+
+    const settle = (): void => {
+      if (settled) return
+      settled = true
+      for (const t of timers) clearTimeout(t)
+      request.signal?.removeEventListener('abort', onAbort)
+      for (const s of [out, err, chan]) s.destroy()
+      resolve({
+        exitCode,
+        signal: exitSignal,
+        stdout: stdout.bytes(),
+        stderr: stderr.bytes(),
+        stdoutTruncated: stdout.truncated,
+        stderrTruncated: stderr.truncated,
+        channel: channel.bytes(),
+        channelOverflow: channel.truncated,
+        timedOut,
+        aborted,
+        spawnError,
+        durationMs: Math.round(performance.now() - started)
+      })
+    }
+
+    child.on('error', error => {
+      spawnError = error
+      settle()
+    })
+    child.on('exit', (code, signal) => {
+      // Kill whatever the child left behind in its group, then wait for the pipes to close.
+      killGroup('SIGKILL')
+      exited = true
+      exitCode = code
+      exitSignal = signal
+      timers.push(setTimeout(settle, DRAIN_AFTER_EXIT_MS))
+    })
+    child.on('close', (code, signal) => {
+      exitCode = code
+      exitSignal = signal
+      settle()
+    })
+  })
+}

@@ -1,0 +1,48 @@
+// POST /execute: validate, run in the chosen sandbox, reply with the result or a precise error.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { ErrorReply, ExecuteBody, ExecuteSuccess } from '../schemas.js'
+
+const execute: FastifyPluginAsyncTypebox = async app => {
+  app.post('/execute', {
+    schema: {
+      summary: 'Run a Python script\'s main() in a sandbox',
+      description: 'Runs `script` in a fresh sandbox, calls `main()` and returns its JSON return value with everything the script printed and the backend that ran it.',
+      body: ExecuteBody,
+      response: {
+        200: ExecuteSuccess,
+        '4xx': ErrorReply,
+        '5xx': ErrorReply
+      }
+    }
+  }, async (request, reply) => {
+    // A client that goes away stops its run: no sandbox works for nobody.
+    const gone = new AbortController()
+    reply.raw.once('close', () => { if (!reply.raw.writableFinished) gone.abort() })
+
+    const { outcome, backend, queuedMs } = await app.sandbox.execute(request.body.script, gone.signal)
+    const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
+    request.log.info({
+      outcome: outcome.ok ? 'ok' : outcome.code,
+      backend,
+      durationMs,
+      queuedMs,
+      scriptBytes: Buffer.byteLength(request.body.script),
+      stdoutBytes: Buffer.byteLength(stdout),
+      stderrBytes: Buffer.byteLength(stderr),
+      stdoutTruncated,
+      stderrTruncated
+    }, 'execution')
+    const output = { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs, backend }
+    if (outcome.ok) return { result: outcome.result, ...output }
+    return await reply.code(422).send({
+      statusCode: 422,
+      error: 'Unprocessable Entity',
+      code: outcome.code,
+      message: outcome.message,
+      ...outcome.details,
+      ...output
+    })
+  })
+}
+
+export default execute

@@ -1,0 +1,28 @@
+// Liveness and readiness: /healthz says the process answers; /readyz says whether scripts can
+// run, with which backend and isolation, and why not when they cannot.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { Readiness } from '../schemas.js'
+
+const health: FastifyPluginAsyncTypebox = async app => {
+  app.get('/healthz', {
+    schema: { summary: 'Liveness', response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
+    config: { rateLimit: false }
+  }, async () => ({ status: 'ok' as const }))
+
+  app.get('/readyz', {
+    schema: { summary: 'Readiness: the chosen backend and every probe\'s result', response: { 200: Readiness, 503: Readiness } },
+    config: { rateLimit: false }
+  }, async (_request, reply) => {
+    const { backend, probes } = app.sandbox
+    const body: Readiness = {
+      status: backend === undefined ? 'unavailable' : 'ready',
+      backend: backend?.name ?? null,
+      probes: probes.map(p => ({ ...p }))
+    }
+    if (backend?.name === 'direct') body.warning = 'the direct backend runs scripts WITHOUT ISOLATION'
+    return await reply.code(backend === undefined ? 503 : 200).send(body)
+  })
+}
+
+export default health

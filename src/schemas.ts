@@ -1,0 +1,64 @@
+// The HTTP contract as TypeBox schemas: they validate requests, shape replies (nothing
+// internal leaks past them) and generate the OpenAPI document.
+import { Type, type Static } from '@sinclair/typebox'
+import { BACKEND_NAMES } from './config.js'
+import { ERROR_CODES } from './errors.js'
+
+export const ExecuteBody = Type.Object({
+  script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' })
+}, { additionalProperties: false, $id: 'ExecuteBody' })
+export type ExecuteBody = Static<typeof ExecuteBody>
+
+const Backend = Type.Union(BACKEND_NAMES.map(n => Type.Literal(n)), { description: 'The sandbox backend that ran the script' })
+
+const Output = {
+  stdout: Type.String({ description: 'Everything the script printed to stdout (capped)' }),
+  stderr: Type.String({ description: 'Everything the script printed to stderr (capped)' }),
+  stdoutTruncated: Type.Boolean({ description: 'stdout went over LIMIT_OUTPUT_BYTES and was cut' }),
+  stderrTruncated: Type.Boolean({ description: 'stderr went over LIMIT_OUTPUT_BYTES and was cut' }),
+  durationMs: Type.Integer({ description: 'Wall time of the sandboxed run' })
+}
+
+export const ExecuteSuccess = Type.Object({
+  result: Type.Unknown({ description: 'main()\'s return value, as JSON' }),
+  ...Output,
+  backend: Backend
+}, { $id: 'ExecuteSuccess' })
+
+export const ErrorReply = Type.Object({
+  statusCode: Type.Integer(),
+  error: Type.String(),
+  code: Type.Union(ERROR_CODES.map(c => Type.Literal(c))),
+  message: Type.String(),
+  requestId: Type.Optional(Type.String()),
+  // Present whenever the script ran:
+  stdout: Type.Optional(Output.stdout),
+  stderr: Type.Optional(Output.stderr),
+  stdoutTruncated: Type.Optional(Output.stdoutTruncated),
+  stderrTruncated: Type.Optional(Output.stderrTruncated),
+  durationMs: Type.Optional(Output.durationMs),
+  backend: Type.Optional(Backend),
+  // What helps debug, by error:
+  exception: Type.Optional(Type.String({ description: 'MAIN_RAISED: the exception type' })),
+  traceback: Type.Optional(Type.String({ description: 'MAIN_RAISED: the user\'s frames only' })),
+  line: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: line (1-based)' })),
+  column: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: column (1-based)' })),
+  signal: Type.Optional(Type.String({ description: 'CRASHED: the signal that ended the run' })),
+  exitCode: Type.Optional(Type.Integer({ description: 'CRASHED: the exit status without a result' }))
+}, { $id: 'ErrorReply' })
+export type ErrorReply = Static<typeof ErrorReply>
+
+const ProbeEntry = Type.Object({
+  backend: Backend,
+  ok: Type.Boolean(),
+  reason: Type.Optional(Type.String()),
+  features: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]))
+})
+
+export const Readiness = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
+  backend: Type.Union([Backend, Type.Null()]),
+  warning: Type.Optional(Type.String()),
+  probes: Type.Array(ProbeEntry)
+}, { $id: 'Readiness' })
+export type Readiness = Static<typeof Readiness>
