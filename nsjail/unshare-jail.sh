@@ -52,6 +52,7 @@ cd /
 # The old root's tools still run here: their libraries are bound in the new root.
 /.old/usr/bin/mount -o remount,bind,ro /
 /.old/usr/bin/umount -l /.old
+cd /tmp
 
 # shellcheck disable=SC2086 # JAIL_LIMITS and JAIL_ENV are lists by design
 exec /usr/bin/env -i $JAIL_ENV \

@@ -14,11 +14,11 @@ const Backend = Type.Union(BACKEND_NAMES.map(n => Type.Literal(n)), { descriptio
 const Output = {
   stdout: Type.String({ description: 'Everything the script printed to stdout (capped)' }),
   stderr: Type.String({ description: 'Everything the script printed to stderr (capped)' }),
-  stdoutTruncated: Type.Boolean({ description: 'stdout went over LIMIT_OUTPUT_BYTES and was cut' }),
-  stderrTruncated: Type.Boolean({ description: 'stderr went over LIMIT_OUTPUT_BYTES and was cut' }),
-  durationMs: Type.Integer({ description: 'Wall time of the sandboxed run' })
+  stdoutTruncated: Type.Optional(Type.Literal(true, { description: 'Present when stdout went over LIMIT_OUTPUT_BYTES and was cut' })),
+  stderrTruncated: Type.Optional(Type.Literal(true, { description: 'Present when stderr went over LIMIT_OUTPUT_BYTES and was cut' }))
 }
 
+// Timings travel in the Server-Timing header (queue;dur=…, sandbox;dur=…), not in the body.
 export const ExecuteSuccess = Type.Object({
   result: Type.Unknown({ description: 'main()\'s return value, as JSON' }),
   ...Output,
@@ -34,9 +34,8 @@ export const ErrorReply = Type.Object({
   // Present whenever the script ran:
   stdout: Type.Optional(Output.stdout),
   stderr: Type.Optional(Output.stderr),
-  stdoutTruncated: Type.Optional(Output.stdoutTruncated),
-  stderrTruncated: Type.Optional(Output.stderrTruncated),
-  durationMs: Type.Optional(Output.durationMs),
+  stdoutTruncated: Output.stdoutTruncated,
+  stderrTruncated: Output.stderrTruncated,
   backend: Type.Optional(Backend),
   // What helps debug, by error:
   exception: Type.Optional(Type.String({ description: 'MAIN_RAISED: the exception type' })),

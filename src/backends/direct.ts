@@ -35,12 +35,14 @@ export class DirectBackend implements SandboxBackend {
     const { limits, python, sitePackages } = this.options
     const scratch = await mkdtemp(join(tmpdir(), 'pysandbox-direct-'))
     try {
+      const env = { ...SANDBOX_ENV, HOME: scratch, TMPDIR: scratch, MPLCONFIGDIR: scratch }
       return await runLaunch({
-        file: 'prlimit',
-        args: [`--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
+        // env -i: the environment is exactly ours, whatever a spawn hook of the server adds.
+        file: '/usr/bin/env',
+        args: ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'prlimit', `--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
           `--nproc=${limits.processes}`, `--nofile=${limits.openFiles}`, `--fsize=${limits.tmpMiB * MiB}`, '--core=0',
           '--', python, ...harnessArgs(join(HARNESS_DIR, 'run.py'), limits), sitePackages],
-        env: { ...SANDBOX_ENV, HOME: scratch, TMPDIR: scratch, MPLCONFIGDIR: scratch },
+        env: { PATH: SANDBOX_ENV.PATH ?? '/usr/bin:/bin' },
         cwd: scratch
       }, request, limits, false)
     } finally {

@@ -32,9 +32,9 @@ def attempt(action):
     except OSError as error:
         return error.errno or -1
 
-def connect(host, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(2)
+def route(host, port):
+    # A UDP connect() only looks up a route: no packet leaves, whatever the backend.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.connect((host, port))
     finally:
@@ -58,8 +58,8 @@ def main():
         "uid": os.getuid(), "gid": os.getgid(),
         "capEff": status("CapEff"), "noNewPrivs": status("NoNewPrivs"), "seccomp": status("Seccomp"),
         "env": sorted(os.environ),
-        "loopback": attempt(lambda: connect("127.0.0.1", 9)),
-        "metadata": attempt(lambda: connect("169.254.169.254", 80)),
+        "loopback": attempt(lambda: route("127.0.0.1", 9)),
+        "metadata": attempt(lambda: route("169.254.169.254", 80)),
         "interfaces": len(socket.if_nameindex()),
         "rootWritable": attempt(lambda: open("/canary-root-write", "w").close()) == 0,
         "serverVisible": [p for p in ${JSON.stringify(serverPaths())} if os.path.exists(p)],
@@ -114,8 +114,8 @@ export function checkFacts (facts: CanaryFacts, limits: Limits, expect: ProbeExp
     want(facts.uid === 65534 && facts.gid === 65534, `runs as uid ${facts.uid}, gid ${facts.gid}, not 65534`)
     want(/^0+$/.test(facts.capEff), `has capabilities (CapEff ${facts.capEff})`)
     want(facts.noNewPrivs === '1', 'no_new_privs is not set')
-    want(facts.loopback === ENETUNREACH, `loopback reachable (connect gave errno ${facts.loopback})`)
-    want(facts.metadata === ENETUNREACH, `metadata address reachable (connect gave errno ${facts.metadata})`)
+    want(facts.loopback === ENETUNREACH, `loopback reachable (route lookup gave errno ${facts.loopback})`)
+    want(facts.metadata === ENETUNREACH, `metadata address routable (route lookup gave errno ${facts.metadata})`)
     want(facts.interfaces <= 1, `${facts.interfaces} network interfaces visible (only a loopback that is down is expected)`)
     want(!facts.rootWritable, 'the root file system is writable')
     want(facts.serverVisible.length === 0, `server paths visible: ${facts.serverVisible.join(', ')}`)

@@ -32,7 +32,15 @@ const execute: FastifyPluginAsyncTypebox = async app => {
       stdoutTruncated,
       stderrTruncated
     }, 'execution')
-    const output = { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs, backend }
+    // The documented shape; truncation flags only when something was cut, timings in a header.
+    const output = {
+      stdout,
+      stderr,
+      backend,
+      ...(stdoutTruncated ? { stdoutTruncated } : {}),
+      ...(stderrTruncated ? { stderrTruncated } : {})
+    }
+    reply.header('server-timing', `queue;dur=${queuedMs}, sandbox;dur=${durationMs}`)
     if (outcome.ok) return { result: outcome.result, ...output }
     return await reply.code(422).send({
       statusCode: 422,

@@ -1,0 +1,165 @@
+// The isolation guarantees as deny/allow pairs, shared by the sandbox suites (every deny must
+// hold) and the sabotage suite (against `direct`, every non-destructive deny must be breached,
+// which proves the test can fail). Each deny returns whether the attack got through.
+import { randomUUID } from 'node:crypto'
+import { post, script, type Target } from './server.js'
+import { SERVER_SECRET } from './server.js'
+
+export interface Attempt {
+  breached: boolean
+  evidence: string
+}
+
+export interface Guarantee {
+  name: string
+  /** Harmless outside a sandbox, so it may run against `direct` (no bombs, no kill(-1)). */
+  sabotageSafe: boolean
+  deny: (target: Target) => Promise<Attempt>
+  /** The legitimate twin: what must keep working. */
+  allow: (target: Target) => Promise<boolean>
+}
+
+async function attempt (target: Target, source: string): Promise<Attempt> {
+  const reply = await post(target, source)
+  if (reply.status !== 200) throw new Error(`attack script failed: ${JSON.stringify(reply.body)}`)
+  return reply.body.result as Attempt
+}
+
+async function works (target: Target, source: string): Promise<boolean> {
+  const reply = await post(target, source)
+  return reply.status === 200 && reply.body.result === true
+}
+
+const UNREACHABLE = `
+import errno, socket
+def route_refused(family, address):
+    # UDP connect() only looks up a route: no packet is sent, so this is safe on any host.
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.connect(address)
+        return False
+    except OSError as e:
+        return e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL)
+    finally:
+        s.close()
+`
+
+export const GUARANTEES: Guarantee[] = [
+  {
+    name: 'network: the service\'s own port on loopback is unreachable',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", ${target.port}))
+    return {"breached": True, "evidence": "connected to the service"}
+except OSError as e:
+    return {"breached": False, "evidence": str(e)}`, 'import socket')),
+    allow: async target => await works(target, script(`
+a, b = socket.socketpair()
+a.sendall(b"ping")
+return b.recv(4) == b"ping"`, 'import socket'))
+  },
+  {
+    name: 'network: metadata server, public and IPv6 addresses have no route',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+targets = [(socket.AF_INET, ("169.254.169.254", 80)), (socket.AF_INET, ("8.8.8.8", 53)), (socket.AF_INET6, ("2001:4860:4860::8888", 53, 0, 0))]
+routable = [str(a) for f, a in targets if not route_refused(f, a)]
+return {"breached": bool(routable), "evidence": ",".join(routable)}`, UNREACHABLE)),
+    allow: async target => await works(target, script('return len(socket.gethostname()) > 0', 'import socket'))
+  },
+  {
+    name: 'filesystem: the root is read-only',
+    sabotageSafe: true,
+    deny: async target => {
+      const marker = `pysandbox-ro-${randomUUID()}`
+      return await attempt(target, script(`
+written = []
+for d in ["/", "/usr/lib", "/etc", "/var/tmp"]:
+    try:
+        with open(os.path.join(d, "${marker}"), "w") as f:
+            f.write("x")
+        written.append(d)
+        os.remove(os.path.join(d, "${marker}"))
+    except OSError:
+        pass
+return {"breached": bool(written), "evidence": ",".join(written)}`, 'import os'))
+    },
+    allow: async target => await works(target, script(`
+with open("/tmp/x", "w") as f:
+    f.write("hello")
+return open("/tmp/x").read() == "hello"`))
+  },
+  {
+    name: 'filesystem: the server\'s code is invisible',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+seen = [p for p in ["${target.serverRoot}/package.json", "${target.serverRoot}/dist", "/proc/1/cwd/package.json"] if os.path.exists(p)]
+return {"breached": bool(seen), "evidence": ",".join(seen)}`, 'import os')),
+    allow: async target => await works(target, script('import json, os.path\nreturn os.path.exists(json.__file__)'))
+  },
+  {
+    name: 'secrets: the server\'s environment is invisible, even through /proc',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+found = ["os.environ"] if any("${SERVER_SECRET}" in v for v in os.environ.values()) else []
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        if b"${SERVER_SECRET}" in open(f"/proc/{pid}/environ", "rb").read():
+            found.append(pid)
+    except OSError:
+        pass
+return {"breached": bool(found), "evidence": ",".join(found)}`, 'import os')),
+    allow: async target => await works(target, script('return os.environ["LANG"] == "C.UTF-8" and "PATH" in os.environ', 'import os'))
+  },
+  {
+    name: 'privileges: not root, no capabilities',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+cap = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff:")][0]
+return {"breached": os.getuid() == 0 or int(cap, 16) != 0, "evidence": f"uid={os.getuid()} CapEff={cap}"}`, 'import os')),
+    allow: async target => await works(target, script('return isinstance(os.getuid(), int) and os.getpid() > 0', 'import os'))
+  },
+  {
+    name: 'cross-request: /tmp is private to each run',
+    sabotageSafe: true,
+    deny: async target => {
+      const marker = `/tmp/pysandbox-leak-${randomUUID()}`
+      await attempt(target, script(`open("${marker}", "w").write("x")\nreturn {"breached": False, "evidence": ""}`))
+      return await attempt(target, script(`
+seen = os.path.exists("${marker}")
+if seen:
+    os.remove("${marker}")
+return {"breached": seen, "evidence": "${marker}" if seen else ""}`, 'import os'))
+    },
+    allow: async target => await works(target, script('open("/tmp/a", "w").write("1")\nreturn open("/tmp/a").read() == "1"'))
+  },
+  {
+    name: 'cross-request: a concurrent run\'s processes are invisible',
+    sabotageSafe: true,
+    deny: async target => {
+      const marker = `pysandbox-proc-${randomUUID()}`
+      const sleeper = post(target, script(`
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)", "${marker}"])
+time.sleep(2.5)
+child.kill()
+child.wait()
+return {"breached": False, "evidence": ""}`, 'import subprocess, sys, time'))
+      await new Promise(resolve => setTimeout(resolve, 1200))
+      const spy = await attempt(target, script(`
+seen = []
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        if b"${marker}" in open(f"/proc/{pid}/cmdline", "rb").read():
+            seen.append(pid)
+    except OSError:
+        pass
+return {"breached": bool(seen), "evidence": ",".join(seen)}`, 'import os'))
+      await sleeper
+      return spy
+    },
+    allow: async target => await works(target, script('return len([p for p in os.listdir("/proc") if p.isdigit()]) >= 1', 'import os'))
+  }
+]

@@ -1,0 +1,276 @@
+// The HTTP suite every isolating backend must pass, over real HTTP against a listening server
+// with the real sandbox: the contract, every script error of API.md, every limit, every
+// guarantee as a deny/allow pair, each followed by a hello world that must still answer.
+import t, { type Test as TapTest } from 'tap'
+import { GUARANTEES } from './guarantees.js'
+import { readdirSync, readFileSync } from 'node:fs'
+import { HELLO, TEST_LIMITS, externalUrl, get, post, script, startServer, type Target } from './server.js'
+
+type Test = TapTest
+
+const limit = (name: string): number => Number(TEST_LIMITS[name])
+
+/** After an attack: the service still answers a hello world, promptly. */
+async function stillServes (t: Test, target: Target): Promise<void> {
+  const started = performance.now()
+  const reply = await post(target, HELLO)
+  const ms = Math.round(performance.now() - started)
+  t.equal(reply.status, 200, 'a hello world still answers')
+  t.ok(ms < 3000, `and promptly (${ms} ms)`)
+}
+
+/** Host processes whose command line contains `marker`. */
+function hostProcessesWith (marker: string): string[] {
+  return readdirSync('/proc').filter(pid => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`).includes(marker)
+    } catch {
+      return false // the process ended while we looked
+    }
+  })
+}
+
+interface ErrorCase {
+  name: string
+  source: string
+  code: string
+  check?: (t: Test, body: Record<string, any>, target: Target) => void
+}
+
+const ERROR_CASES: ErrorCase[] = [
+  {
+    name: 'a script that does not compile',
+    source: 'def main(:\n    return 1\n',
+    code: 'SYNTAX_ERROR',
+    check: (t, body) => { t.equal(body.line, 1); t.ok(body.column > 0); t.match(body.message, /^line 1, column \d+/) }
+  },
+  { name: 'a script without main', source: 'x = 1\n', code: 'MISSING_MAIN' },
+  { name: 'a main that is not callable', source: 'main = 3\n', code: 'MAIN_NOT_CALLABLE', check: (t, body) => t.match(body.message, /int/) },
+  {
+    name: 'main raising',
+    source: 'def helper():\n    raise ValueError("boom")\n\ndef main():\n    print("before")\n    helper()\n',
+    code: 'MAIN_RAISED',
+    check: (t, body, target) => {
+      t.equal(body.exception, 'ValueError')
+      t.equal(body.message, 'ValueError: boom')
+      t.equal(body.stdout, 'before\n', 'stdout printed before the error is kept')
+      t.match(body.traceback, /File "<script>", line 6, in main/)
+      t.match(body.traceback, /File "<script>", line 2, in helper/)
+      t.notMatch(body.traceback, /run\.py|\/sandbox\/harness/, 'no harness frames')
+      t.notOk(String(body.traceback).includes(target.serverRoot), 'no host paths')
+    }
+  },
+  { name: 'top-level code raising', source: 'import nosuchmodule\ndef main():\n    return 1\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'ModuleNotFoundError') },
+  { name: 'main calling sys.exit', source: 'import sys\ndef main():\n    sys.exit(3)\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'SystemExit') },
+  { name: 'main needing an argument', source: 'def main(x):\n    return x\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'TypeError') },
+  {
+    name: 'a numpy value in the result',
+    source: 'import numpy\ndef main():\n    return {"rows": [1, 2, 3, numpy.int64(4)]}\n',
+    code: 'RESULT_NOT_JSON',
+    check: (t, body) => t.match(body.message, 'result[\'rows\'][3] is a numpy.int64')
+  },
+  { name: 'NaN in the result', source: 'def main():\n    return [float("nan")]\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'result[0] is nan') },
+  { name: 'a set in the result', source: 'def main():\n    return {1, 2}\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'result is a set') },
+  { name: 'an integer JSON readers cannot hold', source: 'def main():\n    return 10**5000\n', code: 'RESULT_NOT_JSON' },
+  { name: 'a result that contains itself', source: 'def main():\n    x = []\n    x.append(x)\n    return x\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'contains itself') },
+  { name: 'a result over the size limit', source: `def main():\n    return "x" * ${limit('LIMIT_RESULT_BYTES') + 1}\n`, code: 'RESULT_TOO_LARGE' },
+  { name: 'an infinite loop (CPU limit)', source: 'def main():\n    while True:\n        pass\n', code: 'TIME_LIMIT_EXCEEDED' },
+  { name: 'a long sleep (wall limit)', source: 'import time\ndef main():\n    time.sleep(100)\n', code: 'TIME_LIMIT_EXCEEDED', check: (t, body) => t.match(body.message, /wall-time limit/) },
+  {
+    name: 'a script that ignores SIGTERM',
+    source: 'import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef main():\n    time.sleep(100)\n',
+    code: 'TIME_LIMIT_EXCEEDED'
+  },
+  { name: 'a memory bomb', source: 'def main():\n    block = bytearray(b"x") * (2 * 1024**3)\n    return len(block)\n', code: 'MEMORY_LIMIT_EXCEEDED' },
+  {
+    name: 'a segfault through ctypes',
+    source: 'import ctypes\ndef main():\n    ctypes.string_at(0)\n',
+    code: 'CRASHED',
+    check: (t, body) => t.equal(body.signal, 'SIGSEGV')
+  },
+  { name: 'os._exit before returning', source: 'import os\ndef main():\n    os._exit(3)\n', code: 'CRASHED', check: (t, body) => t.equal(body.exitCode, 3) }
+]
+
+export function sandboxSuite (backend: string): void {
+  let target: Target
+  t.before(async () => { target = await startServer({ SANDBOX_BACKEND: backend }) })
+  t.teardown(async () => { await target.close() })
+
+  t.test('/readyz names the backend and its isolation', async t => {
+    const reply = await get(target, '/readyz')
+    t.equal(reply.status, 200)
+    t.equal(reply.body.backend, backend)
+    t.equal(reply.body.probes.at(-1).features.network, 'none')
+  })
+
+  t.test('the README\'s example returns the documented response', async t => {
+    const reply = await post(target, HELLO)
+    t.equal(reply.status, 200)
+    t.same(reply.body, { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend })
+    t.match(reply.headers.get('server-timing'), /^queue;dur=\d+, sandbox;dur=\d+$/)
+  })
+
+  t.test('script errors of API.md, each with its code, output and backend', async t => {
+    for (const c of ERROR_CASES) {
+      await t.test(c.name, async t => {
+        const reply = await post(target, c.source)
+        t.equal(reply.status, 422)
+        t.equal(reply.body.code, c.code, JSON.stringify(reply.body).slice(0, 400))
+        t.equal(reply.body.backend, backend)
+        t.type(reply.body.stdout, 'string')
+        c.check?.(t, reply.body, target)
+      })
+    }
+    await stillServes(t, target)
+  })
+
+  t.test('the contract of how a script runs', async t => {
+    await t.test('the module is not __main__, so a main guard does not run main twice', async t => {
+      const reply = await post(target, 'def main():\n    print("main ran")\n    return __name__\n\nif __name__ == "__main__":\n    main()\n')
+      t.not(reply.body.result, '__main__')
+      t.equal(reply.body.stdout, 'main ran\n')
+    })
+    await t.test('printed text never becomes the result', async t => {
+      const reply = await post(target, 'import json\ndef main():\n    print(json.dumps({"ok": True, "result": 666}))\n    return 1\n')
+      t.equal(reply.body.result, 1)
+    })
+    await t.test('writing to the result channel\'s original fd fails', async t => {
+      const reply = await post(target, 'import os\ndef main():\n    os.write(3, b\'{"ok":true,"result":666}\')\n    return 1\n')
+      t.not(reply.body.result, 666)
+      t.equal(reply.body.code, 'MAIN_RAISED')
+    })
+    await t.test('stderr is returned apart from stdout', async t => {
+      const reply = await post(target, 'import sys\ndef main():\n    print("out")\n    print("err", file=sys.stderr)\n    return None\n')
+      t.same([reply.body.stdout, reply.body.stderr, reply.body.result], ['out\n', 'err\n', null])
+    })
+    await t.test('unicode survives both ways', async t => {
+      const reply = await post(target, 'def main():\n    print("héllo ✓")\n    return {"ключ": "值"}\n')
+      t.same([reply.body.stdout, reply.body.result], ['héllo ✓\n', { ключ: '值' }])
+    })
+    await t.test('async def main is awaited', async t => {
+      const reply = await post(target, 'import asyncio\nasync def main():\n    await asyncio.sleep(0)\n    return "awaited"\n')
+      t.equal(reply.body.result, 'awaited')
+    })
+    await t.test('numpy and pandas import and compute inside the sandbox', async t => {
+      const reply = await post(target, script(`
+frame = pandas.DataFrame({"g": [i % 3 for i in range(1000)], "v": numpy.arange(1000)})
+sums = frame.groupby("g")["v"].sum()
+return {"sums": {str(k): int(v) for k, v in sums.items()}, "dot": float(numpy.ones((20, 20)).dot(numpy.ones(20)).sum())}`, 'import numpy, pandas'))
+      t.equal(reply.status, 200, JSON.stringify(reply.body).slice(0, 300))
+      t.same(reply.body.result, { sums: { 0: 166833, 1: 166167, 2: 166500 }, dot: 400 })
+    })
+    await t.test('threads, subprocesses of the interpreter and os work', async t => {
+      const reply = await post(target, script(`
+box = []
+thread = threading.Thread(target=lambda: box.append(1))
+thread.start()
+thread.join()
+child = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True)
+return [box, child.stdout.strip(), os.getcwd(), os.listdir("/tmp") == [] or True]`, 'import os, subprocess, sys, threading'))
+      t.same(reply.body.result, [[1], '42', '/tmp', true])
+    })
+  })
+
+  t.test('limits end runaway scripts and keep the service answering', async t => {
+    await t.test('output beyond the cap is dropped and flagged, without failing the run', async t => {
+      const reply = await post(target, `import sys\ndef main():\n    sys.stdout.write("x" * ${limit('LIMIT_OUTPUT_BYTES') * 3})\n    sys.stderr.write("y" * ${limit('LIMIT_OUTPUT_BYTES') * 2})\n    return "done"\n`)
+      t.equal(reply.status, 200)
+      t.equal(reply.body.result, 'done')
+      t.equal(reply.body.stdout.length, limit('LIMIT_OUTPUT_BYTES'))
+      t.equal(reply.body.stdoutTruncated, true)
+      t.equal(reply.body.stderrTruncated, true)
+    })
+    await t.test('an endless flood without newlines ends at the time limit, output capped', async t => {
+      const reply = await post(target, 'import sys\ndef main():\n    while True:\n        sys.stdout.write("x" * 65536)\n')
+      t.equal(reply.body.code, 'TIME_LIMIT_EXCEEDED')
+      t.ok(reply.body.stdout.length <= limit('LIMIT_OUTPUT_BYTES'))
+    })
+    await t.test('a fork bomb hits the process limit', async t => {
+      const reply = await post(target, 'import os\ndef main():\n    while True:\n        os.fork()\n')
+      t.equal(reply.status, 422)
+      t.match(reply.body.code, /MAIN_RAISED|TIME_LIMIT_EXCEEDED|CRASHED/)
+    })
+    await t.test('threads stop at the process limit', async t => {
+      const reply = await post(target, script(`
+started = 0
+try:
+    for _ in range(10000):
+        threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+        started += 1
+except RuntimeError:
+    pass
+return started`, 'import threading, time'))
+      t.equal(reply.status, 200)
+      t.ok(reply.body.result < limit('LIMIT_PROCESSES'), `${String(reply.body.result)} threads started`)
+    })
+    await t.test('filling the disk stops at the /tmp size', async t => {
+      const reply = await post(target, script(`
+written = 0
+try:
+    with open("/tmp/fill", "wb") as f:
+        while True:
+            f.write(b"x" * 1048576)
+            f.flush()
+            written += 1048576
+except OSError as e:
+    return [e.errno, written]
+return [0, written]`))
+      t.equal(reply.status, 200)
+      const [errno, written] = reply.body.result as [number, number]
+      t.ok([27, 28].includes(errno), `EFBIG or ENOSPC, got ${errno}`)
+      t.ok(written <= limit('LIMIT_TMP_MB') * 1024 * 1024)
+    })
+    await t.test('open files stop at the limit', async t => {
+      const reply = await post(target, script(`
+files = []
+try:
+    while True:
+        files.append(open("/dev/null"))
+except OSError as e:
+    return [e.errno, len(files)]`))
+      t.equal(reply.body.result[0], 24, 'EMFILE')
+      t.ok(reply.body.result[1] < 256)
+    })
+    await stillServes(t, target)
+  })
+
+  t.test('isolation guarantees: each attack fails, its legitimate twin works', async t => {
+    for (const guarantee of GUARANTEES) {
+      await t.test(guarantee.name, async t => {
+        const denied = await guarantee.deny(target)
+        t.equal(denied.breached, false, `deny: ${denied.evidence}`)
+        t.equal(await guarantee.allow(target), true, 'allow: the legitimate twin works')
+        await stillServes(t, target)
+      })
+    }
+  })
+
+  t.test('attacks too destructive to run outside a sandbox', async t => {
+    await t.test('kill(-1) only reaches the script\'s own sandbox', async t => {
+      const bystander = post(target, 'import time\ndef main():\n    time.sleep(1.5)\n    return "unharmed"\n')
+      await new Promise(resolve => setTimeout(resolve, 300))
+      const killer = await post(target, script(`
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+os.kill(-1, signal.SIGKILL)
+return ["still here", child.wait()]`, 'import os, signal, subprocess, sys'))
+      t.same(killer.body.result, ['still here', -9], 'it kills its own child and survives')
+      t.equal((await bystander).body.result, 'unharmed')
+    })
+    await t.test('a background process does not survive its run', async t => {
+      const marker = `pysandbox-daemon-${Date.now()}`
+      await post(target, script(`
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(30)", "${marker}"])
+    os._exit(0)
+return "spawned"`, 'import os, signal, sys'))
+      const reply = await post(target, script(`
+return [p for p in os.listdir("/proc") if p.isdigit() and b"${marker}" in open(f"/proc/{p}/cmdline", "rb").read()]`, 'import os'))
+      t.same(reply.body.result, [], 'not in a later sandbox')
+      if (externalUrl === undefined) t.same(hostProcessesWith(marker), [], 'not on the host')
+    })
+    await stillServes(t, target)
+  })
+}
