@@ -99,6 +99,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   // JSON only: Fastify's built-in text/plain parser would let other bodies through to validation.
   app.removeContentTypeParser('text/plain')
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  // While closing, every reply ends its connection: a keep-alive socket would hold close() open.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (_request, reply) => { if (closing) reply.header('connection', 'close') })
 
   await app.register(helmet)
   await app.register(swagger, {
@@ -123,7 +127,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     backends: options.backends ?? createBackends(config),
     concurrency: config.CONCURRENCY,
     queueSize: config.QUEUE_SIZE,
-    queueTimeoutMs: config.QUEUE_TIMEOUT_MS
+    queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
+    probeIntervalMs: config.PROBE_INTERVAL_MS
   })
 
   // Error and not-found handlers before the routes: child contexts inherit them when registered.

@@ -37,6 +37,7 @@ export const ConfigSchema = Type.Object({
   CONCURRENCY: Type.Integer({ default: availableParallelism(), minimum: 1, maximum: 256, description: 'Sandboxes running at once (default: number of CPUs)' }),
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
+  PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start)' }),
   RATE_LIMIT_MAX: Type.Integer({ default: 120, minimum: 0, description: 'Requests per client per window; 0 turns rate limiting off' }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
   TRUST_PROXY: Type.Boolean({ default: false, description: 'Trust X-Forwarded-For for client addresses (set behind Cloud Run or a load balancer)' })

@@ -15,6 +15,9 @@ export interface ProbeExpectations {
 
 const MiB = 1024 * 1024
 const ENETUNREACH = 101
+/** Probes run in a slot of their own (a host uid no request uses: CONCURRENCY is at most 256),
+ *  so a script filling its slot's process limit cannot make a re-probe fail. */
+export const PROBE_SLOT = 4095
 
 /** Places of the server that no isolated script may see. */
 function serverPaths (): string[] {
@@ -130,12 +133,12 @@ function describe (outcome: RunOutcome): string {
   return `${outcome.code}: ${outcome.message}${outcome.stderr !== '' ? ` (stderr: ${outcome.stderr.slice(-500).trim()})` : ''}`
 }
 
-/** Runs both canaries through `run` (slot 0, before any request is served). */
+/** Runs both canaries through `run`. */
 export async function probeBackend (run: (request: RunRequest) => Promise<RunOutcome>, limits: Limits,
   expect: ProbeExpectations): Promise<ProbeReport> {
   let canary: RunOutcome
   try {
-    canary = await run({ script: canaryScript(), slot: 0 })
+    canary = await run({ script: canaryScript(), slot: PROBE_SLOT })
   } catch (error) {
     return { ok: false, reason: `the canary could not start: ${(error as Error).message}`, features: {} }
   }
@@ -144,7 +147,7 @@ export async function probeBackend (run: (request: RunRequest) => Promise<RunOut
   const problems = checkFacts(facts, limits, expect)
   if (problems.length > 0) return { ok: false, reason: problems.join('; '), features: {} }
 
-  const memory = await run({ script: memoryCanaryScript(limits), slot: 0 })
+  const memory = await run({ script: memoryCanaryScript(limits), slot: PROBE_SLOT })
   if (memory.ok || memory.code !== 'MEMORY_LIMIT_EXCEEDED') {
     return { ok: false, reason: `memory limit not enforced: allocating ${limits.memoryMiB + 64} MiB ${describe(memory)}`, features: {} }
   }

@@ -19,8 +19,11 @@ export interface Execution {
 }
 
 export interface Sandbox {
-  /** The backend that serves every request, or undefined: then /execute refuses. */
+  /** The backend chosen at start, or undefined: then /execute refuses. */
   readonly backend: SandboxBackend | undefined
+  /** True while the chosen backend passes its probe (at start, then every PROBE_INTERVAL_MS). */
+  readonly ready: boolean
+  /** The start-up probes in order, the chosen backend's replaced by its latest re-probe. */
   readonly probes: readonly ProbeResult[]
   readonly slots: Slots
   execute: (script: string, signal: AbortSignal) => Promise<Execution>
@@ -38,6 +41,16 @@ export interface SandboxPluginOptions {
   concurrency: number
   queueSize: number
   queueTimeoutMs: number
+  /** Re-probe the chosen backend this often; 0: never. */
+  probeIntervalMs: number
+}
+
+async function probeSafely (backend: SandboxBackend): Promise<ProbeResult> {
+  try {
+    return { backend: backend.name, ...await backend.probe() }
+  } catch (error) {
+    return { backend: backend.name, ok: false, reason: `probe threw: ${(error as Error).message}`, features: {} }
+  }
 }
 
 /** Probes in order; the first that passes wins. Later ones are not probed. */
@@ -45,13 +58,8 @@ export async function chooseBackend (candidates: SandboxBackend[], log: FastifyB
   const probes: ProbeResult[] = []
   for (const candidate of candidates) {
     const started = performance.now()
-    let report: ProbeReport
-    try {
-      report = await candidate.probe()
-    } catch (error) {
-      report = { ok: false, reason: `probe threw: ${(error as Error).message}`, features: {} }
-    }
-    probes.push({ backend: candidate.name, ...report })
+    const report = await probeSafely(candidate)
+    probes.push(report)
     log.info({ backend: candidate.name, ok: report.ok, reason: report.reason, features: report.features, ms: Math.round(performance.now() - started) }, 'sandbox probe')
     if (report.ok) return { backend: candidate, probes }
   }
@@ -71,8 +79,24 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
   const slots = new Slots(options.concurrency, options.queueSize, options.queueTimeoutMs)
   const inFlight = new Set<AbortController>()
 
+  let ready = backend !== undefined
+  let reprobe: NodeJS.Timeout | undefined
+  if (backend !== undefined && options.probeIntervalMs > 0) {
+    let probing = false
+    reprobe = setInterval(() => {
+      if (probing) return
+      probing = true
+      probeSafely(backend).then(result => {
+        probes[probes.length - 1] = result
+        if (result.ok !== ready) app.log[result.ok ? 'info' : 'error']({ probe: result }, `sandbox backend ${backend.name} ${result.ok ? 'passes its probe again' : 'FAILED ITS RE-PROBE: refusing to execute until it passes'}`)
+        ready = result.ok
+      }).finally(() => { probing = false })
+    }, options.probeIntervalMs)
+    reprobe.unref()
+  }
+
   async function execute (script: string, signal: AbortSignal): Promise<Execution> {
-    if (backend === undefined) throw new SandboxUnavailableError()
+    if (backend === undefined || !ready) throw new SandboxUnavailableError()
     const queuedAt = performance.now()
     const lease = await slots.acquire()
     const queuedMs = Math.round(performance.now() - queuedAt)
@@ -90,10 +114,17 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     }
   }
 
-  app.decorate('sandbox', { backend, probes, slots, execute } satisfies Sandbox)
+  app.decorate('sandbox', {
+    backend,
+    get ready () { return ready },
+    probes,
+    slots,
+    execute
+  } satisfies Sandbox)
 
   // On close: refuse the queue, kill every running sandbox (the spawn wrapper escalates to SIGKILL).
   app.addHook('preClose', async () => {
+    clearInterval(reprobe)
     slots.drain()
     for (const controller of inFlight) controller.abort()
   })

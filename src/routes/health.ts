@@ -14,14 +14,14 @@ const health: FastifyPluginAsyncTypebox = async app => {
     schema: { summary: 'Readiness: the chosen backend and every probe\'s result', response: { 200: Readiness, 503: Readiness } },
     config: { rateLimit: false }
   }, async (_request, reply) => {
-    const { backend, probes } = app.sandbox
+    const { backend, probes, ready } = app.sandbox
     const body: Readiness = {
-      status: backend === undefined ? 'unavailable' : 'ready',
+      status: ready ? 'ready' : 'unavailable',
       backend: backend?.name ?? null,
       probes: probes.map(p => ({ ...p }))
     }
     if (backend?.name === 'direct') body.warning = 'the direct backend runs scripts WITHOUT ISOLATION'
-    return await reply.code(backend === undefined ? 503 : 200).send(body)
+    return await reply.code(ready ? 200 : 503).send(body)
   })
 }
 
