@@ -17,6 +17,9 @@ build: node_modules
 lint: node_modules
 	npm run lint
 
+bench: deps
+	npm run bench
+
 deps: .sandbox/system.ok node_modules .sandbox/site-packages/.ok .sandbox/nsjail/.ok
 
 .sandbox/system.ok: scripts/install-system.sh

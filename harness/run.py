@@ -8,17 +8,18 @@ goes to stdout/stderr and can never become the result. The server treats the cha
 untrusted and parses it strictly; this file only makes honest scripts report precisely.
 """
 
-import asyncio
-import inspect
-import json
-import linecache
+# Only what every run needs. asyncio, traceback, json and signal (which import re and enum)
+# cost tens of milliseconds, a multiple of the interpreter's own start-up, so they are avoided
+# or imported only when a script needs them.
+import _json
+import _signal
 import math
 import os
 import resource
-import signal
 import sys
-import traceback
 import types
+
+CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 
 RESULT_FD = 3
 SCRIPT_FD = 4
@@ -52,12 +53,42 @@ def open_channel():
     return fd
 
 
+def to_json(value, parts):
+    """Strict JSON of a value check_json accepted (or of the harness's own messages)."""
+    if value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif type(value) is str:
+        parts.append(_json.encode_basestring(value))
+    elif type(value) is int:
+        parts.append(int.__repr__(value))
+    elif type(value) is float:
+        parts.append(float.__repr__(value))
+    elif type(value) is dict:
+        parts.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            parts.append("," if index else "")
+            parts.append(_json.encode_basestring(key))
+            parts.append(":")
+            to_json(item, parts)
+        parts.append("}")
+    else:  # list or tuple
+        parts.append("[")
+        for index, item in enumerate(value):
+            parts.append("," if index else "")
+            to_json(item, parts)
+        parts.append("]")
+    return parts
+
+
 def send(fd, message, limit):
-    data = json.dumps(message, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    data = data.encode("utf-8", "surrogatepass")
+    data = "".join(to_json(message, [])).encode("utf-8")
     if len(data) > limit:
-        data = json.dumps({"ok": False, "code": "RESULT_TOO_LARGE",
-                           "message": f"main() returned {len(data)} bytes of JSON; the limit is {limit}"}).encode()
+        data = "".join(to_json({"ok": False, "code": "RESULT_TOO_LARGE",
+                                "message": f"main() returned {len(data)} bytes of JSON; the limit is {limit}"}, [])).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -113,8 +144,12 @@ def check_json(value):
         raise NotJson(f"{path} is a {type_name(item)}, which is not JSON")
 
 
-def user_traceback(exc):
+def user_traceback(exc, source):
     """The traceback of the user's frames only: the harness's frames are dropped."""
+    import linecache
+    import traceback
+    # Tracebacks can show the user's source lines.
+    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.StackSummary.from_list(frames).format()  # collapses repeated lines
@@ -126,12 +161,12 @@ def failure(code, message, **extra):
     return {"ok": False, "code": code, "message": message, **extra}
 
 
-def raised(exc):
+def raised(exc, source):
     if isinstance(exc, MemoryError):
         return failure("MEMORY_LIMIT_EXCEEDED", "the script ran out of memory (MemoryError)")
     text = str(exc)
     message = f"{type_name(exc)}: {text}" if text else type_name(exc)
-    return failure("MAIN_RAISED", message, exception=type_name(exc), traceback=user_traceback(exc))
+    return failure("MAIN_RAISED", message, exception=type_name(exc), traceback=user_traceback(exc, source))
 
 
 def run(source):
@@ -144,8 +179,6 @@ def run(source):
     except ValueError as exc:  # e.g. a null byte in the source
         return failure("SYNTAX_ERROR", str(exc), line=0, column=0)
 
-    # Tracebacks can show the user's source lines.
-    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
     module = types.ModuleType(MODULE_NAME)
     sys.modules[MODULE_NAME] = module
     try:
@@ -155,9 +188,13 @@ def run(source):
             return failure("MISSING_MAIN", "the script defines no function main()")
         if not callable(main):
             return failure("MAIN_NOT_CALLABLE", f"main is a {type_name(main)}, not a function")
-        result = asyncio.run(main()) if inspect.iscoroutinefunction(main) else main()
+        if getattr(getattr(main, "__code__", None), "co_flags", 0) & CO_COROUTINE:
+            import asyncio
+            result = asyncio.run(main())
+        else:
+            result = main()
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are the script's too
-        return raised(exc)
+        return raised(exc, source)
     try:
         check_json(result)
     except NotJson as exc:
@@ -181,7 +218,7 @@ def entry():
     channel = open_channel()
     # The script runs as pid 1 of its namespace, where a signal's default action does not
     # apply: report the CPU limit ourselves. A script that blocks this still dies at the hard limit.
-    signal.signal(signal.SIGXCPU, lambda *_: cpu_exceeded(channel, cpu_seconds, result_limit))
+    _signal.signal(_signal.SIGXCPU, lambda *_: cpu_exceeded(channel, cpu_seconds, result_limit))
     source = read_script()
     sys.path.append(site_packages)
     sys.argv = [FILENAME]
@@ -191,9 +228,10 @@ def entry():
             stream.flush()
         except Exception:  # the script may have closed or replaced them
             pass
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), MAX_DEPTH * 2 + 100))  # the script may have lowered it
     try:
         send(channel, message, result_limit)
-    except (TypeError, ValueError, RecursionError) as exc:  # a str/float subclass lying about itself
+    except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         send(channel, failure("RESULT_NOT_JSON", f"main() returned something that is not JSON: {exc}"), result_limit)
     # Skip interpreter teardown: no atexit hooks or lingering threads of the script's run after
     # the result is final.

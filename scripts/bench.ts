@@ -1,0 +1,106 @@
+// The benchmark (not a test): starts the server with the real sandbox and reports latency
+// percentiles and throughput for three scripts at concurrency 1 and at twice the slot count,
+// next to the bare interpreter's start-up as a baseline, as ratios so figures compare across
+// machines. Writes bench-report.json. Usage: npm run bench [-- --requests 30]
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+
+const { values } = parseArgs({ options: { requests: { type: 'string', default: '30' }, out: { type: 'string', default: 'bench-report.json' } } })
+const REQUESTS = Number(values.requests)
+
+const SCRIPTS: Record<string, string> = {
+  hello: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n',
+  numpy: 'import numpy as np\ndef main():\n    a = np.arange(10000, dtype=float).reshape(100, 100)\n    return float((a @ a.T).trace())\n',
+  pandas: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"g": [i % 10 for i in range(1000)], "v": range(1000)})\n    return {str(k): int(v) for k, v in df.groupby("g")["v"].sum().items()}\n'
+}
+
+function percentile (sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
+}
+
+interface Figures { p50: number, p95: number, p99: number, throughput: number, requests: number }
+
+function summarize (latencies: number[], elapsedMs: number): Figures {
+  const sorted = [...latencies].sort((a, b) => a - b)
+  const round = (n: number): number => Math.round(n * 10) / 10
+  return { p50: round(percentile(sorted, 50)), p95: round(percentile(sorted, 95)), p99: round(percentile(sorted, 99)), throughput: round(latencies.length / (elapsedMs / 1000)), requests: latencies.length }
+}
+
+async function load (url: string, script: string, concurrency: number, requests: number): Promise<Figures> {
+  const latencies: number[] = []
+  let next = 0
+  const body = JSON.stringify({ script })
+  const started = performance.now()
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next++ < requests) {
+      const t0 = performance.now()
+      const response = await fetch(`${url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+      const reply = await response.json() as { result?: unknown }
+      if (response.status !== 200) throw new Error(`benchmark request failed: ${JSON.stringify(reply)}`)
+      latencies.push(performance.now() - t0)
+    }
+  }))
+  return summarize(latencies, performance.now() - started)
+}
+
+function bare (python: string, args: string[], runs: number): Figures {
+  const latencies: number[] = []
+  const started = performance.now()
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now()
+    const run = spawnSync(python, args, { env: { PATH: '/usr/bin:/bin', OPENBLAS_NUM_THREADS: '1' } })
+    if (run.status !== 0) throw new Error(`baseline failed: ${run.stderr.toString()}`)
+    latencies.push(performance.now() - t0)
+  }
+  return summarize(latencies, performance.now() - started)
+}
+
+const config = loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent' })
+const app = await buildApp({ config })
+await app.listen({ port: 0, host: '127.0.0.1' })
+const { port } = app.server.address() as { port: number }
+const url = `http://127.0.0.1:${port}`
+const backend = app.sandbox.backend?.name ?? 'none'
+if (backend === 'none') throw new Error('no sandbox backend passed its probe: see /readyz')
+
+const baselines = {
+  'python -c pass': bare(config.SANDBOX_PYTHON, ['-c', 'pass'], REQUESTS),
+  'python -c "import pandas"': bare(config.SANDBOX_PYTHON, ['-c', `import sys; sys.path.append(${JSON.stringify(config.SANDBOX_SITE_PACKAGES)}); import pandas`], REQUESTS)
+}
+const heavy = 2 * config.CONCURRENCY
+const results: Record<string, Record<string, Figures>> = {}
+for (const [name, script] of Object.entries(SCRIPTS)) {
+  await load(url, script, 1, 2) // warm the page cache
+  results[name] = {
+    'concurrency 1': await load(url, script, 1, REQUESTS),
+    [`concurrency ${heavy}`]: await load(url, script, heavy, REQUESTS)
+  }
+}
+await app.close()
+
+const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100
+const report = {
+  date: new Date().toISOString(),
+  backend,
+  slots: config.CONCURRENCY,
+  memoryRung: app.sandbox.probes.at(-1)?.features.memory,
+  baselines,
+  results,
+  ratios: {
+    'hello p50 / bare python p50': ratio(results.hello?.['concurrency 1']?.p50 ?? NaN, baselines['python -c pass'].p50),
+    'pandas p50 / bare import pandas p50': ratio(results.pandas?.['concurrency 1']?.p50 ?? NaN, baselines['python -c "import pandas"'].p50)
+  }
+}
+writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n')
+
+console.log(`backend ${backend}, ${config.CONCURRENCY} slots, ${REQUESTS} requests per row (ms; throughput in requests/s)`)
+console.log('| what | p50 | p95 | p99 | throughput |\n| --- | --- | --- | --- | --- |')
+for (const [name, f] of Object.entries(baselines)) console.log(`| bare ${name} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
+for (const [name, rows] of Object.entries(results)) {
+  for (const [row, f] of Object.entries(rows)) console.log(`| ${name}, ${row} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
+}
+for (const [name, value] of Object.entries(report.ratios)) console.log(`${name}: ${value}`)
+console.log(`report written to ${values.out}`)
