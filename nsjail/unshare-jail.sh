@@ -45,6 +45,8 @@ for device in null zero urandom; do
   mount --bind "/dev/$device" "dev/$device"
 done
 mount -t tmpfs -o "size=$JAIL_TMP_BYTES,mode=1777,nosuid,nodev" jail-tmp tmp
+mkdir dev/shm
+mount -t tmpfs -o "size=$JAIL_TMP_BYTES,mode=1777,nosuid,nodev,noexec" jail-shm dev/shm
 mount -t proc -o nosuid,nodev,noexec proc proc
 
 pivot_root . .old

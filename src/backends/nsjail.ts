@@ -60,7 +60,10 @@ export class NsjailBackend implements SandboxBackend {
       '--user', `${SANDBOX_UID}:${uid}:1`,
       '--group', `${SANDBOX_UID}:${gid}:1`,
       '--time_limit', String(Math.ceil((limits.wallTimeMs + limits.killGraceMs) / 1000) + 1),
+      // Private tmpfs mounts sized per run. nsjail's --mount takes no mount flags; nosuid and
+      // nodev would add nothing: no_new_privs ignores setuid bits and no one holds CAP_MKNOD.
       '--mount', `none:/tmp:tmpfs:size=${limits.tmpMiB * MiB},mode=1777`,
+      '--mount', `none:/dev/shm:tmpfs:size=${limits.tmpMiB * MiB},mode=1777`,
       '--rlimit_cpu', String(limits.cpuSeconds + 1),
       '--rlimit_fsize', String(limits.tmpMiB),
       '--rlimit_nofile', String(limits.openFiles),

@@ -1,0 +1,56 @@
+// Test-only sabotage of the nsjail backend: one protection switched off at a time, after a
+// clean probe, to show that the tests covering that protection fail without it. Lives in the
+// tests, never in the service: nothing in configuration can reach it.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Launch } from '../../src/backends/launch.js'
+import { NSJAIL_POLICY, NsjailBackend, nsjailOptions, type MemoryRung } from '../../src/backends/nsjail.js'
+import { limitsFrom } from '../../src/backends/backend.js'
+import { loadConfig } from '../../src/config.js'
+import { TEST_LIMITS } from './server.js'
+
+export const PROTECTIONS = ['network', 'readonly', 'seccomp', 'limits', 'uid'] as const
+export type Protection = typeof PROTECTIONS[number]
+
+/** The policy file without its seccomp filter. */
+function policyWithoutSeccomp (): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'pysandbox-sabotage-')), 'no-seccomp.cfg')
+  writeFileSync(path, readFileSync(NSJAIL_POLICY, 'utf8').split('\n').filter(l => !l.startsWith('seccomp_string:')).join('\n'))
+  return path
+}
+
+function dropOptions (args: string[], names: string[]): string[] {
+  return args.filter((arg, i) => !names.includes(arg) && !names.includes(args[i - 1] ?? ''))
+}
+
+export function sabotageArgs (args: string[], protection: Protection): string[] {
+  const [config, policy, ...rest] = args
+  switch (protection) {
+    case 'network': return [config ?? '', policy ?? '', '--disable_clone_newnet', ...rest]
+    case 'readonly': return [config ?? '', policy ?? '', '--rw', ...rest]
+    case 'seccomp': return [config ?? '', policyWithoutSeccomp(), ...rest]
+    case 'limits': return dropOptions(args, ['--rlimit_nproc', '--rlimit_nofile', '--rlimit_fsize', '--cgroup_pids_max'])
+    case 'uid': return args.map(a => a.replace(/^65534:/, '0:'))
+  }
+}
+
+export class SabotagedNsjail extends NsjailBackend {
+  private armed = false
+
+  constructor (private readonly protection: Protection) {
+    const config = loadConfig({ ...TEST_LIMITS })
+    super(nsjailOptions(config, limitsFrom(config)))
+  }
+
+  override async probe (): ReturnType<NsjailBackend['probe']> {
+    const report = await super.probe()
+    this.armed = true // the probe ran clean; every run after it is sabotaged
+    return report
+  }
+
+  override launch (slot: number, rung?: MemoryRung): Launch {
+    const launch = super.launch(slot, rung)
+    return this.armed ? { ...launch, args: sabotageArgs(launch.args, this.protection) } : launch
+  }
+}
