@@ -161,5 +161,106 @@ return {"breached": bool(seen), "evidence": ",".join(seen)}`, 'import os'))
       return spy
     },
     allow: async target => await works(target, script('return len([p for p in os.listdir("/proc") if p.isdigit()]) >= 1', 'import os'))
+  },
+  {
+    name: 'filesystem: /etc/shadow, /sys and the host\'s devices are out of reach',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+reached = []
+for path in ["/etc/shadow", "/etc/passwd", "/sys/kernel", "/dev/mem", "/dev/kmsg", "/root", "/home", "/var/run"]:
+    if os.path.exists(path):
+        reached.append(path)
+return {"breached": bool(reached), "evidence": ",".join(reached)}`, 'import os')),
+    allow: async target => await works(target, script('return len(open("/dev/urandom", "rb").read(16)) == 16 and open("/dev/null").read() == ""'))
+  },
+  {
+    name: 'filesystem: no directory on sys.path is writable (no planted sitecustomize)',
+    sabotageSafe: true,
+    deny: async target => {
+      const name = `pysandbox_plant_${randomUUID().replaceAll('-', '')}.py`
+      return await attempt(target, script(`
+planted = []
+for directory in [d for d in sys.path if d and os.path.isdir(d)]:
+    path = os.path.join(directory, "${name}")
+    try:
+        open(path, "w").close()
+        planted.append(directory)
+        os.remove(path)
+    except OSError:
+        pass
+return {"breached": bool(planted), "evidence": ",".join(planted)}`, 'import os, sys'))
+    },
+    allow: async target => await works(target, script('open("/tmp/mod_x.py", "w").write("X = 7")\nsys.path.insert(0, "/tmp")\nimport mod_x\nreturn mod_x.X == 7', 'import sys'))
+  },
+  {
+    name: 'network: raw and packet sockets cannot be opened',
+    sabotageSafe: true,
+    deny: async target => await attempt(target, script(`
+opened = []
+for family, kind, proto in [(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), (socket.AF_PACKET, socket.SOCK_RAW, 0)]:
+    try:
+        socket.socket(family, kind, proto).close()
+        opened.append(str(family))
+    except OSError:
+        pass
+return {"breached": bool(opened), "evidence": ",".join(opened)}`, 'import socket')),
+    allow: async target => await works(target, script('socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()\nreturn True', 'import socket'))
+  },
+  {
+    name: 'cross-request: an abstract unix socket of a concurrent run is unreachable',
+    sabotageSafe: true,
+    deny: async target => {
+      const name = `pysandbox-abstract-${randomUUID()}`
+      const listener = post(target, script(`
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\\0${name}")
+server.listen(1)
+time.sleep(2.5)
+server.close()
+return {"breached": False, "evidence": ""}`, 'import socket, time'))
+      await new Promise(resolve => setTimeout(resolve, 1200))
+      const spy = await attempt(target, script(`
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    client.connect("\\0${name}")
+    return {"breached": True, "evidence": "connected"}
+except OSError as e:
+    return {"breached": False, "evidence": str(e)}`, 'import socket'))
+      await listener
+      return spy
+    },
+    allow: async target => await works(target, script(`
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\\0own")
+server.listen(1)
+client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+client.connect("\\0own")
+return True`, 'import socket'))
+  },
+  {
+    name: 'cross-request: SysV shared memory of a concurrent run is invisible',
+    sabotageSafe: true,
+    deny: async target => {
+      const key = 0x5a000000 + Math.floor(Math.random() * 0xffffff)
+      const SYSV = `import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+KEY = ${key}`
+      const owner = post(target, script(`
+segment = libc.shmget(KEY, 4096, 0o1600)  # IPC_CREAT | 0600
+time.sleep(2.5)
+libc.shmctl(segment, 0, None)  # IPC_RMID
+return {"breached": False, "evidence": ""}`, `${SYSV}\nimport time`))
+      await new Promise(resolve => setTimeout(resolve, 1200))
+      const spy = await attempt(target, script(`
+found = libc.shmget(KEY, 0, 0)
+return {"breached": found >= 0, "evidence": f"shmget gave {found}"}`, SYSV))
+      await owner
+      return spy
+    },
+    allow: async target => await works(target, script(`
+segment = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE
+ok = segment >= 0
+libc.shmctl(segment, 0, None)
+return ok`, 'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)'))
   }
 ]
