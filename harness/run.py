@@ -207,9 +207,8 @@ def cpu_exceeded(channel, cpu_seconds, result_limit):
     os._exit(1)
 
 
-def entry():
-    cpu_seconds, result_limit = int(sys.argv[1]), int(sys.argv[2])
-    site_packages = sys.argv[3] if len(sys.argv) > 3 else SANDBOX_SITE_PACKAGES
+def prepare(cpu_seconds, result_limit):
+    """Set the CPU limit, move the result channel off fd 3, report SIGXCPU; returns the channel."""
     # The sandbox sets the hard CPU limit one second above ours: the soft limit sends SIGXCPU,
     # which the server tells apart from the SIGKILL of a memory cgroup.
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -219,8 +218,13 @@ def entry():
     # The script runs as pid 1 of its namespace, where a signal's default action does not
     # apply: report the CPU limit ourselves. A script that blocks this still dies at the hard limit.
     _signal.signal(_signal.SIGXCPU, lambda *_: cpu_exceeded(channel, cpu_seconds, result_limit))
-    source = read_script()
-    sys.path.append(site_packages)
+    return channel
+
+
+def conclude(source, channel, result_limit, site_packages):
+    """Run the script, send its message on the channel and end the process (never returns)."""
+    if site_packages not in sys.path:
+        sys.path.append(site_packages)
     sys.argv = [FILENAME]
     message = run(source)
     for stream in (sys.stdout, sys.stderr):
@@ -236,6 +240,14 @@ def entry():
     # Skip interpreter teardown: no atexit hooks or lingering threads of the script's run after
     # the result is final.
     os._exit(0)
+
+
+def entry():
+    cpu_seconds, result_limit = int(sys.argv[1]), int(sys.argv[2])
+    site_packages = sys.argv[3] if len(sys.argv) > 3 else SANDBOX_SITE_PACKAGES
+    channel = prepare(cpu_seconds, result_limit)
+    source = read_script()
+    conclude(source, channel, result_limit, site_packages)
 
 
 if __name__ == "__main__":

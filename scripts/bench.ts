@@ -1,7 +1,8 @@
-// The benchmark (not a test): starts the server with the real sandbox and reports latency
-// percentiles and throughput for three scripts at concurrency 1 and at twice the slot count,
-// next to the bare interpreter's start-up as a baseline, as ratios so figures compare across
-// machines. Writes bench-report.json. Usage: npm run bench [-- --requests 30]
+// The benchmark (not a test): starts the server with the real sandbox, warm sandboxes on and then
+// off (two servers in sequence), and reports latency percentiles and throughput for three
+// scripts at concurrency 1 and at twice the slot count, next to the bare interpreter's start-up
+// as a baseline, as ratios so figures compare across machines. Writes bench-report.json.
+// Usage: npm run bench [-- --requests 30]
 import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -59,48 +60,71 @@ function bare (python: string, args: string[], runs: number): Figures {
 }
 
 const config = loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent' })
-const app = await buildApp({ config })
-await app.listen({ port: 0, host: '127.0.0.1' })
-const { port } = app.server.address() as { port: number }
-const url = `http://127.0.0.1:${port}`
-const backend = app.sandbox.backend?.name ?? 'none'
-if (backend === 'none') throw new Error('no sandbox backend passed its probe: see /readyz')
-
 const baselines = {
   'python -c pass': bare(config.SANDBOX_PYTHON, ['-c', 'pass'], REQUESTS),
   'python -c "import pandas"': bare(config.SANDBOX_PYTHON, ['-c', `import sys; sys.path.append(${JSON.stringify(config.SANDBOX_SITE_PACKAGES)}); import pandas`], REQUESTS)
 }
 const heavy = 2 * config.CONCURRENCY
-const results: Record<string, Record<string, Figures>> = {}
-for (const [name, script] of Object.entries(SCRIPTS)) {
-  await load(url, script, 1, 2) // warm the page cache
-  results[name] = {
-    'concurrency 1': await load(url, script, 1, REQUESTS),
-    [`concurrency ${heavy}`]: await load(url, script, heavy, REQUESTS)
+
+interface Measured { backend: string, memoryRung: unknown, warm: unknown, results: Record<string, Record<string, Figures>> }
+
+/** One server (warm sandboxes on or off), every script at concurrency 1 and at twice the slots. */
+async function measure (warm: boolean): Promise<Measured> {
+  const app = await buildApp({ config: loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent', WARM_SANDBOXES: String(warm) }) })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  try {
+    const { port } = app.server.address() as { port: number }
+    const url = `http://127.0.0.1:${port}`
+    const backend = app.sandbox.backend?.name ?? 'none'
+    if (backend === 'none') throw new Error('no sandbox backend passed its probe: see /readyz')
+    const features = app.sandbox.probes.at(-1)?.features ?? {}
+    await load(url, SCRIPTS.hello ?? '', heavy, 2 * heavy) // every slot once: its warm sandbox is up
+    const results: Record<string, Record<string, Figures>> = {}
+    for (const [name, script] of Object.entries(SCRIPTS)) {
+      await load(url, script, 1, 2) // warm the page cache
+      results[name] = {
+        'concurrency 1': await load(url, script, 1, REQUESTS),
+        [`concurrency ${heavy}`]: await load(url, script, heavy, REQUESTS)
+      }
+    }
+    return { backend, memoryRung: features.memory, warm: features.warm, results }
+  } finally {
+    await app.close()
   }
 }
-await app.close()
 
-const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100
+const runs = { 'warm on': await measure(true), 'warm off': await measure(false) }
+
+const ratio = (a: number | undefined, b: number | undefined): number => Math.round(((a ?? NaN) / (b ?? NaN)) * 100) / 100
+const c1 = 'concurrency 1'
+const cHeavy = `concurrency ${heavy}`
+const ratios: Record<string, number> = {}
+for (const [label, run] of Object.entries(runs)) {
+  ratios[`${label}: hello p50 / bare python p50`] = ratio(run.results.hello?.[c1]?.p50, baselines['python -c pass'].p50)
+  ratios[`${label}: pandas p50 / bare import pandas p50`] = ratio(run.results.pandas?.[c1]?.p50, baselines['python -c "import pandas"'].p50)
+}
+ratios[`pandas throughput at ${heavy} clients, warm on / warm off`] = ratio(runs['warm on'].results.pandas?.[cHeavy]?.throughput, runs['warm off'].results.pandas?.[cHeavy]?.throughput)
+ratios['pandas p50 at concurrency 1, warm off / warm on'] = ratio(runs['warm off'].results.pandas?.[c1]?.p50, runs['warm on'].results.pandas?.[c1]?.p50)
+
 const report = {
   date: new Date().toISOString(),
-  backend,
   slots: config.CONCURRENCY,
-  memoryRung: app.sandbox.probes.at(-1)?.features.memory,
+  requestsPerRow: REQUESTS,
   baselines,
-  results,
-  ratios: {
-    'hello p50 / bare python p50': ratio(results.hello?.['concurrency 1']?.p50 ?? NaN, baselines['python -c pass'].p50),
-    'pandas p50 / bare import pandas p50': ratio(results.pandas?.['concurrency 1']?.p50 ?? NaN, baselines['python -c "import pandas"'].p50)
-  }
+  runs,
+  ratios
 }
 writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n')
 
-console.log(`backend ${backend}, ${config.CONCURRENCY} slots, ${REQUESTS} requests per row (ms; throughput in requests/s)`)
-console.log('| what | p50 | p95 | p99 | throughput |\n| --- | --- | --- | --- | --- |')
-for (const [name, f] of Object.entries(baselines)) console.log(`| bare ${name} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
-for (const [name, rows] of Object.entries(results)) {
-  for (const [row, f] of Object.entries(rows)) console.log(`| ${name}, ${row} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
+console.log(`${config.CONCURRENCY} slots, ${REQUESTS} requests per row (ms; throughput in requests/s)`)
+for (const [label, run] of Object.entries(runs)) {
+  console.log(`\n${label}: backend ${run.backend}, memory ${String(run.memoryRung)}, warm ${String(run.warm)}`)
+  console.log('| what | p50 | p95 | p99 | throughput |\n| --- | --- | --- | --- | --- |')
+  for (const [name, f] of Object.entries(baselines)) console.log(`| bare ${name} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
+  for (const [name, rows] of Object.entries(run.results)) {
+    for (const [row, f] of Object.entries(rows)) console.log(`| ${name}, ${row} | ${f.p50} | ${f.p95} | ${f.p99} | ${f.throughput} |`)
+  }
 }
-for (const [name, value] of Object.entries(report.ratios)) console.log(`${name}: ${value}`)
+console.log('')
+for (const [name, value] of Object.entries(ratios)) console.log(`${name}: ${value}`)
 console.log(`report written to ${values.out}`)

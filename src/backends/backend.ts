@@ -44,6 +44,8 @@ export interface SandboxBackend {
   readonly name: BackendName
   probe: () => Promise<ProbeReport>
   run: (request: RunRequest) => Promise<RunOutcome>
+  /** Ends whatever the backend keeps running between requests (warm sandboxes). */
+  close?: () => Promise<void>
 }
 
 /** The limits every backend enforces, taken once from the configuration. */

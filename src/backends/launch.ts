@@ -12,7 +12,7 @@ export const JAIL_HARNESS_DIR = '/sandbox/harness'
 export const JAIL_SITE_PACKAGES = '/sandbox/site-packages'
 
 /** Room on the result channel for the message around the result (traceback, error text). */
-const CHANNEL_ENVELOPE_BYTES = 256 * 1024
+export const CHANNEL_ENVELOPE_BYTES = 256 * 1024
 
 /** The only environment a script sees, whatever the backend. */
 export const SANDBOX_ENV: Readonly<Record<string, string>> = Object.freeze({

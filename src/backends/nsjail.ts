@@ -5,9 +5,10 @@ import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
 import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend } from './backend.js'
-import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, runLaunch, type Launch } from './launch.js'
-import { probeBackend, type ProbeExpectations } from './probe.js'
+import { CHANNEL_ENVELOPE_BYTES, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, runLaunch, type Launch } from './launch.js'
+import { PROBE_SLOT, probeBackend, type ProbeExpectations } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
+import { WarmPool } from './warm.js'
 
 export const NSJAIL_POLICY = resolve(PROJECT_ROOT, 'nsjail/pysandbox.cfg')
 const MiB = 1024 * 1024
@@ -24,6 +25,9 @@ export interface NsjailOptions {
   limits: Limits
   /** Test-only: the rungs to try (default: all, strongest first). */
   rungs?: MemoryRung[]
+  /** Warm sandboxes (docs/warm.md): one zygote jail per slot; undefined: every run is cold. */
+  warm?: { slots: number, recycleRuns: number }
+  log?: (message: string) => void
 }
 
 export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
@@ -32,14 +36,31 @@ export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
     python: config.SANDBOX_PYTHON,
     sitePackages: config.SANDBOX_SITE_PACKAGES,
     uidBase: config.SANDBOX_UID_BASE,
-    limits
+    limits,
+    warm: config.WARM_SANDBOXES ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS } : undefined
   }
+}
+
+/** Memory the zygote's jail gets on top of LIMIT_MEMORY_MB besides the zygote's own (MiB). */
+const ZYGOTE_MARGIN_MIB = 16
+/** While the zygote's footprint is being measured. */
+const MEASURING_ALLOWANCE_MIB = 512
+/** Processes of a warm jail that are not the script's: the zygote. */
+const ZYGOTE_PROCESSES = 1
+
+/** Replace the value after `option`, if the option is there. */
+function setOption (args: string[], option: string, value: (old: string) => string): void {
+  const at = args.indexOf(option)
+  if (at >= 0 && at + 1 < args.length) args[at + 1] = value(args[at + 1] ?? '')
 }
 
 export class NsjailBackend implements SandboxBackend {
   readonly name = 'nsjail'
   private runtime: PythonRuntime | undefined
   private rung: MemoryRung = 'rlimit'
+  private pool: WarmPool | undefined
+  /** Memory a warm jail gets on top of the run's limit: the zygote's measured footprint. */
+  private zygoteAllowanceMiB = MEASURING_ALLOWANCE_MIB
 
   constructor (private readonly options: NsjailOptions) {}
 
@@ -81,6 +102,87 @@ export class NsjailBackend implements SandboxBackend {
     return { file: this.options.nsjailPath, args, env: {} }
   }
 
+  /** A warm jail: the cold run's arguments (so whatever changes those changes this too), with
+   *  the zygote as the command, no jail time limit (the server times each run), the CPU limit
+   *  set by the zygote per run, and the zygote's own memory and processes added to the cgroup. */
+  warmLaunch (slot: number, rung: MemoryRung = this.rung, allowanceMiB = this.zygoteAllowanceMiB): Launch {
+    const cold = this.launch(slot, rung)
+    const { limits } = this.options
+    const end = cold.args.indexOf('--')
+    const args = cold.args.slice(0, end).filter((arg, i, all) => arg !== '--pass_fd' && all[i - 1] !== '--pass_fd')
+    setOption(args, '--time_limit', () => '0')
+    setOption(args, '--rlimit_cpu', () => 'inf')
+    setOption(args, '--cgroup_mem_max', old => String(Number(old) + allowanceMiB * MiB))
+    setOption(args, '--cgroup_pids_max', old => String(Number(old) + ZYGOTE_PROCESSES))
+    args.push('--', cold.args[end + 1] ?? '', '-I', '-u', '-B', `${JAIL_HARNESS_DIR}/zygote.py`,
+      String(limits.cpuSeconds), String(limits.resultBytes), String(limits.outputBytes),
+      String(limits.resultBytes + CHANNEL_ENVELOPE_BYTES), JAIL_SITE_PACKAGES)
+    return { ...cold, args }
+  }
+
+  private newPool (rung: MemoryRung, allowanceMiB: number, recycleRuns: number): WarmPool {
+    const { limits } = this.options
+    return new WarmPool({
+      launch: slot => this.warmLaunch(slot, rung, allowanceMiB),
+      limits,
+      channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
+      recycleRuns,
+      memoryByCgroup: rung !== 'rlimit',
+      log: this.options.log
+    })
+  }
+
+  /** The warm path's probe: measure a zygote, then run the same canaries through a warm jail
+   *  sized by that measure. Passing, it (re)starts the serving pool; failing, runs go cold. */
+  private async probeWarm (rung: MemoryRung, warm: { slots: number, recycleRuns: number }): Promise<Record<string, string | number | boolean>> {
+    const measuring = this.newPool(rung, MEASURING_ALLOWANCE_MIB, 1)
+    const zygote = await measuring.acquire(PROBE_SLOT)
+    const anonMiB = Math.ceil((zygote?.anonKiB ?? 0) / 1024)
+    const rssMiB = Math.ceil((zygote?.rssKiB ?? 0) / 1024)
+    await measuring.close()
+    let reason = zygote === undefined ? `the zygote did not start: ${measuring.lastFailure}` : ''
+    const allowanceMiB = rung === 'rlimit' ? 0 : anonMiB + ZYGOTE_MARGIN_MIB
+    if (reason === '') {
+      const probing = this.newPool(rung, allowanceMiB, 1000)
+      try {
+        const report = await probeBackend(async request => await probing.run(request.slot, request) ??
+          { ok: false, code: 'CRASHED', message: `no warm sandbox: ${probing.lastFailure}`, details: {}, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 0 },
+        this.options.limits, { ...NSJAIL_EXPECTATIONS, processes: 1 + ZYGOTE_PROCESSES })
+        if (!report.ok) reason = report.reason ?? 'failed'
+      } finally {
+        await probing.close()
+      }
+    }
+    if (reason !== '') {
+      await this.pool?.close()
+      this.pool = undefined
+      this.options.log?.(`warm sandboxes OFF, every run is cold: ${reason}`)
+      return { warm: 'off', warmReason: reason }
+    }
+    if (this.pool === undefined) { // a re-probe that passes keeps the serving pool as it is
+      this.zygoteAllowanceMiB = allowanceMiB
+      const pool = this.pool = this.newPool(rung, allowanceMiB, warm.recycleRuns)
+      // Started after the probe has returned, so they run with whatever launch() gives then.
+      setImmediate(() => pool.prewarm(warm.slots))
+    }
+    const jailMiB = this.options.limits.memoryMiB + this.zygoteAllowanceMiB
+    return {
+      warm: 'zygote',
+      zygotes: warm.slots,
+      zygoteMemoryMiB: rssMiB,
+      zygoteAnonMemoryMiB: anonMiB,
+      warmJailMemoryMiB: rung === 'rlimit' ? this.options.limits.memoryMiB : jailMiB,
+      warmPoolMemoryMiB: warm.slots * (rung === 'rlimit' ? this.options.limits.memoryMiB : jailMiB),
+      warmRecycleRuns: warm.recycleRuns
+    }
+  }
+
+  async close (): Promise<void> {
+    const pool = this.pool
+    this.pool = undefined
+    await pool?.close()
+  }
+
   private memoryArgs (rung: MemoryRung): string[] {
     const { limits } = this.options
     const bytes = String(limits.memoryMiB * MiB)
@@ -108,11 +210,14 @@ export class NsjailBackend implements SandboxBackend {
         request => this.runWith(request, rung), this.options.limits, NSJAIL_EXPECTATIONS)
       if (report.ok) {
         this.rung = rung
-        return { ...report, features: { ...report.features, memory: rung, python: this.runtime.version } }
+        const warm = this.options.warm === undefined ? { warm: 'off' } : await this.probeWarm(rung, this.options.warm)
+        return { ...report, features: { ...report.features, memory: rung, python: this.runtime.version, ...warm } }
       }
       reasons.push(`${rung}: ${report.reason ?? 'failed'}`)
     }
-    return { ok: false, reason: reasons.join('; '), features: {} }
+    // The last rung (rlimits) carries the reason that matters; the cgroup rungs fail in most
+    // containers for reasons of their own.
+    return { ok: false, reason: [...reasons].reverse().join('; '), features: {} }
   }
 
   private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
@@ -120,7 +225,8 @@ export class NsjailBackend implements SandboxBackend {
   }
 
   async run (request: RunRequest): Promise<RunOutcome> {
-    return await this.runWith(request, this.rung)
+    const warm = await this.pool?.run(request.slot, request)
+    return warm ?? await this.runWith(request, this.rung)
   }
 }
 

@@ -91,9 +91,9 @@ const ERROR_CASES: ErrorCase[] = [
   { name: 'os._exit before returning', source: 'import os\ndef main():\n    os._exit(3)\n', code: 'CRASHED', check: (t, body) => t.equal(body.exitCode, 3) }
 ]
 
-export function sandboxSuite (backend: string): void {
+export function sandboxSuite (backend: string, env: Record<string, string> = {}): void {
   let target: Target
-  t.before(async () => { target = await startServer({ SANDBOX_BACKEND: backend }) })
+  t.before(async () => { target = await startServer({ SANDBOX_BACKEND: backend, ...env }) })
   t.teardown(async () => { await target.close() })
 
   t.test('/readyz names the backend and its isolation', async t => {
@@ -101,6 +101,9 @@ export function sandboxSuite (backend: string): void {
     t.equal(reply.status, 200)
     t.equal(reply.body.backend, backend)
     t.equal(reply.body.probes.at(-1).features.network, 'none')
+    if (backend === 'nsjail' && externalUrl === undefined) {
+      t.equal(reply.body.probes.at(-1).features.warm, env.WARM_SANDBOXES === 'false' ? 'off' : 'zygote', 'warm sandboxes as configured')
+    }
   })
 
   t.test('the README\'s example returns the documented response', async t => {

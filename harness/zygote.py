@@ -1,0 +1,381 @@
+"""PySandbox warm-sandbox zygote: pid 1 of a long-lived jail that serves runs one at a time.
+
+    python3 -I -u -B zygote.py CPU_SECONDS RESULT_BYTES OUTPUT_BYTES CHANNEL_BYTES SITE_PACKAGES
+
+It imports numpy and pandas once, makes itself non-dumpable, and then never runs user code nor
+keeps user data. Ahead of each request it forks the *child*, which reads one script frame from
+fd 0 itself and runs it exactly as a cold run.py does (run.py's own functions, imported). The
+zygote relays the child's stdout, stderr and result channel as frames on fd 1 through one
+preallocated buffer that it wipes after the run, capped; when the child has ended it kills
+every other process of the jail (as pid 1, it is the only one no one inside can kill), reports
+the child's status, has a process of its own empty /tmp and /dev/shm and remove SysV IPC
+objects, checks that the jail is back to its pre-run state and says it is ready. Anything
+unexpected ends the zygote, and with it the jail: the server starts a new one.
+
+Frames (big-endian): server to jail `run id u32, length u32, script`; jail to server
+`run id u32, stream u8, length u32, bytes`, with the streams below.
+"""
+
+import gc
+import os
+import select
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as harness  # noqa: E402  (the same functions a cold run uses)
+
+STDOUT, STDERR, RESULT, STATUS, READY = 1, 2, 3, 4, 5
+HEADER = struct.Struct(">IBI")
+REQUEST = struct.Struct(">II")
+MAX_SCRIPT_BYTES = 64 << 20
+IN_FD, OUT_FD = 0, 1
+CLEAN_DIRS = ("/tmp", "/dev/shm")
+PR_SET_DUMPABLE = 4
+IPC_RMID = 0
+SWEEPS = 50
+EXIT_NO_INPUT, EXIT_BAD_FRAME = 64, 65
+TOPS = {}
+INODES = {}
+HEADERS = dict.fromkeys(["/proc/sysvipc/shm", "/proc/sysvipc/sem", "/proc/sysvipc/msg", "/proc/net/unix"], 0)
+DEV_ENTRIES = []
+BUFFER = bytearray(1 << 16)
+VIEW = memoryview(BUFFER)
+ZEROS = bytes(len(BUFFER))
+
+CPU_SECONDS, RESULT_LIMIT, OUTPUT_LIMIT, CHANNEL_LIMIT = (int(a) for a in sys.argv[1:5])
+SITE_PACKAGES = sys.argv[5]
+
+# The state every child starts from, taken before numpy and pandas were imported.
+ENVIRON = dict(os.environ)
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def frame(run_id, stream, payload=b""):
+    write_all(OUT_FD, HEADER.pack(run_id, stream, len(payload)) + payload)
+
+
+def read_exactly(fd, size):
+    parts, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def other_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+
+
+def sweep(reap):
+    """Kill every process of the pid namespace but pid 1 and the caller; reap; check it held."""
+    for _ in range(SWEEPS):
+        try:
+            os.kill(-1, 9)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                reap()
+            except ChildProcessError:
+                break
+        if not other_pids():
+            return True
+    return False
+
+
+def reap_any():
+    os.waitpid(-1, 0)
+
+
+def empty_dir(path, keep=()):
+    for entry in os.scandir(path):
+        if entry.name in keep:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            os.chmod(entry.path, 0o700)
+            empty_dir(entry.path)
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
+def remove_ipc(libc):
+    removers = {"shm": lambda i: libc.shmctl(i, IPC_RMID, None),
+                "sem": lambda i: libc.semctl(i, 0, IPC_RMID),
+                "msg": lambda i: libc.msgctl(i, IPC_RMID, None)}
+    for kind, remove in removers.items():
+        with open(f"/proc/sysvipc/{kind}") as table:
+            ids = [int(line.split()[1]) for line in table.readlines()[1:] if line.strip()]
+        for ident in ids:
+            remove(ident)
+
+
+def child(pipes):
+    """The script's process, forked ahead of its request: it reads the script frame itself (the
+    zygote never sees the script), resets to a fresh interpreter's state, then takes run.py's path."""
+    try:
+        import _signal
+        import resource
+        os.setsid()
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc entries behave as in a cold run
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:  # the memory cgroup's first victim
+                f.write("1000")
+        except OSError:
+            pass
+        for read, _ in pipes:
+            os.close(read)
+        header = read_exactly(IN_FD, REQUEST.size)
+        if header is None:
+            os._exit(EXIT_NO_INPUT)
+        _, length = REQUEST.unpack(header)
+        data = read_exactly(IN_FD, length) if length <= MAX_SCRIPT_BYTES else None
+        if data is None:
+            os._exit(EXIT_BAD_FRAME)
+        source = data.decode("utf-8")
+        del data
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        for fd, (_, write) in zip((1, 2, 3), pipes):
+            os.dup2(write, fd)
+        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+        os.chdir("/tmp")
+        os.umask(UMASK)
+        os.environ.clear()
+        os.environ.update(ENVIRON)
+        for signum in range(1, _signal.NSIG):
+            try:
+                _signal.signal(signum, _signal.SIG_DFL)
+            except (OSError, ValueError, RuntimeError):
+                pass
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+        resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
+        # POSIX message queues outlive their processes and cannot be listed without an mqueue
+        # mount: no run of a warm jail may create one.
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        # sys.stdout and sys.stderr are the interpreter's own objects on fds 1 and 2 (unbuffered,
+        # -u), now the run's pipes; the zygote never wrote to them. The frozen generation stays
+        # frozen: collecting it would copy every page shared with the zygote.
+        gc.enable()
+        channel = harness.prepare(CPU_SECONDS, RESULT_LIMIT)
+        harness.conclude(source, channel, RESULT_LIMIT, SITE_PACKAGES)
+    except BaseException:  # as an uncaught exception ends a cold run: a traceback and status 1
+        try:
+            sys.__excepthook__(*sys.exc_info())  # the C-level printer, as the interpreter's
+        finally:
+            os._exit(1)
+    finally:
+        os._exit(70)  # never return into the zygote's code
+
+
+def relay(run_id, pid, pipes):
+    """Forward the child's streams as frames, capped, until it ends; then kill every other
+    process of the jail and drain the pipes. Returns the child's wait status. The bytes pass
+    through one preallocated buffer, wiped afterwards: nothing of a run stays in the zygote's
+    memory, which every later run's child inherits."""
+    pidfd = os.pidfd_open(pid)
+    room = {STDOUT: OUTPUT_LIMIT + 1, STDERR: OUTPUT_LIMIT + 1, RESULT: CHANNEL_LIMIT + 1}
+    streams = {}
+    poll = select.poll()
+    for stream, (read, write) in zip((STDOUT, STDERR, RESULT), pipes):
+        os.close(write)
+        os.set_blocking(read, False)
+        streams[read] = stream
+        poll.register(read, select.POLLIN)
+    poll.register(pidfd, select.POLLIN)
+
+    def forward(fd):
+        stream = streams[fd]
+        try:
+            n = os.readv(fd, [BUFFER])
+        except BlockingIOError:
+            return True
+        if n == 0:
+            return False
+        if room[stream] > 0:
+            n = min(n, room[stream])
+            room[stream] -= n
+            write_all(OUT_FD, HEADER.pack(run_id, stream, n))
+            write_all(OUT_FD, VIEW[:n])
+        elif stream == RESULT:  # the server ends a run whose result is over the cap
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        return True
+
+    alive = True
+    while alive:
+        for fd, _ in poll.poll():
+            if fd == pidfd:
+                alive = False
+            elif not forward(fd):
+                poll.unregister(fd)
+                del streams[fd]
+    _, status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    # The script's process is gone: so goes everything it started, then the pipes end.
+    swept = sweep(reap_any)
+    for fd in list(streams):
+        os.set_blocking(fd, True)
+        while forward(fd):
+            pass
+    for fd in streams:
+        os.close(fd)
+    BUFFER[:] = ZEROS
+    return status, swept
+
+
+def clean():
+    """In a process of its own (names the run chose never enter the zygote): empty /tmp and
+    /dev/shm, remove what was added to /dev, restore the mode, extended attributes and times of
+    those writable directories (each could carry data to the next run), remove SysV IPC objects.
+    Unix sockets kept alive only by a message in flight (an abstract name that outlives every
+    process) cannot be removed from outside: their presence fails the clean-up, so the jail is
+    replaced. Runs after every process of the run is dead."""
+    try:
+        for path, (mode, _, _) in TOPS.items():
+            os.chmod(path, mode)
+        for path in CLEAN_DIRS:
+            empty_dir(path)
+        empty_dir("/dev", keep=DEV_ENTRIES)
+        for path, (mode, atime, mtime) in TOPS.items():
+            for name in os.listxattr(path, follow_symlinks=False):
+                os.removexattr(path, name, follow_symlinks=False)
+            os.chmod(path, mode)
+            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+        remove_ipc(libc)
+        with open("/proc/net/unix") as table:
+            if len(table.readlines()) > 1:
+                os._exit(2)
+    except (OSError, RecursionError):
+        os._exit(1)
+    os._exit(0)
+
+
+def untouched():
+    """True when the run changed nothing the clean-up restores, judged without reading anything
+    the run chose (names, keys): the writable directories' mode, times and size of extended
+    attributes, the inode counts of their file systems (a run can only add inodes: the entries
+    of /dev are mount points), and whether the IPC and unix-socket tables have more than their
+    header. Then no clean-up process is needed."""
+    for path, (mode, atime, mtime) in TOPS.items():
+        st = os.stat(path, follow_symlinks=False)
+        if (st.st_mode & 0o7777 != mode or st.st_atime_ns != atime or st.st_mtime_ns != mtime
+                or libc.listxattr(path.encode(), None, 0) != 0 or used_inodes(path) != INODES[path]):
+            return False
+    for path, size in HEADERS.items():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if len(os.read(fd, size + 1)) != size:
+                return False
+        finally:
+            os.close(fd)
+    return True
+
+
+def used_inodes(path):
+    st = os.statvfs(path)
+    return st.f_files - st.f_ffree
+
+
+def fork_child():
+    pipes = [os.pipe() for _ in range(3)]
+    pid = os.fork()
+    if pid == 0:
+        child(pipes)
+    return pid, pipes
+
+
+def input_closed():
+    events = select.poll()
+    events.register(IN_FD, select.POLLIN)
+    return any(mask & select.POLLHUP and not mask & select.POLLIN for _, mask in events.poll(0))
+
+
+def footprint():
+    """b"rss KIB anon KIB": the resident set and its anonymous part (what a memory cgroup charges)."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon"):
+                fields[name] = int(value.split()[0])
+    return b"rss %d anon %d" % (fields.get("VmRSS", 0), fields.get("RssAnon", 0))
+
+
+def main():
+    global libc
+    import _signal
+    import ctypes
+    # pid 1 of its namespace: with no handler installed no signal from inside can reach us.
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    sys.path.append(SITE_PACKAGES)
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import asyncio, json, linecache, resource, traceback  # noqa: E401, F401
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        os._exit(2)
+    gc.collect()
+    gc.freeze()  # fewer pages touched (copied) by the children's collector
+    gc.disable()
+    # The writable places as no run has touched them: what the clean-up restores and checks.
+    for path in ("/tmp", "/dev/shm", "/dev"):
+        st = os.stat(path, follow_symlinks=False)
+        TOPS[path] = (st.st_mode & 0o7777, st.st_atime_ns, st.st_mtime_ns)
+    DEV_ENTRIES[:] = sorted(os.listdir("/dev"))
+    for path in HEADERS:
+        with open(path, "rb") as table:
+            HEADERS[path] = len(table.readline())
+    for path in TOPS:
+        INODES[path] = used_inodes(path)
+    frame(0, READY, footprint())
+    run_id = 0
+    while True:
+        pid, pipes = fork_child()  # ahead of the request: fork is off the request's path
+        run_id += 1
+        status, swept = relay(run_id, pid, pipes)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
+            os._exit(0)  # the server closed our input: shut down
+        if os.WIFSIGNALED(status):
+            frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status))
+        else:
+            frame(run_id, STATUS, b"exit %d" % os.waitstatus_to_exitcode(status))
+        if not swept:
+            os._exit(5)
+        if not untouched():
+            cleaner = os.fork()
+            if cleaner == 0:
+                try:
+                    clean()
+                finally:
+                    os._exit(71)
+            _, status = os.waitpid(cleaner, 0)
+            if status != 0 or not sweep(reap_any):
+                os._exit(6)
+            if not untouched():  # the clean-up must leave the jail as the zygote found it
+                os._exit(7)
+        frame(run_id, READY, footprint())
+
+
+libc = None
+
+if __name__ == "__main__":
+    if os.getpid() != 1:  # kill(-1) outside a pid namespace of its own would be a disaster
+        sys.exit("zygote.py runs only as pid 1 of a sandbox's pid namespace")
+    main()

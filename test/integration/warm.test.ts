@@ -1,0 +1,239 @@
+// Warm sandboxes (docs/warm.md) against a real listening server with nsjail: one slot, so every
+// request runs in the same long-lived jail, forked from the same zygote. What one run leaves
+// behind must be gone for the next; the zygote must be out of every run's reach; a run that
+// exhausts its limits must not break the next.
+import t from 'tap'
+import { HELLO, externalUrl, get, post, script, startServer, type Target } from '../helpers/server.js'
+
+/** The zygote as a run sees it: pid 1's start time and command line (a cold run is pid 1 itself). */
+const ZYGOTE = script(`
+with open("/proc/1/stat") as f:
+    start = f.read().rsplit(")", 1)[1].split()[19]
+with open("/proc/1/cmdline", "rb") as f:
+    return [start, f.read().decode().split("\\0")[-7:-6]]`)
+
+async function zygote (target: Target): Promise<string> {
+  const reply = await post(target, ZYGOTE)
+  const [start, command] = reply.body.result as [string, string[]]
+  if (command[0] !== '/sandbox/harness/zygote.py') throw new Error(`not a warm run: ${JSON.stringify(reply.body)}`)
+  return start
+}
+
+const PLANT = script(`
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+for d in ("/tmp", "/dev/shm"):
+    os.makedirs(f"{d}/planted/deeper", exist_ok=True)
+    with open(f"{d}/planted/deeper/file", "w") as f:
+        f.write("left behind")
+    with open(f"{d}/planted-file", "w") as f:
+        f.write("left behind")
+    os.chmod(f"{d}/planted/deeper", 0)  # the clean-up must cope with an unreadable directory
+# A daemon: double fork, setsid, SIGHUP ignored.
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.fork() == 0:
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "planted-daemon"])
+    os._exit(0)
+os.wait()
+# The writable directories themselves: extended attributes, times, modes, new entries in /dev.
+os.setxattr("/tmp", "user.planted", b"data for the next run")
+os.utime("/tmp", (1, 1))
+os.chmod("/dev", 0o777)
+os.chmod("/dev/shm", 0)
+os.mkdir("/dev/planted")
+# SysV IPC objects of all three kinds.
+ipc = [libc.shmget(0x5eed, 4096, 0o1666), libc.semget(0x5eed, 1, 0o1666), libc.msgget(0x5eed, 0o1666)]
+# The interpreter's state.
+os.environ["PLANTED"] = "1"
+sys.modules["planted_module"] = types.ModuleType("planted_module")
+builtins.planted = True
+builtins.len = lambda x: 42
+json.dumps = lambda *a, **k: "hijacked"
+sys.path.insert(0, "/tmp/planted")
+os.umask(0o777)
+os.chdir("/")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+return {"ipc": [i >= 0 for i in ipc], "tmp": sorted(os.listdir("/tmp"))}`, 'import builtins, json, os, signal, sys, types')
+
+const INSPECT = script(`
+def procs(marker):
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if marker in f.read():
+                        found.append(p)
+            except OSError:
+                pass
+    return found
+def ipc(kind):
+    with open(f"/proc/sysvipc/{kind}") as f:
+        return len(f.readlines()) - 1
+return {
+    "tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"),
+    "dev": sorted(os.listdir("/dev")), "modes": [oct(os.stat(d).st_mode) for d in ("/tmp", "/dev", "/dev/shm")],
+    "xattr": os.listxattr("/tmp"), "mtime": os.stat("/tmp").st_mtime > 1,
+    "daemon": procs(b"planted-daemon"),
+    "ipc": [ipc("shm"), ipc("sem"), ipc("msg")],
+    "environ": "PLANTED" in os.environ,
+    "module": "planted_module" in sys.modules,
+    "builtins": hasattr(builtins, "planted") or len([1, 2]) != 2,
+    "json": json.dumps({"a": 1}),
+    "path": "/tmp/planted" in sys.path,
+    "umask": os.umask(0o022), "cwd": os.getcwd(),
+    "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+    "pandas": int(pandas.Series([1, 2, 3]).sum()),
+}`, 'import builtins, json, os, signal, sys\nimport pandas')
+
+const CLEAN = {
+  tmp: [],
+  shm: [],
+  dev: ['null', 'random', 'shm', 'urandom', 'zero'],
+  modes: ['0o41777', '0o40755', '0o41777'],
+  xattr: [],
+  mtime: true,
+  daemon: [],
+  ipc: [0, 0, 0],
+  environ: false,
+  module: false,
+  builtins: false,
+  json: '{"a": 1}',
+  path: false,
+  umask: 0o022,
+  cwd: '/tmp',
+  sigterm: true,
+  pandas: 6
+}
+
+if (externalUrl !== undefined) {
+  t.pass('skipped: needs a server of its own with one warm slot')
+} else {
+  let target: Target
+  t.before(async () => { target = await startServer({ SANDBOX_BACKEND: 'nsjail', WARM_SANDBOXES: 'true', CONCURRENCY: '1', WARM_RECYCLE_RUNS: '1000' }) })
+  t.teardown(async () => { await target.close() })
+
+  t.test('/readyz reports the warm pool and its memory', async t => {
+    const reply = await get(target, '/readyz')
+    const features = reply.body.probes.at(-1).features
+    t.equal(features.warm, 'zygote')
+    t.equal(features.zygotes, 1)
+    t.ok(features.zygoteMemoryMiB > 0 && features.zygoteMemoryMiB < 256, `zygote ${String(features.zygoteMemoryMiB)} MiB`)
+    t.ok(features.warmPoolMemoryMiB >= 256)
+  })
+
+  t.test('what one run plants, the next run in the same slot does not see', async t => {
+    const first = await zygote(target)
+    const planted = await post(target, PLANT)
+    t.equal(planted.status, 200, JSON.stringify(planted.body).slice(0, 500))
+    t.same(planted.body.result, { ipc: [true, true, true], tmp: ['planted', 'planted-file'] }, 'the run could plant')
+    const seen = await post(target, INSPECT)
+    t.equal(seen.status, 200, JSON.stringify(seen.body).slice(0, 500))
+    t.same(seen.body.result, CLEAN)
+    t.equal(await zygote(target), first, 'and it ran in the same warm jail (no replacement hid the traces)')
+  })
+
+  t.test('kernel objects that outlive their processes do not reach the next run', async t => {
+    const reply = await post(target, script(`
+import array, ctypes, socket
+libc = ctypes.CDLL(None, use_errno=True)
+queue = libc.mq_open(b"/planted", os.O_CREAT | os.O_RDWR, 0o600, None)
+# An abstract unix socket whose only reference is a message in its own queue: no process holds it.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(b"\\0planted-socket")
+s.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [s.fileno()]))], 0, b"\\0planted-socket")
+s.close()
+return [queue, ctypes.get_errno()]`, 'import os'))
+    t.same(reply.body.result, [-1, 24], 'a POSIX message queue cannot be created (EMFILE)')
+    const next = await post(target, script(`
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    c.sendto(b"hello", b"\\0planted-socket")
+    bound = True
+except OSError:
+    bound = False
+return [bound, "planted-socket" in open("/proc/net/unix").read()]`, 'import socket'))
+    t.same(next.body.result, [false, false], 'the socket and its name are gone (collected, or the jail was replaced)')
+  })
+
+  t.test('a run cannot reach the zygote', async t => {
+    const first = await zygote(target)
+    const reply = await post(target, script(`
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(action):
+    try:
+        action()
+        return "succeeded"
+    except OSError as e:
+        return e.strerror
+def read(path):
+    with open(path, "rb") as f:
+        f.read(1)
+def peek():
+    with open("/proc/1/mem", "rb") as f:
+        f.seek(0x400000)
+        f.read(16)
+found = {
+    "mem": attempt(peek),
+    "environ": attempt(lambda: read("/proc/1/environ")),
+    "fd": attempt(lambda: os.listdir("/proc/1/fd")),
+    "fd0": attempt(lambda: read("/proc/1/fd/0")),
+    "maps": attempt(lambda: read("/proc/1/maps")),
+    "root": attempt(lambda: os.listdir("/proc/1/root")),
+    "ptrace": libc.ptrace(16, 1, 0, 0),  # PTRACE_ATTACH
+    "seize": libc.ptrace(0x4206, 1, 0, 0),  # PTRACE_SEIZE
+}
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(16)
+local, remote = iovec(ctypes.addressof(buf), 16), iovec(0x400000, 16)
+found["vm_readv"] = libc.process_vm_readv(1, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGSTOP, signal.SIGUSR1, signal.SIGSEGV):
+    os.kill(1, sig)
+try:
+    os.kill(-1, signal.SIGKILL)  # reaches no one: the zygote is the only other process
+    found["kill-1"] = "delivered"
+except ProcessLookupError:
+    found["kill-1"] = "no process to signal"
+return found`, 'import os, signal'))
+    t.equal(reply.status, 200, JSON.stringify(reply.body).slice(0, 500))
+    const found = reply.body.result as Record<string, string | number>
+    for (const key of ['mem', 'environ', 'fd', 'fd0', 'maps', 'root']) t.not(found[key], 'succeeded', `/proc/1/${key}: ${String(found[key])}`)
+    t.equal(found.ptrace, -1, 'ptrace attach refused')
+    t.equal(found.seize, -1, 'ptrace seize refused')
+    t.equal(found.vm_readv, -1, 'process_vm_readv refused')
+    t.equal(await zygote(target), first, 'signals to pid 1 (even SIGKILL) and kill(-1) leave the zygote alive')
+    t.same((await post(target, HELLO)).body.result, { msg: 'success', value: 42 })
+  })
+
+  t.test('a run that exhausts its limits does not break the next', async t => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['memory', 'def main():\n    block = bytearray(b"x") * (2 * 1024**3)\n    return len(block)\n', /MEMORY_LIMIT_EXCEEDED/],
+      ['cpu', 'def main():\n    while True:\n        pass\n', /TIME_LIMIT_EXCEEDED/],
+      ['fork bomb', 'import os\ndef main():\n    while True:\n        os.fork()\n', /MAIN_RAISED|TIME_LIMIT_EXCEEDED|CRASHED/],
+      ['disk', script('with open("/tmp/fill", "wb") as f:\n    while True:\n        f.write(b"x" * 1048576)'), /MAIN_RAISED/],
+      ['open files', script('files = []\nwhile True:\n    files.append(open("/dev/null"))'), /MAIN_RAISED|CRASHED/],
+      ['output flood', 'import sys\ndef main():\n    while True:\n        sys.stdout.write("x" * 65536)\n', /TIME_LIMIT_EXCEEDED/],
+      ['wall time', 'import time\ndef main():\n    time.sleep(100)\n', /TIME_LIMIT_EXCEEDED/]
+    ]
+    for (const [name, source, code] of cases) {
+      const reply = await post(target, source)
+      t.match(reply.body.code, code, `${name}: ${String(reply.body.code)}`)
+      const next = await post(target, INSPECT)
+      t.same(next.body.result, CLEAN, `after ${name}, the next run is clean and correct`)
+    }
+  })
+
+  t.test('a zygote is recycled after WARM_RECYCLE_RUNS runs', async t => {
+    const small = await startServer({ SANDBOX_BACKEND: 'nsjail', WARM_SANDBOXES: 'true', CONCURRENCY: '1', WARM_RECYCLE_RUNS: '2' })
+    t.teardown(small.close)
+    const a = await zygote(small)
+    const b = await zygote(small)
+    const c = await zygote(small)
+    t.equal(a, b, 'the first two runs share a zygote')
+    t.not(b, c, 'the third has a fresh one')
+  })
+}
