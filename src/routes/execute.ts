@@ -1,18 +1,15 @@
 // POST /execute: validate, run in the chosen sandbox, reply with the result or a precise error.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorReply, ExecuteBody, ExecuteSuccess } from '../schemas.js'
+import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
+import { ExecuteBody } from '../schemas.js'
 
 const execute: FastifyPluginAsyncTypebox = async app => {
   app.post('/execute', {
     schema: {
       summary: 'Run a Python script\'s main() in a sandbox',
       description: 'Runs `script` in a fresh sandbox, calls `main()` and returns its JSON return value with everything the script printed and the backend that ran it.',
-      body: ExecuteBody,
-      response: {
-        200: ExecuteSuccess,
-        '4xx': ErrorReply,
-        '5xx': ErrorReply
-      }
+      body: { ...ExecuteBody, examples: REQUEST_EXAMPLES },
+      response: executeResponses
     }
   }, async (request, reply) => {
     // A client that goes away stops its run: no sandbox works for nobody.
@@ -21,6 +18,7 @@ const execute: FastifyPluginAsyncTypebox = async app => {
 
     const { outcome, backend, queuedMs } = await app.sandbox.execute(request.body.script, gone.signal)
     const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
+    app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs })
     request.log.info({
       outcome: outcome.ok ? 'ok' : outcome.code,
       backend,

@@ -1,0 +1,152 @@
+// Prometheus metrics at GET /metrics: executions by outcome and backend, their latency, the
+// queue and the running sandboxes, error replies by code, and each backend's probe. Every app
+// has a registry of its own (tests build many apps in one process); the process metrics
+// (CPU, memory, event loop, GC) are collected once per process and shared by every registry.
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { BackendName } from '../config.js'
+
+export interface ExecutionRecord {
+  backend: BackendName
+  /** 'ok', or the script error code (MAIN_RAISED, TIME_LIMIT_EXCEEDED, ...). */
+  outcome: string
+  /** Time in the sandbox. */
+  durationMs: number
+  /** Time waiting for an execution slot. */
+  queuedMs: number
+}
+
+export interface Metrics {
+  readonly registry: Registry
+  /** Counts one execution that reached a sandbox (the /execute route calls it once per run). */
+  recordExecution: (record: ExecutionRecord) => void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
+
+/** Seconds: from a fast hello (~0.05 s) to past the default wall-time limit (10 s). */
+const DURATION_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+const QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]
+
+let processRegistry: Registry | undefined
+/** CPU, memory, event-loop lag, GC: one collector per process, however many apps it builds. */
+function processMetrics (): Registry {
+  if (processRegistry === undefined) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+/** An error reply's code, read from its body before it is serialized; undefined for any other body. */
+function errorCode (payload: unknown): string | undefined {
+  if (typeof payload === 'object' && payload !== null && 'code' in payload && typeof payload.code === 'string') return payload.code
+  return undefined
+}
+
+export default fp(async function metricsPlugin (app) {
+  const own = new Registry()
+  const { sandbox } = app
+
+  const executions = new Counter({
+    name: 'pysandbox_executions_total',
+    help: 'Scripts run in a sandbox, by backend and outcome (ok, or the script error code)',
+    labelNames: ['backend', 'outcome'] as const,
+    registers: [own]
+  })
+  const duration = new Histogram({
+    name: 'pysandbox_execution_duration_seconds',
+    help: 'Time a script spent in its sandbox, by backend',
+    labelNames: ['backend'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [own]
+  })
+  const queueWait = new Histogram({
+    name: 'pysandbox_queue_wait_seconds',
+    help: 'Time a request waited for an execution slot',
+    buckets: QUEUE_BUCKETS,
+    registers: [own]
+  })
+  const errors = new Counter({
+    name: 'pysandbox_http_errors_total',
+    help: 'Error replies by status and code (BUSY, RATE_LIMITED, INVALID_REQUEST, MAIN_RAISED, ...)',
+    labelNames: ['status', 'code'] as const,
+    registers: [own]
+  })
+  new Gauge({ // eslint-disable-line no-new -- a gauge read at scrape time lives in its registry
+    name: 'pysandbox_queue_depth',
+    help: 'Requests waiting for an execution slot',
+    registers: [own],
+    collect () { this.set(sandbox.slots.queued) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_running_sandboxes',
+    help: 'Sandboxes running now',
+    registers: [own],
+    collect () { this.set(sandbox.slots.running) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_concurrency_limit',
+    help: 'Sandboxes that may run at once (CONCURRENCY)',
+    registers: [own],
+    collect () { this.set(sandbox.slots.size) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_queue_limit',
+    help: 'Requests that may wait for a slot (QUEUE_SIZE); beyond, 503 BUSY',
+    registers: [own],
+    collect () { this.set(sandbox.slots.queueSize) }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_probe_ok',
+    help: 'Each probed backend\'s latest probe: 1 passed, 0 failed',
+    labelNames: ['backend'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      for (const probe of sandbox.probes) this.set({ backend: probe.backend }, probe.ok ? 1 : 0)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_ready',
+    help: '1 while the chosen backend passes its probe and /execute runs scripts; 0 otherwise',
+    labelNames: ['backend'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      this.set({ backend: sandbox.backend?.name ?? 'none' }, sandbox.ready ? 1 : 0)
+    }
+  })
+
+  const registry = Registry.merge([processMetrics(), own])
+
+  app.decorate('metrics', {
+    registry,
+    recordExecution ({ backend, outcome, durationMs, queuedMs }) {
+      executions.inc({ backend, outcome })
+      duration.observe({ backend }, durationMs / 1000)
+      queueWait.observe(queuedMs / 1000)
+    }
+  } satisfies Metrics)
+
+  // Every error reply, from the error handler, the not-found handler or /execute's 422, is an
+  // object with a `code` until it is serialized (/readyz's 503 has none: it is no error reply).
+  app.addHook('preSerialization', async (_request, reply, payload) => {
+    const code = reply.statusCode >= 400 ? errorCode(payload) : undefined
+    if (code !== undefined) errors.inc({ status: String(reply.statusCode), code })
+    return payload
+  })
+}, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox'] })
+
+/** GET /metrics in the Prometheus text format; never rate limited (a scraper is no abuser). */
+export const metricsRoute: FastifyPluginAsync = async app => {
+  app.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (_request, reply) => {
+    const { registry } = app.metrics
+    return await reply.type(registry.contentType).send(await registry.metrics())
+  })
+}

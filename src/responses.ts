@@ -1,0 +1,75 @@
+// The replies of POST /execute by status, as the route's response schemas: each with what it
+// means, its headers and real examples (captured from the nsjail backend), so the OpenAPI
+// document and the /docs page show every error class. The shapes are the ones in schemas.ts.
+import { Type } from '@sinclair/typebox'
+import { ErrorReply, ExecuteSuccess } from './schemas.js'
+
+type Example<T> = Record<string, { summary: string, value: T }>
+
+const REQUEST_ID = { 'x-request-id': { type: 'string', description: 'The request id (the caller\'s X-Request-Id when it is 1-64 characters of [A-Za-z0-9._:-])' } }
+const SERVER_TIMING = { 'server-timing': { type: 'string', description: 'queue;dur=<ms waiting for a slot>, sandbox;dur=<ms in the sandbox>' } }
+const RETRY_AFTER = { 'retry-after': { type: 'string', description: 'Seconds to wait before retrying' } }
+
+const ran = { stdout: '', stderr: '', backend: 'nsjail' } as const
+const id = '3f1e9a4c-6b2d-4c1e-9f0a-2d7b8c5e1a90'
+
+/** ErrorReply for one status, with its description, headers and examples. */
+function errorReply (description: string, examples: Example<ErrorReply>, headers: Record<string, unknown> = {}) {
+  return Type.Object(ErrorReply.properties, { description, headers: { ...REQUEST_ID, ...headers }, 'x-examples': examples })
+}
+
+/** Examples of the request body, offered by the docs page's "Try it out" (the validator knows only `examples`). */
+export const REQUEST_EXAMPLES = [
+  { script: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n' },
+  { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "temp": [3, 19, 5]})\n    return df.groupby("city")["temp"].mean().to_dict()\n' },
+  { script: 'def main():\n    return 1 / 0\n' }
+]
+
+export const executeResponses = {
+  200: Type.Object(ExecuteSuccess.properties, {
+    description: 'main() returned JSON: its value, everything the script printed, and the backend that ran it',
+    headers: { ...REQUEST_ID, ...SERVER_TIMING },
+    'x-examples': {
+      hello: { summary: 'A dict, and a line on stdout', value: { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend: 'nsjail' } },
+      pandas: { summary: 'A pandas group-by as a dict', value: { result: { Lima: 19, Oslo: 4 }, stdout: '', stderr: '', backend: 'nsjail' } },
+      truncated: { summary: 'Output over LIMIT_OUTPUT_BYTES is cut and flagged', value: { result: null, stdout: 'xxxxxxxx...', stderr: '', stdoutTruncated: true, backend: 'nsjail' } }
+    }
+  }),
+  400: errorReply('The body is not JSON, or not {"script": "<non-empty string>"} (unknown fields are named)', {
+    INVALID_JSON: { summary: 'The body is not JSON', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_JSON', message: 'the body is not valid JSON: Body is not valid JSON but content-type is set to \'application/json\'', requestId: id } },
+    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the only field is "script"', requestId: id } },
+    missing: { summary: 'No script', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body must have the field "script"', requestId: id } }
+  }),
+  413: errorReply('The body is over LIMIT_BODY_BYTES; refused before it is read whole', {
+    PAYLOAD_TOO_LARGE: { summary: 'Over 1 MiB', value: { statusCode: 413, error: 'Payload Too Large', code: 'PAYLOAD_TOO_LARGE', message: 'the body is larger than the limit of 1048576 bytes', requestId: id } }
+  }),
+  415: errorReply('The content type is not application/json', {
+    UNSUPPORTED_MEDIA_TYPE: { summary: 'text/plain', value: { statusCode: 415, error: 'Unsupported Media Type', code: 'UNSUPPORTED_MEDIA_TYPE', message: 'content type "text/plain" is not supported; send application/json', requestId: id } }
+  }),
+  422: errorReply('The script ran and failed: it does not compile, has no callable main(), raised, returned something that is not JSON or too much, or a limit ended it. stdout, stderr and backend are always present', {
+    SYNTAX_ERROR: { summary: 'The script does not compile', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'SYNTAX_ERROR', message: 'line 1, column 10: invalid syntax', ...ran, line: 1, column: 10 } },
+    MISSING_MAIN: { summary: 'No main()', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MISSING_MAIN', message: 'the script defines no function main()', ...ran } },
+    MAIN_NOT_CALLABLE: { summary: 'main is not a function', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_NOT_CALLABLE', message: 'main is a int, not a function', ...ran } },
+    MAIN_RAISED: { summary: 'main() raised', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_RAISED', message: 'ZeroDivisionError: division by zero', ...ran, exception: 'ZeroDivisionError', traceback: 'Traceback (most recent call last):\n  File "<script>", line 2, in main\n    return 1 / 0\n           ~~^~~\nZeroDivisionError: division by zero\n' } },
+    RESULT_NOT_JSON: { summary: 'A numpy scalar is not JSON', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_NOT_JSON', message: 'main() returned something that is not JSON: result[\'total\'] is a numpy.int64, which is not JSON', ...ran } },
+    RESULT_TOO_LARGE: { summary: 'Over LIMIT_RESULT_BYTES', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_TOO_LARGE', message: 'main() returned 9437207 bytes of JSON; the limit is 8388608', ...ran } },
+    TIME_LIMIT_EXCEEDED: { summary: 'An infinite loop', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'TIME_LIMIT_EXCEEDED', message: 'the script ran longer than the wall-time limit of 10000 ms', ...ran } },
+    MEMORY_LIMIT_EXCEEDED: { summary: 'A 1 GiB bytearray', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MEMORY_LIMIT_EXCEEDED', message: 'the script used more than 512 MiB of memory', ...ran } },
+    CRASHED: { summary: 'Killed by a signal', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'CRASHED', message: 'the script was killed by SIGSEGV', ...ran, signal: 'SIGSEGV' } },
+    exited: { summary: 'Exited without a result', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'CRASHED', message: 'the script exited with status 3 before returning a result', ...ran, exitCode: 3 } }
+  }, SERVER_TIMING),
+  429: errorReply('This client sent more than RATE_LIMIT_MAX requests in RATE_LIMIT_WINDOW_MS', {
+    RATE_LIMITED: { summary: 'Too many requests', value: { statusCode: 429, error: 'Too Many Requests', code: 'RATE_LIMITED', message: 'too many requests from this client: at most 120 per 60000 ms; retry in 1 minute', requestId: id } }
+  }, RETRY_AFTER),
+  503: errorReply('Nothing was run: every slot is taken and the queue is full, or no permitted backend passes its probe', {
+    BUSY: { summary: 'Every slot and the queue are full', value: { statusCode: 503, error: 'Service Unavailable', code: 'BUSY', message: 'every execution slot is taken and the wait queue is full; retry later', requestId: id } },
+    SANDBOX_UNAVAILABLE: { summary: 'No backend passes its probe', value: { statusCode: 503, error: 'Service Unavailable', code: 'SANDBOX_UNAVAILABLE', message: 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)', requestId: id } }
+  }, RETRY_AFTER),
+  '4xx': errorReply('Another client error, in the same shape (a wrong path or method elsewhere)', {
+    NOT_FOUND: { summary: 'A wrong path', value: { statusCode: 404, error: 'Not Found', code: 'NOT_FOUND', message: 'no route GET /nope', requestId: id } },
+    METHOD_NOT_ALLOWED: { summary: 'A wrong method (with Allow)', value: { statusCode: 405, error: 'Method Not Allowed', code: 'METHOD_NOT_ALLOWED', message: 'method GET is not allowed on /execute; allowed: POST', requestId: id } }
+  }),
+  '5xx': errorReply('Our fault: an opaque message with the request id; the details are in the log only', {
+    INTERNAL_ERROR: { summary: 'An internal error', value: { statusCode: 500, error: 'Internal Server Error', code: 'INTERNAL_ERROR', message: `internal error; quote the request id ${id} when reporting it`, requestId: id } }
+  })
+}

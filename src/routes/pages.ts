@@ -1,0 +1,52 @@
+// Pages for people: the playground at / (public/: one HTML page, one script, one stylesheet)
+// and the interactive API docs at /docs (Swagger UI over /openapi.json's document). Both are
+// served from this process with no CDN, and work under helmet's strict Content-Security-Policy:
+// no inline script or style of ours, and Swagger UI's page loads only its own files.
+import { resolve } from 'node:path'
+import type { FastifyPluginAsync } from 'fastify'
+import fastifyStatic from '@fastify/static'
+import swaggerUi from '@fastify/swagger-ui'
+import { PROJECT_ROOT } from '../config.js'
+
+export const PUBLIC_DIR = resolve(PROJECT_ROOT, 'public')
+
+/**
+ * Helmet's policy without `upgrade-insecure-requests`, which tells a browser to fetch the page's
+ * own scripts and styles over HTTPS: a page served over plain HTTP from anything but localhost
+ * (`make run` on a LAN host, a container's published port) would load none of them. Every
+ * subresource is same-origin, so over HTTPS the directive changes nothing; the rest of the
+ * policy (script-src 'self', no inline script, object-src 'none', ...) stays as it is.
+ */
+export function withoutUpgrade (policy: string): string {
+  return policy.split(';').filter(d => d.trim() !== 'upgrade-insecure-requests').join(';')
+}
+
+const pages: FastifyPluginAsync = async app => {
+  // Only this plugin's routes (the playground's files and the docs): the API keeps helmet's policy.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    const policy = reply.getHeader('content-security-policy')
+    if (typeof policy === 'string') reply.header('content-security-policy', withoutUpgrade(policy))
+    return payload
+  })
+
+  // One route per file found at start (no wildcard route: GET /anything stays a 404, and a wrong
+  // method on a page is a 405 with Allow).
+  await app.register(fastifyStatic, {
+    root: PUBLIC_DIR,
+    prefix: '/',
+    wildcard: false,
+    index: 'index.html',
+    decorateReply: false,
+    schemaHide: true
+  })
+
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    theme: { title: 'PySandbox API' },
+    uiConfig: { deepLinking: true, displayRequestDuration: true, defaultModelsExpandDepth: 0 },
+    // Swagger UI's page has no inline script or style: helmet's policy applies (less the upgrade).
+    staticCSP: false
+  })
+}
+
+export default pages

@@ -1,0 +1,159 @@
+// The OpenAPI document is the contract: it must be valid OpenAPI 3, its examples must match its
+// own schemas, and real replies of every status must match the schema it gives for that status.
+import t, { type Test } from 'tap'
+import { Ajv, type ValidateFunction } from 'ajv'
+import { Validator } from '@seriousme/openapi-schema-validator'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import { buildApp } from '../../src/app.js'
+import type { SandboxBackend } from '../../src/backends/backend.js'
+import { loadConfig } from '../../src/config.js'
+import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
+
+interface Media { schema: Record<string, unknown>, examples?: Record<string, { value: unknown }> }
+interface Response { description: string, headers?: Record<string, unknown>, content?: Record<string, Media> }
+interface Document {
+  openapi: string
+  paths: Record<string, Record<string, { responses: Record<string, Response>, requestBody?: { content: Record<string, Media> } }>>
+}
+
+async function build (t: Test, env: Record<string, string> = {}, backends: SandboxBackend[] = [new FakeBackend('nsjail')]): Promise<FastifyInstance> {
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', CONCURRENCY: '4', QUEUE_SIZE: '8', ...env }), backends })
+  t.teardown(async () => { await app.close() })
+  return app
+}
+
+async function documentOf (app: FastifyInstance): Promise<Document> {
+  return (await app.inject({ method: 'GET', url: '/openapi.json' })).json<Document>()
+}
+
+function post (body: unknown): InjectOptions {
+  return { method: 'POST', url: '/execute', headers: { 'content-type': 'application/json' }, payload: JSON.stringify(body) }
+}
+const HELLO = { script: 'def main():\n    return 42\n' }
+
+// OpenAPI 3.0 Schema Objects are JSON Schema plus a few annotations Ajv does not know.
+const ajv = new Ajv({ allErrors: true, strict: true })
+ajv.addKeyword('example')
+
+/** The response the document gives for a status of POST /execute: exact, then 4XX/5XX, then default. */
+function documented (doc: Document, status: number): Response | undefined {
+  const responses = doc.paths['/execute']?.post?.responses ?? {}
+  return responses[String(status)] ?? responses[`${String(status)[0]}XX`] ?? responses.default
+}
+
+const validators = new Map<Media, ValidateFunction>()
+function validatorFor (media: Media): ValidateFunction {
+  let validate = validators.get(media)
+  if (validate === undefined) {
+    validate = ajv.compile(media.schema)
+    validators.set(media, validate)
+  }
+  return validate
+}
+
+t.test('GET /openapi.json is a valid OpenAPI 3 document', async t => {
+  const doc = await documentOf(await build(t))
+  const result = await new Validator().validate(doc as unknown as Record<string, unknown>)
+  t.same(result.errors, undefined, 'no validation errors')
+  t.equal(result.valid, true)
+  t.match(doc.openapi, /^3\.0\./)
+
+  // The validator can fail: a JSON Schema 2020 `examples` array inside a 3.0 Schema Object is refused.
+  const broken = structuredClone(doc) as unknown as { paths: { '/execute': { post: { responses: Record<string, { content: Record<string, Media> }> } } } }
+  const media = broken.paths['/execute'].post.responses['200']?.content['application/json'] as Media
+  media.schema.examples = [{ result: 1 }]
+  t.equal((await new Validator().validate(broken as unknown as Record<string, unknown>)).valid, false, 'a broken copy is refused')
+})
+
+t.test('/execute documents every status with a description, examples and X-Request-Id', async t => {
+  const doc = await documentOf(await build(t))
+  const responses = doc.paths['/execute']?.post?.responses ?? {}
+  t.same(Object.keys(responses).sort(), ['200', '400', '413', '415', '422', '429', '4XX', '503', '5XX'].sort())
+  for (const [status, response] of Object.entries(responses)) {
+    t.notMatch(response.description, /^Default Response$/, `${status}: described`)
+    t.ok(response.headers?.['x-request-id'], `${status}: X-Request-Id`)
+    t.ok(Object.keys(response.content?.['application/json']?.examples ?? {}).length > 0, `${status}: examples`)
+  }
+  t.ok(responses['200']?.headers?.['server-timing'], '200: Server-Timing')
+  t.ok(responses['503']?.headers?.['retry-after'], '503: Retry-After')
+  t.ok(responses['429']?.headers?.['retry-after'], '429: Retry-After')
+  const codes = Object.values(responses).flatMap(r => Object.values(r.content?.['application/json']?.examples ?? {}))
+    .map(e => (e.value as { code?: string }).code).filter(c => c !== undefined)
+  for (const code of ['INVALID_JSON', 'INVALID_REQUEST', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
+    'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED', 'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED',
+    'MEMORY_LIMIT_EXCEEDED', 'CRASHED', 'RATE_LIMITED', 'BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR']) {
+    t.ok(codes.includes(code), `an example of ${code}`)
+  }
+})
+
+t.test('every example in the document matches the schema beside it', async t => {
+  const doc = await documentOf(await build(t))
+  const post = doc.paths['/execute']?.post
+  const medias: Array<[string, Media | undefined]> = [
+    ['request body', post?.requestBody?.content['application/json']],
+    ...Object.entries(post?.responses ?? {}).map(([status, r]): [string, Media | undefined] => [status, r.content?.['application/json']])
+  ]
+  for (const [where, media] of medias) {
+    if (media === undefined) { t.fail(`${where}: no application/json content`); continue }
+    const examples = Object.entries(media.examples ?? {})
+    t.ok(examples.length > 0, `${where}: has examples`)
+    for (const [name, example] of examples) {
+      const validate = validatorFor(media)
+      t.ok(validate(example.value), `${where} ${name}: ${ajv.errorsText(validate.errors)}`)
+      const status = (example.value as { statusCode?: number }).statusCode
+      if (status !== undefined) t.equal(documented(doc, status), post?.responses[where], `${where} ${name}: statusCode ${status} belongs here`)
+    }
+  }
+})
+
+t.test('real replies of every status match the document\'s schema for that status', async t => {
+  const held = new HeldRun()
+  const cases: Array<{ name: string, status: number, app: () => Promise<FastifyInstance>, send: (app: FastifyInstance) => Promise<LightMyRequestResponse> }> = [
+    { name: 'success', status: 200, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: success({ rows: [1, 2] }, { stdout: 'hi\n' }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'success, truncated output', status: 200, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: success(null, { stdout: 'x', stdoutTruncated: true, stderrTruncated: true }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'not JSON', status: 400, app: async () => await build(t), send: async app => await app.inject({ ...post(HELLO), payload: '{' }) },
+    { name: 'unknown field', status: 400, app: async () => await build(t), send: async app => await app.inject(post({ code: 'x' })) },
+    { name: 'wrong path', status: 404, app: async () => await build(t), send: async app => await app.inject({ method: 'GET', url: '/nope' }) },
+    { name: 'wrong method', status: 405, app: async () => await build(t), send: async app => await app.inject({ method: 'GET', url: '/execute' }) },
+    { name: 'body too large', status: 413, app: async () => await build(t, { LIMIT_BODY_BYTES: '1024' }), send: async app => await app.inject(post({ script: 'x'.repeat(2048) })) },
+    { name: 'not JSON content', status: 415, app: async () => await build(t), send: async app => await app.inject({ method: 'POST', url: '/execute', headers: { 'content-type': 'text/plain' }, payload: 'x' }) },
+    { name: 'main raised', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('MAIN_RAISED', 'ZeroDivisionError: division by zero', { exception: 'ZeroDivisionError', traceback: 'Traceback ...' }, { stderr: 'e' }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'syntax error', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('SYNTAX_ERROR', 'line 1, column 10: invalid syntax', { line: 1, column: 10 }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'crashed', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('CRASHED', 'killed', { signal: 'SIGSEGV' }, { stdoutTruncated: true }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'rate limited', status: 429, app: async () => await build(t, { RATE_LIMIT_MAX: '1' }), send: async app => { await app.inject(post(HELLO)); return await app.inject(post(HELLO)) } },
+    { name: 'no sandbox', status: 503, app: async () => await build(t, {}, [new FakeBackend('nsjail', { probe: failingProbe('no namespaces') })]), send: async app => await app.inject(post(HELLO)) },
+    {
+      name: 'busy',
+      status: 503,
+      app: async () => await build(t, { CONCURRENCY: '1', QUEUE_SIZE: '0' }, [new FakeBackend('nsjail', { run: held.run })]),
+      send: async app => {
+        const running = app.inject(post(HELLO))
+        await held.started()
+        const busy = await app.inject(post(HELLO))
+        held.finish()
+        await running
+        return busy
+      }
+    },
+    { name: 'internal error', status: 500, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: async () => { throw new Error('boom') } })]), send: async app => await app.inject(post(HELLO)) }
+  ]
+  const doc = await documentOf(await build(t))
+  for (const { name, status, app, send } of cases) {
+    const reply = await send(await app())
+    t.equal(reply.statusCode, status, `${name}: status`)
+    t.match(reply.headers['content-type'], /^application\/json/, `${name}: JSON`)
+    const media = documented(doc, status)?.content?.['application/json']
+    if (media === undefined) { t.fail(`${name}: status ${status} is not documented`); continue }
+    const validate = validatorFor(media)
+    t.ok(validate(reply.json()), `${name}: ${reply.body} matches: ${ajv.errorsText(validate.errors)}`)
+  }
+})
+
+t.test('a reply the document does not allow is caught (the check can fail)', async t => {
+  const doc = await documentOf(await build(t))
+  const success = validatorFor(documented(doc, 200)?.content?.['application/json'] as Media)
+  t.notOk(success({ result: 1, stdout: '', stderr: '' }), 'no backend')
+  t.notOk(success({ result: 1, stdout: '', stderr: '', backend: 'docker' }), 'an unknown backend')
+  const error = validatorFor(documented(doc, 422)?.content?.['application/json'] as Media)
+  t.notOk(error({ statusCode: 422, error: 'x', code: 'SOMETHING_NEW', message: 'x' }), 'an undocumented code')
+})
