@@ -34,12 +34,15 @@ export const ConfigSchema = Type.Object({
   LIMIT_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes kept of stdout and of stderr each; beyond, output is dropped and flagged truncated' }),
   LIMIT_RESULT_BYTES: Type.Integer({ default: 8 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes of JSON main() may return' }),
   LIMIT_BODY_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 16 * MiB, description: 'Request body size; larger bodies get 413 before being read whole' }),
+  REQUEST_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Time a client has to send its whole request (slow bodies get 408)' }),
   CONCURRENCY: Type.Integer({ default: availableParallelism(), minimum: 1, maximum: 256, description: 'Sandboxes running at once (default: number of CPUs)' }),
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start)' }),
   RATE_LIMIT_MAX: Type.Integer({ default: 120, minimum: 0, description: 'Requests per client per window; 0 turns rate limiting off' }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
+  WARM_SANDBOXES: Type.Boolean({ default: true, description: 'Warm sandboxes (nsjail): one long-lived jail per slot whose zygote has imported numpy and pandas forks each run (docs/warm.md)' }),
+  WARM_RECYCLE_RUNS: Type.Integer({ default: 50, minimum: 1, maximum: 100_000, description: 'Runs a warm sandbox serves before it is replaced by a fresh one' }),
   TRUST_PROXY: Type.Boolean({ default: false, description: 'Trust X-Forwarded-For for client addresses (set behind Cloud Run or a load balancer)' })
 }, { additionalProperties: true })
 
@@ -47,7 +50,7 @@ export type Config = Readonly<Static<typeof ConfigSchema>>
 
 /** Validate `env` (process.env by default) once; throws with every problem named. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
-  const config = envSchema<Static<typeof ConfigSchema>>({ schema: ConfigSchema, data: env, dotenv: false })
+  const config = envSchema<Static<typeof ConfigSchema>>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
   const known = new Set(Object.keys(ConfigSchema.properties))
   const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k)))
   return Object.freeze(picked) as Config

@@ -42,7 +42,7 @@ export class DirectBackend implements SandboxBackend {
         args: ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'prlimit', `--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
           `--nproc=${limits.processes}`, `--nofile=${limits.openFiles}`, `--fsize=${limits.tmpMiB * MiB}`, '--core=0',
           '--', python, ...harnessArgs(join(HARNESS_DIR, 'run.py'), limits), sitePackages],
-        env: { PATH: SANDBOX_ENV.PATH ?? '/usr/bin:/bin' },
+        env: { PATH: '/usr/bin:/bin' },
         cwd: scratch
       }, request, limits, false)
     } finally {

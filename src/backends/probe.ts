@@ -11,6 +11,9 @@ export interface ProbeExpectations {
   isolated: boolean
   /** A seccomp filter is installed. */
   seccomp: boolean
+  /** Processes an isolated canary sees in its pid namespace (default 1: itself; a warm jail
+   *  adds its zygote). */
+  processes?: number
 }
 
 const MiB = 1024 * 1024
@@ -122,15 +125,30 @@ export function checkFacts (facts: CanaryFacts, limits: Limits, expect: ProbeExp
     want(facts.interfaces <= 1, `${facts.interfaces} network interfaces visible (only a loopback that is down is expected)`)
     want(!facts.rootWritable, 'the root file system is writable')
     want(facts.serverVisible.length === 0, `server paths visible: ${facts.serverVisible.join(', ')}`)
-    want(facts.pids.length === 1, `other processes visible (pids ${facts.pids.join(',')})`)
+    want(facts.pids.length === (expect.processes ?? 1), `other processes visible (pids ${facts.pids.join(',')})`)
   }
   if (expect.seccomp) want(facts.seccomp === '2', 'no seccomp filter')
   return problems
 }
 
+/** What a jail launcher's complaint usually means, in the words of the fix. */
+const HINTS: Array<[RegExp, string]> = [
+  [/mount mandatory point: '\/proc'|mount.*proc.*Operation not permitted/, '/proc is masked: run the container with --security-opt systempaths=unconfined (Kubernetes: procMount: Unmasked)'],
+  [/sethostname|unshare failed: Operation not permitted|clone\(.*\) failed: Operation not permitted|CLONE_NEWUSER/, 'namespaces are refused: the container needs --cap-add SYS_ADMIN, or the host forbids user namespaces (gVisor / Cloud Run gen1 refuses them)'],
+  [/[ug]id_map|setresuid|setgroups/, 'uid mapping refused: the container needs CAP_SETUID and CAP_SETGID, or SANDBOX_UID_BASE lies outside the container\'s uid map'],
+  [/the unshare backend needs root/, 'run the server as root (it drops every sandbox to an unprivileged uid)']
+]
+
+export function hint (text: string): string {
+  const found = HINTS.find(([pattern]) => pattern.test(text))
+  return found === undefined ? '' : ` [hint: ${found[1]}]`
+}
+
 function describe (outcome: RunOutcome): string {
   if (outcome.ok) return 'succeeded'
-  return `${outcome.code}: ${outcome.message}${outcome.stderr !== '' ? ` (stderr: ${outcome.stderr.slice(-500).trim()})` : ''}`
+  // Launcher log lines carry a [level][time][pid] prefix: noise in a reason.
+  const stderr = outcome.stderr.replace(/\[[A-Z]\]\[[^\]]*\]\[\d+\] /g, '').slice(-500).trim()
+  return `${outcome.code}: ${outcome.message}${stderr !== '' ? ` (stderr: ${stderr})` : ''}${hint(stderr)}`
 }
 
 /** Runs both canaries through `run`. */

@@ -1,7 +1,6 @@
 // Finds what the sandbox must mount for the configured interpreter to run: its binary, its
 // standard library, the shared libraries it links and the dynamic loader, all read-only.
 import { existsSync, realpathSync } from 'node:fs'
-import { dirname } from 'node:path'
 import { spawnCapped } from './spawn.js'
 
 export interface PythonRuntime {
@@ -30,6 +29,9 @@ print(json.dumps({
 }))
 `
 
+/** What QUERY prints: every key, always a string. */
+interface QueryAnswer { executable: string, stdlib: string, purelib: string, libdir: string, multiarch: string, version: string }
+
 const LOADERS = ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1']
 
 export async function discoverPython (python: string): Promise<PythonRuntime> {
@@ -46,23 +48,20 @@ export async function discoverPython (python: string): Promise<PythonRuntime> {
   if (spawned.spawnError !== undefined || spawned.exitCode !== 0) {
     throw new Error(`cannot run the sandbox interpreter ${python}: ${spawned.spawnError?.message ?? spawned.stderr.toString().trim()}`)
   }
-  const info = JSON.parse(spawned.stdout.toString()) as Record<string, string>
-  const executable = info.executable ?? python
-  const stdlib = info.stdlib ?? dirname(executable)
-  const multiarchLib = info.multiarch !== '' ? `/usr/lib/${info.multiarch ?? ''}` : ''
-  const readOnlyPaths = [...new Set([executable, stdlib, multiarchLib, info.libdir ?? ''])]
+  const { executable, stdlib, purelib, libdir, multiarch, version } = JSON.parse(spawned.stdout.toString()) as QueryAnswer
+  const multiarchLib = multiarch !== '' ? `/usr/lib/${multiarch}` : ''
+  const readOnlyPaths = [...new Set([executable, stdlib, multiarchLib, libdir])]
     .filter(p => p !== '' && existsSync(p))
     // A libdir that holds the stdlib (non-Debian builds) would also expose the host's packages:
     // its libpython is enough.
     .filter(p => p === stdlib || !stdlib.startsWith(p + '/'))
   const loaderPath = LOADERS.find(p => existsSync(p))
-  const purelib = info.purelib ?? ''
   return {
     executable,
     stdlib,
     readOnlyPaths,
     loader: loaderPath === undefined ? undefined : { source: realpathSync(loaderPath), target: loaderPath },
     hostSitePackages: purelib.startsWith(stdlib + '/') && existsSync(purelib) ? purelib : undefined,
-    version: info.version ?? 'unknown'
+    version
   }
 }

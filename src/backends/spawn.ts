@@ -109,7 +109,11 @@ export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
     input.on('error', () => {})
     input.end(request.input)
 
-    timers.push(setTimeout(() => { timedOut = true; terminate() }, request.wallTimeMs))
+    timers.push(setTimeout(() => {
+      if (exited) return // finished in time; only stray holders of its pipes remain
+      timedOut = true
+      terminate()
+    }, request.wallTimeMs))
     const onAbort = (): void => { aborted = true; terminate() }
     if (request.signal?.aborted === true) onAbort()
     request.signal?.addEventListener('abort', onAbort, { once: true })

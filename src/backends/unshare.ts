@@ -4,7 +4,7 @@ import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
 import type { Limits, ProbeReport, RunRequest, RunOutcome, SandboxBackend } from './backend.js'
 import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, runLaunch, type Launch } from './launch.js'
-import { probeBackend } from './probe.js'
+import { hint, probeBackend } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
 
 export const UNSHARE_JAIL = resolve(PROJECT_ROOT, 'nsjail/unshare-jail.sh')
@@ -63,7 +63,7 @@ export class UnshareBackend implements SandboxBackend {
 
   async probe (): Promise<ProbeReport> {
     if (process.getuid?.() !== 0) {
-      return { ok: false, reason: 'the unshare backend needs root to build its jail (it then drops to an unprivileged uid)', features: {} }
+      return { ok: false, reason: 'the unshare backend needs root to build its jail (it then drops to an unprivileged uid)' + hint('the unshare backend needs root'), features: {} }
     }
     try {
       this.runtime = await discoverPython(this.options.python)

@@ -72,6 +72,8 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     app.log.error({ probes }, `NO SANDBOX BACKEND PASSED ITS PROBE (permitted: ${options.backends.map(b => b.name).join(', ') || 'none'}): /execute answers 503 SANDBOX_UNAVAILABLE and nothing is executed`)
   } else if (backend.name === 'direct') {
     app.log.warn('serving with the DIRECT backend: scripts run WITHOUT ISOLATION, as the server\'s own user, with its network and file system. Never expose this to untrusted users.')
+  } else if (probes.length > 1) {
+    app.log.warn({ backend: backend.name, failed: probes.slice(0, -1) }, `serving with ${backend.name}: the stronger backends failed their probes (see /readyz)`)
   } else {
     app.log.info({ backend: backend.name }, 'sandbox backend chosen')
   }
@@ -128,4 +130,5 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     slots.drain()
     for (const controller of inFlight) controller.abort()
   })
+  app.addHook('onClose', async () => { await backend?.close?.() })
 }, { name: 'sandbox', fastify: '5.x' })

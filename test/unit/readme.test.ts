@@ -10,3 +10,11 @@ t.test('the README\'s configuration table is the one generated from the schema',
 t.test('a README without the markers is refused', async t => {
   t.throws(() => withConfigTable('no markers'), /markers/)
 })
+
+t.test('a variable without a default or a description still gets its row', async t => {
+  const config = await import('../../src/config.js')
+  const { configTable } = await t.mockImport<typeof import('../../scripts/config-table.js')>('../../scripts/config-table.js', {
+    '../../src/config.js': { ...config, ConfigSchema: { properties: { SOME_SECRET: {} } } }
+  })
+  t.match(configTable(), /^\| `SOME_SECRET` \| `\(none\)` \| {2}\|$/m)
+})

@@ -1,10 +1,156 @@
 import t from 'tap'
-import { Slots } from '../../src/slots.js'
+import { Slots, type Lease } from '../../src/slots.js'
 
-t.test('grants distinct slots up to the size', async t => {
-  const slots = new Slots(2, 0, 1000)
-  const a = await slots.acquire()
-  const b = await slots.acquire()
-  t.not(a.slot, b.slot)
-  t.equal(slots.running, 2)
+const LONG_MS = 10_000
+
+/** Resolves to 'pending' if `promise` has not settled after the microtask queue drains. */
+async function state<T> (promise: Promise<T>): Promise<'pending' | 'fulfilled' | 'rejected'> {
+  const pending = Symbol('pending')
+  const settled = await Promise.race([
+    promise.then(() => 'fulfilled' as const, () => 'rejected' as const),
+    new Promise<typeof pending>(resolve => setImmediate(() => resolve(pending)))
+  ])
+  return settled === pending ? 'pending' : settled
+}
+
+t.test('grants distinct slots 0..size-1 up to the size without queueing', async t => {
+  for (const size of [1, 2, 5]) {
+    const slots = new Slots(size, 0, LONG_MS)
+    const leases: Lease[] = []
+    for (let i = 0; i < size; i++) leases.push(await slots.acquire())
+    t.same(leases.map(l => l.slot).sort((a, b) => a - b), Array.from({ length: size }, (_, i) => i), `size ${size}`)
+    t.equal(slots.running, size, `size ${size}: all running`)
+    t.equal(slots.queued, 0, `size ${size}: none queued`)
+  }
+})
+
+t.test('queues up to queueSize once every slot is taken', async t => {
+  const slots = new Slots(1, 2, LONG_MS)
+  const held = await slots.acquire()
+  const waiters = [slots.acquire(), slots.acquire()]
+  t.equal(slots.queued, 2)
+  for (const w of waiters) t.equal(await state(w), 'pending')
+  held.release()
+  const first = await waiters[0]
+  first!.release()
+  const second = await waiters[1]
+  second!.release()
+  t.equal(slots.running, 0)
+})
+
+t.test('BUSY when every slot is taken and the queue is full', async t => {
+  const table = [
+    { size: 1, queueSize: 0 },
+    { size: 2, queueSize: 1 },
+    { size: 1, queueSize: 3 }
+  ]
+  for (const { size, queueSize } of table) {
+    const slots = new Slots(size, queueSize, LONG_MS)
+    for (let i = 0; i < size; i++) await slots.acquire()
+    const waiting = Array.from({ length: queueSize }, () => slots.acquire())
+    await t.rejects(slots.acquire(), { code: 'BUSY', statusCode: 503 }, `size ${size}, queue ${queueSize}`)
+    t.equal(slots.queued, queueSize, 'the refused request did not join the queue')
+    slots.drain()
+    for (const w of waiting) await t.rejects(w, { code: 'BUSY' })
+  }
+})
+
+t.test('BUSY after waiting longer than queueTimeoutMs, and the waiter leaves the queue', async t => {
+  const slots = new Slots(1, 2, 30)
+  const held = await slots.acquire()
+  const started = performance.now()
+  const late = slots.acquire()
+  const second = slots.acquire()
+  await t.rejects(late, { code: 'BUSY' })
+  t.ok(performance.now() - started >= 25, 'not before the timeout')
+  await t.rejects(second, { code: 'BUSY' })
+  t.equal(slots.queued, 0)
+  held.release()
+  t.equal(slots.running, 0, 'the slot went back to the free list, not to a timed-out waiter')
+  const again = await slots.acquire()
+  t.equal(again.slot, held.slot)
+})
+
+t.test('a waiter that times out leaves the queue without taking the place of another', async t => {
+  const slots = new Slots(1, 2, 40)
+  const held = await slots.acquire()
+  const first = slots.acquire()
+  await new Promise(resolve => setTimeout(resolve, 20))
+  const second = slots.acquire()
+  await t.rejects(first, { code: 'BUSY' })
+  t.equal(slots.queued, 1, 'only the timed-out waiter left')
+  held.release()
+  const granted = await second
+  t.equal(granted.slot, held.slot, 'the remaining waiter got the slot')
+  granted.release()
+})
+
+t.test('release hands the slot to the next waiter in arrival order', async t => {
+  const slots = new Slots(1, 3, LONG_MS)
+  const held = await slots.acquire()
+  const order: number[] = []
+  const waiters = [0, 1, 2].map(i => slots.acquire().then(lease => { order.push(i); return lease }))
+  held.release()
+  const first = await waiters[0]!
+  t.equal(first.slot, held.slot, 'the released slot, not a new one')
+  t.equal(slots.running, 1, 'the slot never became free in between')
+  t.equal(slots.queued, 2)
+  t.equal(await state(waiters[1]!), 'pending', 'only one waiter is granted per release')
+  first.release()
+  const second = await waiters[1]!
+  second.release()
+  const third = await waiters[2]!
+  third.release()
+  t.same(order, [0, 1, 2])
+  t.equal(slots.running, 0)
+})
+
+t.test('double release is harmless: a slot released twice is not granted twice', async t => {
+  t.test('with waiters', async t => {
+    const slots = new Slots(1, 2, LONG_MS)
+    const held = await slots.acquire()
+    const a = slots.acquire()
+    const b = slots.acquire()
+    held.release()
+    held.release()
+    const leaseA = await a
+    t.equal(await state(b), 'pending', 'the second release granted nothing')
+    t.equal(slots.running, 1)
+    leaseA.release()
+    const leaseB = await b
+    t.equal(leaseB.slot, leaseA.slot)
+    leaseB.release()
+  })
+  t.test('without waiters', async t => {
+    const slots = new Slots(2, 0, LONG_MS)
+    const a = await slots.acquire()
+    const b = await slots.acquire()
+    a.release()
+    a.release()
+    t.equal(slots.running, 1, 'the slot was freed once')
+    const c = await slots.acquire()
+    t.equal(c.slot, a.slot)
+    await t.rejects(slots.acquire(), { code: 'BUSY' }, 'the doubly released slot is not free a second time')
+    b.release()
+    c.release()
+  })
+})
+
+t.test('drain() rejects every waiter with BUSY and leaves running leases alone', async t => {
+  const slots = new Slots(1, 3, LONG_MS)
+  const held = await slots.acquire()
+  const waiters = [slots.acquire(), slots.acquire(), slots.acquire()]
+  slots.drain()
+  for (const w of waiters) await t.rejects(w, { code: 'BUSY' })
+  t.equal(slots.queued, 0)
+  t.equal(slots.running, 1)
+  held.release()
+  t.equal(slots.running, 0, 'the slot is free again after drain')
+})
+
+t.test('drain() with nobody waiting does nothing', async t => {
+  const slots = new Slots(1, 1, LONG_MS)
+  slots.drain()
+  const lease = await slots.acquire()
+  t.equal(lease.slot, 0)
 })

@@ -1,0 +1,84 @@
+// A SandboxBackend that runs nothing: its probe report and run outcome are set by the test,
+// and it records every call, so app tests can check which backend was probed and what it ran.
+import type { BackendName } from '../../src/config.js'
+import type { ProbeReport, RunOutcome, RunOutput, RunRequest, SandboxBackend, ScriptErrorCode } from '../../src/backends/backend.js'
+
+export const PASSING: ProbeReport = Object.freeze({ ok: true, features: { network: 'none', uid: 65534 } })
+
+export function failingProbe (reason: string): ProbeReport {
+  return { ok: false, reason, features: {} }
+}
+
+const OUTPUT: RunOutput = { stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 5 }
+
+export function success (result: unknown, output: Partial<RunOutput> = {}): RunOutcome {
+  return { ok: true, result, ...OUTPUT, ...output }
+}
+
+export function failure (code: ScriptErrorCode, message: string, details: Record<string, string | number> = {},
+  output: Partial<RunOutput> = {}): RunOutcome {
+  return { ok: false, code, message, details, ...OUTPUT, ...output }
+}
+
+export interface FakeBackendOptions {
+  /** A report, or a function giving one (it may throw or reject: a probe that blows up). */
+  probe?: ProbeReport | (() => Promise<ProbeReport>)
+  /** An outcome, or a function giving one from the request (it may throw, or wait on the signal). */
+  run?: RunOutcome | ((request: RunRequest) => Promise<RunOutcome>)
+}
+
+export class FakeBackend implements SandboxBackend {
+  probeCalls = 0
+  readonly runs: RunRequest[] = []
+  private readonly options: FakeBackendOptions
+
+  constructor (readonly name: BackendName, options: FakeBackendOptions = {}) {
+    this.options = options
+  }
+
+  async probe (): Promise<ProbeReport> {
+    this.probeCalls++
+    const { probe = PASSING } = this.options
+    return typeof probe === 'function' ? await probe() : probe
+  }
+
+  async run (request: RunRequest): Promise<RunOutcome> {
+    this.runs.push(request)
+    const { run = success({ msg: 'success', value: 42 }) } = this.options
+    return typeof run === 'function' ? await run(request) : run
+  }
+}
+
+/**
+ * A run that stays open until the test lets it finish, or until its signal aborts (as the
+ * real spawn wrapper does, it then finishes with TIME_LIMIT_EXCEEDED).
+ */
+export class HeldRun {
+  private readonly startedWaiters: Array<(request: RunRequest) => void> = []
+  private readonly finishers: Array<(outcome: RunOutcome) => void> = []
+  readonly requests: RunRequest[] = []
+
+  readonly run = async (request: RunRequest): Promise<RunOutcome> => {
+    this.requests.push(request)
+    for (const waiter of this.startedWaiters.splice(0)) waiter(request)
+    return await new Promise<RunOutcome>(resolve => {
+      this.finishers.push(resolve)
+      request.signal?.addEventListener('abort', () => {
+        resolve(failure('TIME_LIMIT_EXCEEDED', 'the run was stopped because the server is shutting down'))
+      }, { once: true })
+    })
+  }
+
+  /** Resolves once `count` runs have started in total. */
+  async started (count = 1): Promise<RunRequest> {
+    while (this.requests.length < count) {
+      await new Promise<RunRequest>(resolve => this.startedWaiters.push(resolve))
+    }
+    return this.requests[count - 1] as RunRequest
+  }
+
+  /** Finishes every run still open with `outcome`. */
+  finish (outcome: RunOutcome = success('released')): void {
+    for (const finish of this.finishers.splice(0)) finish(outcome)
+  }
+}

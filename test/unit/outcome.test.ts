@@ -1,0 +1,224 @@
+import t from 'tap'
+import type { Limits, RunOutcome } from '../../src/backends/backend.js'
+import { interpret } from '../../src/backends/outcome.js'
+import type { SpawnResult } from '../../src/backends/spawn.js'
+
+const limits: Limits = {
+  wallTimeMs: 10_000,
+  killGraceMs: 500,
+  cpuSeconds: 10,
+  memoryMiB: 512,
+  processes: 64,
+  openFiles: 256,
+  tmpMiB: 64,
+  outputBytes: 1024 * 1024,
+  resultBytes: 8 * 1024 * 1024
+}
+
+function spawned (overrides: Partial<SpawnResult> = {}): SpawnResult {
+  return {
+    exitCode: 0,
+    signal: null,
+    stdout: Buffer.from('printed\n'),
+    stderr: Buffer.from('warned\n'),
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    channel: Buffer.alloc(0),
+    channelOverflow: false,
+    timedOut: false,
+    aborted: false,
+    durationMs: 120,
+    ...overrides
+  }
+}
+
+const channel = (message: unknown): Buffer => Buffer.from(JSON.stringify(message))
+
+function run (overrides: Partial<SpawnResult>, memoryByCgroup = false): RunOutcome {
+  return interpret(spawned(overrides), { limits, memoryByCgroup })
+}
+
+/** The failure's code, message and details, or a marker that the run succeeded. */
+function failure (outcome: RunOutcome): { code: string, message: string, details: Record<string, string | number> } {
+  if (outcome.ok) throw new Error(`expected a failure, got success with ${JSON.stringify(outcome.result)}`)
+  return { code: outcome.code, message: outcome.message, details: outcome.details }
+}
+
+t.test('a success message and exit 0 is a success carrying the result and the output', async t => {
+  const results: unknown[] = [{ msg: 'success', value: 42 }, [1, 'two', null], 'text', 0, false, null]
+  for (const result of results) {
+    const outcome = run({ channel: channel({ ok: true, result }), stdoutTruncated: true, durationMs: 77 })
+    t.same(outcome, {
+      ok: true,
+      result,
+      stdout: 'printed\n',
+      stderr: 'warned\n',
+      stdoutTruncated: true,
+      stderrTruncated: false,
+      durationMs: 77
+    }, JSON.stringify(result))
+  }
+})
+
+t.test('a success message with a non-zero exit is not a success', async t => {
+  const outcome = run({ channel: channel({ ok: true, result: 1 }), exitCode: 3 })
+  t.match(failure(outcome), { code: 'CRASHED', details: { exitCode: 3 } })
+})
+
+t.test('every harness error code is passed through with its message and details', async t => {
+  const codes = [
+    'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED',
+    'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'MEMORY_LIMIT_EXCEEDED', 'TIME_LIMIT_EXCEEDED'
+  ]
+  for (const code of codes) {
+    for (const exitCode of [0, 1]) {
+      const outcome = run({
+        exitCode,
+        channel: channel({ ok: false, code, message: `text of ${code}`, exception: 'ValueError', traceback: 'Traceback ...', line: 3, column: 0 })
+      })
+      t.same(failure(outcome), {
+        code,
+        message: `text of ${code}`,
+        details: { exception: 'ValueError', traceback: 'Traceback ...', line: 3, column: 0 }
+      }, `${code}, exit ${exitCode}`)
+      t.equal(outcome.stdout, 'printed\n', `${code}: the output travels with the error`)
+      t.equal(outcome.stderr, 'warned\n')
+    }
+  }
+})
+
+t.test('a harness error without optional fields has empty details', async t => {
+  const outcome = run({ exitCode: 1, channel: channel({ ok: false, code: 'MISSING_MAIN', message: 'no main' }) })
+  t.same(failure(outcome), { code: 'MISSING_MAIN', message: 'no main', details: {} })
+})
+
+t.test('a malformed result channel is CRASHED, never a success or the message\'s own words', async t => {
+  const table: Array<{ name: string, bytes: Buffer }> = [
+    { name: 'invalid JSON', bytes: Buffer.from('{"ok": true, "result": ') },
+    { name: 'invalid UTF-8', bytes: Buffer.concat([Buffer.from('{"ok":true,"result":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]) },
+    { name: 'JSON null', bytes: channel(null) },
+    { name: 'a bare result', bytes: channel(42) },
+    { name: 'success with an extra key', bytes: channel({ ok: true, result: 1, extra: 2 }) },
+    { name: 'success without result', bytes: channel({ ok: true }) },
+    { name: 'error with an extra key', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 'm', hacked: 'x' }) },
+    { name: 'ok is a string', bytes: channel({ ok: 'true', result: 1 }) },
+    { name: 'unknown code', bytes: channel({ ok: false, code: 'PWNED', message: 'm' }) },
+    { name: 'code CRASHED is not the harness\'s to send', bytes: channel({ ok: false, code: 'CRASHED', message: 'm' }) },
+    { name: 'message is a number', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 5 }) },
+    { name: 'message missing', bytes: channel({ ok: false, code: 'MAIN_RAISED' }) },
+    { name: 'message too long', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 'm'.repeat(65_537) }) },
+    { name: 'exception too long', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 'm', exception: 'E'.repeat(1025) }) },
+    { name: 'exception is a number', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 'm', exception: 1 }) },
+    { name: 'traceback is an object', bytes: channel({ ok: false, code: 'MAIN_RAISED', message: 'm', traceback: {} }) },
+    { name: 'line is not an integer', bytes: channel({ ok: false, code: 'SYNTAX_ERROR', message: 'm', line: 1.5 }) },
+    { name: 'line is negative', bytes: channel({ ok: false, code: 'SYNTAX_ERROR', message: 'm', line: -1 }) },
+    { name: 'column is a string', bytes: channel({ ok: false, code: 'SYNTAX_ERROR', message: 'm', column: '2' }) },
+    { name: 'two messages', bytes: Buffer.concat([channel({ ok: true, result: 1 }), channel({ ok: true, result: 2 })]) }
+  ]
+  for (const { name, bytes } of table) {
+    for (const exitCode of [0, 1]) {
+      const outcome = run({ channel: bytes, exitCode })
+      const { code, message, details } = failure(outcome)
+      t.equal(code, 'CRASHED', `${name}, exit ${exitCode}`)
+      t.match(message, /malformed result message/, `${name}: says why`)
+      t.same(details, {}, `${name}: nothing from the message leaks into details`)
+    }
+  }
+})
+
+t.test('channel overflow is RESULT_TOO_LARGE naming the limit, whatever else happened', async t => {
+  const table: Array<Partial<SpawnResult>> = [
+    { exitCode: null, signal: 'SIGKILL' },
+    { exitCode: 0, channel: channel({ ok: true, result: 1 }) },
+    { exitCode: null, signal: 'SIGTERM', timedOut: true }
+  ]
+  for (const overrides of table) {
+    const outcome = run({ ...overrides, channelOverflow: true })
+    t.match(failure(outcome), { code: 'RESULT_TOO_LARGE', message: String(limits.resultBytes) }, JSON.stringify(overrides))
+  }
+})
+
+t.test('a wall timeout or an abort is TIME_LIMIT_EXCEEDED, even with a result on the channel', async t => {
+  const table = [
+    { name: 'timed out', overrides: { timedOut: true }, message: /wall-time limit of 10000 ms/ },
+    { name: 'aborted', overrides: { aborted: true }, message: /shutting down/ }
+  ]
+  for (const { name, overrides, message } of table) {
+    for (const extra of [{ exitCode: null, signal: 'SIGTERM' as const }, { exitCode: 0, channel: channel({ ok: true, result: 1 }) }]) {
+      const outcome = run({ ...extra, ...overrides })
+      t.match(failure(outcome), { code: 'TIME_LIMIT_EXCEEDED', message }, `${name}, ${JSON.stringify(extra.exitCode)}`)
+    }
+  }
+})
+
+t.test('SIGXCPU, from the launcher (128+24) or the process itself, is TIME_LIMIT_EXCEEDED naming the CPU limit', async t => {
+  for (const overrides of [{ exitCode: 128 + 24 }, { exitCode: null, signal: 'SIGXCPU' as const }]) {
+    const outcome = run(overrides, true)
+    t.match(failure(outcome), { code: 'TIME_LIMIT_EXCEEDED', message: /10 s of CPU time/ }, JSON.stringify(overrides))
+  }
+})
+
+t.test('SIGKILL nobody of ours sent: memory under a cgroup before the CPU budget is spent, else CPU time', async t => {
+  const table = [
+    { name: 'exit 137, cgroup, short run', overrides: { exitCode: 137, durationMs: 300 }, memoryByCgroup: true, code: 'MEMORY_LIMIT_EXCEEDED', message: /512 MiB of memory/ },
+    { name: 'signal SIGKILL, cgroup, short run', overrides: { exitCode: null, signal: 'SIGKILL' as const, durationMs: 300 }, memoryByCgroup: true, code: 'MEMORY_LIMIT_EXCEEDED', message: /512 MiB/ },
+    { name: 'exit 137, cgroup, CPU budget spent', overrides: { exitCode: 137, durationMs: 10_000 }, memoryByCgroup: true, code: 'TIME_LIMIT_EXCEEDED', message: /10 s of CPU time/ },
+    { name: 'exit 137, no cgroup, short run', overrides: { exitCode: 137, durationMs: 300 }, memoryByCgroup: false, code: 'TIME_LIMIT_EXCEEDED', message: /10 s of CPU time/ },
+    { name: 'signal SIGKILL, no cgroup', overrides: { exitCode: null, signal: 'SIGKILL' as const, durationMs: 11_000 }, memoryByCgroup: false, code: 'TIME_LIMIT_EXCEEDED', message: /CPU time/ }
+  ]
+  for (const { name, overrides, memoryByCgroup, code, message } of table) {
+    t.match(failure(run(overrides, memoryByCgroup)), { code, message }, name)
+  }
+})
+
+t.test('death by another signal is CRASHED naming the signal', async t => {
+  const table = [
+    { name: 'exit 139', overrides: { exitCode: 139 }, signal: 'SIGSEGV' },
+    { name: 'exit 134', overrides: { exitCode: 134 }, signal: 'SIGABRT' },
+    { name: 'exit 129', overrides: { exitCode: 129 }, signal: 'SIGHUP' },
+    { name: 'signal SIGSEGV', overrides: { exitCode: null, signal: 'SIGSEGV' as const }, signal: 'SIGSEGV' },
+    { name: 'signal SIGTERM', overrides: { exitCode: null, signal: 'SIGTERM' as const }, signal: 'SIGTERM' },
+    { name: 'exit 128+40, a real-time signal without a name', overrides: { exitCode: 168 }, signal: 'signal 40' }
+  ]
+  for (const { name, overrides, signal } of table) {
+    t.same(failure(run(overrides)), {
+      code: 'CRASHED',
+      message: `the script was killed by ${signal}`,
+      details: { signal }
+    }, name)
+  }
+})
+
+t.test('an exit without a result message and without a signal is CRASHED with the exit code', async t => {
+  const table = [
+    { exitCode: 0, expected: 0 },
+    { exitCode: 1, expected: 1 },
+    { exitCode: 128, expected: 128 },
+    { exitCode: 193, expected: 193 },
+    { exitCode: 255, expected: 255 },
+    { exitCode: null, expected: -1 }
+  ]
+  for (const { exitCode, expected } of table) {
+    t.same(failure(run({ exitCode })), {
+      code: 'CRASHED',
+      message: `the script exited with status ${String(exitCode)} before returning a result`,
+      details: { exitCode: expected }
+    }, `exit ${String(exitCode)}`)
+  }
+})
+
+t.test('a process that could not start throws its spawn error', async t => {
+  const error = Object.assign(new Error('spawn nsjail ENOENT'), { code: 'ENOENT' })
+  t.throws(() => run({ spawnError: error, exitCode: null }), error)
+})
+
+t.test('stdout and stderr with invalid UTF-8 are decoded leniently', async t => {
+  const outcome = run({
+    stdout: Buffer.concat([Buffer.from('ok '), Buffer.from([0xff]), Buffer.from(' é')]),
+    stderr: Buffer.from([0xc3]), // a truncated two-byte sequence
+    channel: channel({ ok: true, result: null })
+  })
+  t.equal(outcome.ok, true, 'bad output bytes do not fail the run')
+  t.equal(outcome.stdout, 'ok \uFFFD é')
+  t.equal(outcome.stderr, '\uFFFD')
+})
