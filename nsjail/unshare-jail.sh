@@ -15,11 +15,10 @@
 set -eu
 
 mount --make-rprivate /
-# A private tmpfs over /tmp hides the host's /tmp and holds the new root's mount point.
-mount -t tmpfs -o size=1m,mode=700 jail-staging /tmp
-mkdir /tmp/root
-mount -t tmpfs -o size=1m,mode=755 jail-root /tmp/root
-cd /tmp/root
+# The new root is a tmpfs mounted over /mnt, in this private mount namespace only: nothing on
+# the host changes, and no bind source is hidden (the project may well live under /tmp).
+mount -t tmpfs -o size=1m,mode=755 jail-root /mnt
+cd /mnt
 mkdir -p tmp dev proc .old
 
 IFS='
