@@ -27,6 +27,7 @@ FILENAME = "<script>"
 MODULE_NAME = "sandboxed_script"
 MAX_DEPTH = 200
 MAX_SAFE_INT = 2**53 - 1  # beyond this a JSON reader (JavaScript's among them) loses digits
+RESERVE_BYTES = 4 * 1024 * 1024
 # Where the sandbox mounts its own packages (numpy, pandas); not a host path.
 SANDBOX_SITE_PACKAGES = "/sandbox/site-packages"
 
@@ -162,8 +163,6 @@ def failure(code, message, **extra):
 
 
 def raised(exc, source):
-    if isinstance(exc, MemoryError):
-        return failure("MEMORY_LIMIT_EXCEEDED", "the script ran out of memory (MemoryError)")
     text = str(exc)
     message = f"{type_name(exc)}: {text}" if text else type_name(exc)
     return failure("MAIN_RAISED", message, exception=type_name(exc), traceback=user_traceback(exc, source))
@@ -181,6 +180,8 @@ def run(source):
 
     module = types.ModuleType(MODULE_NAME)
     sys.modules[MODULE_NAME] = module
+    # Room to report a MemoryError in: freed before the report is made.
+    reserve = bytearray(RESERVE_BYTES)
     try:
         exec(code, module.__dict__)
         main = module.__dict__.get("main", None)
@@ -193,6 +194,11 @@ def run(source):
             result = asyncio.run(main())
         else:
             result = main()
+    except MemoryError as exc:
+        # The script's memory is still held through the traceback's frames: let it go first.
+        exc.__traceback__ = None
+        del exc, reserve
+        return failure("MEMORY_LIMIT_EXCEEDED", "the script ran out of memory (MemoryError)")
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are the script's too
         return raised(exc, source)
     try:

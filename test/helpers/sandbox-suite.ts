@@ -88,7 +88,15 @@ const ERROR_CASES: ErrorCase[] = [
     code: 'CRASHED',
     check: (t, body) => t.equal(body.signal, 'SIGSEGV')
   },
-  { name: 'os._exit before returning', source: 'import os\ndef main():\n    os._exit(3)\n', code: 'CRASHED', check: (t, body) => t.equal(body.exitCode, 3) }
+  { name: 'os._exit before returning', source: 'import os\ndef main():\n    os._exit(3)\n', code: 'CRASHED', check: (t, body) => t.equal(body.exitCode, 3) },
+  { name: 'KeyboardInterrupt', source: 'def main():\n    raise KeyboardInterrupt\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'KeyboardInterrupt') },
+  { name: 'a BaseException subclass', source: 'class Escape(BaseException):\n    pass\ndef main():\n    raise Escape("out")\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'sandboxed_script.Escape') },
+  { name: 'input() with no stdin', source: 'def main():\n    return input()\n', code: 'MAIN_RAISED', check: (t, body) => t.equal(body.exception, 'EOFError') },
+  { name: 'a lone surrogate in the result', source: 'def main():\n    return "\\ud800"\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, /surrogate/) },
+  { name: '100,000 nested lists in the result', source: 'def main():\n    x = []\n    for _ in range(100000):\n        x = [x]\n    return x\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, /nested deeper/) },
+  { name: 'CPU-spinning threads', source: 'import threading\ndef spin():\n    while True:\n        pass\ndef main():\n    for _ in range(4):\n        threading.Thread(target=spin, daemon=True).start()\n    spin()\n', code: 'TIME_LIMIT_EXCEEDED' },
+  { name: 'a list doubling until memory runs out', source: 'def main():\n    x = [0] * 1024\n    while True:\n        x = x + x\n', code: 'MEMORY_LIMIT_EXCEEDED' },
+  { name: 'many small objects', source: 'def main():\n    keep = []\n    while True:\n        keep.append({"k": len(keep)})\n', code: 'MEMORY_LIMIT_EXCEEDED' }
 ]
 
 export function sandboxSuite (backend: string, env: Record<string, string> = {}): void {
@@ -149,6 +157,28 @@ export function sandboxSuite (backend: string, env: Record<string, string> = {})
     await t.test('unicode survives both ways', async t => {
       const reply = await post(target, 'def main():\n    print("héllo ✓")\n    return {"ключ": "值"}\n')
       t.same([reply.body.stdout, reply.body.result], ['héllo ✓\n', { ключ: '值' }])
+    })
+    await t.test('a fork that prints twice: both lines kept, the parent\'s result returned', async t => {
+      const reply = await post(target, 'import os\ndef main():\n    pid = os.fork()\n    print("child" if pid == 0 else "parent")\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    return "parent result"\n')
+      t.equal(reply.body.result, 'parent result')
+      t.match(reply.body.stdout, /child/)
+      t.match(reply.body.stdout, /parent/)
+    })
+    await t.test('monkeypatched print, json, atexit and sys.excepthook change nothing of the result', async t => {
+      const reply = await post(target, script(`
+builtins.print = lambda *a, **k: None
+json.dumps = lambda *a, **k: '{"ok": true, "result": 666}'
+atexit.register(lambda: os.write(1, b"atexit ran"))
+sys.excepthook = lambda *a: None
+return {"real": 1}`, 'import atexit, builtins, json, os, sys'))
+      t.same(reply.body.result, { real: 1 })
+      t.notMatch(reply.body.stdout, /atexit ran/, 'no atexit hook runs after the result is final')
+    })
+    await t.test('closing stdout and writing non-UTF-8 bytes do not break the reply', async t => {
+      const reply = await post(target, 'import os\ndef main():\n    os.write(1, b"bad \\xff\\xfe bytes\\n")\n    os.close(1)\n    return "fine"\n')
+      t.equal(reply.status, 200)
+      t.equal(reply.body.result, 'fine')
+      t.match(reply.body.stdout, /^bad \uFFFD\uFFFD bytes/)
     })
     await t.test('async def main is awaited', async t => {
       const reply = await post(target, 'import asyncio\nasync def main():\n    await asyncio.sleep(0)\n    return "awaited"\n')
@@ -222,6 +252,40 @@ return [0, written]`))
       const [errno, written] = reply.body.result as [number, number]
       t.ok([27, 28].includes(errno), `EFBIG or ENOSPC, got ${errno}`)
       t.ok(written <= limit('LIMIT_TMP_MB') * 1024 * 1024)
+    })
+    await t.test('/dev/shm fills up at its size, like /tmp', async t => {
+      const reply = await post(target, script(`
+try:
+    with open("/dev/shm/fill", "wb") as f:
+        while True:
+            f.write(b"x" * 1048576)
+            f.flush()
+except OSError as e:
+    return [e.errno, os.path.getsize("/dev/shm/fill") <= ${limit('LIMIT_TMP_MB')} * 1048576]`, 'import os'))
+      t.equal(reply.status, 200, JSON.stringify(reply.body).slice(0, 300))
+      t.ok([27, 28].includes(reply.body.result[0]), `EFBIG or ENOSPC, got ${String(reply.body.result[0])}`)
+      t.equal(reply.body.result[1], true)
+    })
+    await t.test('a sparse file cannot pass the file-size limit', async t => {
+      const reply = await post(target, script(`
+with open("/tmp/sparse", "wb") as f:
+    try:
+        f.truncate(1 << 40)
+        return "grew"
+    except OSError as e:
+        return e.errno`))
+      t.equal(reply.body.result, 27, 'EFBIG')
+    })
+    await t.test('creating files without end stops at a limit (tmpfs inodes or CPU) and harms nothing', async t => {
+      const reply = await post(target, script(`
+made = 0
+try:
+    while True:
+        open(f"/tmp/i{made}", "w").close()
+        made += 1
+except OSError as e:
+    return ["stopped", e.errno]`))
+      t.ok(reply.status === 200 ? reply.body.result[0] === 'stopped' : reply.body.code === 'TIME_LIMIT_EXCEEDED', JSON.stringify(reply.body).slice(0, 200))
     })
     await t.test('open files stop at the limit', async t => {
       const reply = await post(target, script(`
