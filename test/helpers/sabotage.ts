@@ -1,7 +1,7 @@
 // Test-only sabotage of the nsjail backend: one protection switched off at a time, after a
 // clean probe, to show that the tests covering that protection fail without it. Lives in the
 // tests, never in the service: nothing in configuration can reach it.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Launch } from '../../src/backends/launch.js'
@@ -13,11 +13,15 @@ import { TEST_LIMITS } from './server.js'
 export const PROTECTIONS = ['network', 'readonly', 'seccomp', 'limits', 'uid'] as const
 export type Protection = typeof PROTECTIONS[number]
 
-/** The policy file without its seccomp filter. */
+let withoutSeccomp: string | undefined
+/** The policy file without its seccomp filter, written once per test process and removed at exit. */
 function policyWithoutSeccomp (): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'pysandbox-sabotage-')), 'no-seccomp.cfg')
-  writeFileSync(path, readFileSync(NSJAIL_POLICY, 'utf8').split('\n').filter(l => !l.startsWith('seccomp_string:')).join('\n'))
-  return path
+  if (withoutSeccomp !== undefined) return withoutSeccomp
+  const dir = mkdtempSync(join(tmpdir(), 'pysandbox-sabotage-'))
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+  withoutSeccomp = join(dir, 'no-seccomp.cfg')
+  writeFileSync(withoutSeccomp, readFileSync(NSJAIL_POLICY, 'utf8').split('\n').filter(l => !l.startsWith('seccomp_string:')).join('\n'))
+  return withoutSeccomp
 }
 
 function dropOptions (args: string[], names: string[]): string[] {
