@@ -1,5 +1,7 @@
 // Execution slots: at most `size` sandboxes at once, at most `queueSize` requests waiting for
 // one, none waiting longer than `queueTimeoutMs`. Beyond that: BUSY, never an unbounded pile-up.
+// Free slots are handed out least recently used first: a slot's warm sandbox cleans up after a
+// run while the other slots serve.
 import { BusyError } from './errors.js'
 
 export interface Lease {
@@ -19,14 +21,14 @@ export class Slots {
   private readonly waiting: Waiter[] = []
 
   constructor (readonly size: number, readonly queueSize: number, private readonly queueTimeoutMs: number) {
-    this.free = Array.from({ length: size }, (_, i) => size - 1 - i)
+    this.free = Array.from({ length: size }, (_, i) => i)
   }
 
   get running (): number { return this.size - this.free.length }
   get queued (): number { return this.waiting.length }
 
   async acquire (): Promise<Lease> {
-    const slot = this.free.pop()
+    const slot = this.free.shift()
     if (slot !== undefined) return this.lease(slot)
     if (this.waiting.length >= this.queueSize) throw new BusyError()
     return await new Promise<Lease>((resolve, reject) => {

@@ -24,6 +24,22 @@ t.test('grants distinct slots 0..size-1 up to the size without queueing', async 
   }
 })
 
+t.test('hands out the least recently used free slot (a warm sandbox cleans up while others serve)', async t => {
+  const slots = new Slots(3, 0, LONG_MS)
+  const order: number[] = []
+  for (let i = 0; i < 6; i++) {
+    const lease = await slots.acquire()
+    order.push(lease.slot)
+    lease.release()
+  }
+  t.same(order, [0, 1, 2, 0, 1, 2], 'one client in turn: every slot in turn, not the same slot again')
+  const a = await slots.acquire()
+  const b = await slots.acquire()
+  b.release()
+  a.release()
+  t.equal((await slots.acquire()).slot, 2, 'the slot free the longest comes first')
+})
+
 t.test('queues up to queueSize once every slot is taken', async t => {
   const slots = new Slots(1, 2, LONG_MS)
   const held = await slots.acquire()
