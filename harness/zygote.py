@@ -6,10 +6,11 @@ It imports numpy and pandas once, makes itself non-dumpable, and then never runs
 keeps user data. Ahead of each request it forks the *child*, which reads one script frame from
 fd 0 itself and runs it exactly as a cold run.py does (run.py's own functions, imported). The
 zygote relays the child's stdout, stderr and result channel as frames on fd 1 through one
-preallocated buffer that it wipes after the run, capped; when the child has ended it kills
-every other process of the jail (as pid 1, it is the only one no one inside can kill), reports
-the child's status, has a process of its own empty /tmp and /dev/shm and remove SysV IPC
-objects, checks that the jail is back to its pre-run state and says it is ready. Anything
+preallocated buffer that it wipes after the run, capped; it reports the child's status when the
+child has ended, or as soon as the child has sent its result and closed every stream (then it
+kills the child); it kills every other process of the jail (as pid 1, it is the only one no one
+inside can kill), has a process of its own empty /tmp and /dev/shm and remove SysV IPC objects,
+checks that the jail is back to its pre-run state, forks the next child and says it is ready. Anything
 unexpected ends the zygote, and with it the jail: the server starts a new one.
 
 Frames (big-endian): server to jail `run id u32, length u32, script`; jail to server
@@ -184,7 +185,8 @@ def child(pipes):
 
 def relay(run_id, pid, pipes):
     """Forward the child's streams as frames, capped, until it ends; then kill every other
-    process of the jail and drain the pipes. Returns the child's wait status. The bytes pass
+    process of the jail and drain the pipes. Returns the child's wait status, whether the sweep
+    held, and whether the status was already reported (see below). The bytes pass
     through one preallocated buffer, wiped afterwards: nothing of a run stays in the zygote's
     memory, which every later run's child inherits."""
     pidfd = os.pidfd_open(pid)
@@ -218,7 +220,7 @@ def relay(run_id, pid, pipes):
                 pass
         return True
 
-    alive = True
+    alive, reported = True, False
     while alive:
         for fd, _ in poll.poll():
             if fd == pidfd:
@@ -226,6 +228,14 @@ def relay(run_id, pid, pipes):
             elif not forward(fd):
                 poll.unregister(fd)
                 del streams[fd]
+                os.close(fd)
+        if alive and not streams and room[RESULT] <= CHANNEL_LIMIT:
+            # A message, then every stream closed: run.py's last act before it exits. Report
+            # now and end the process ourselves: its teardown (milliseconds with pandas mapped)
+            # and the sweep happen after the reply, before this jail says ready again.
+            frame(run_id, STATUS, b"exit 0")
+            os.kill(pid, 9)
+            alive, reported = False, True
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     # The script's process is gone: so goes everything it started, then the pipes end.
@@ -237,7 +247,7 @@ def relay(run_id, pid, pipes):
     for fd in streams:
         os.close(fd)
     BUFFER[:] = ZEROS
-    return status, swept
+    return status, swept, reported
 
 
 def clean():
@@ -344,18 +354,18 @@ def main():
             HEADERS[path] = len(table.readline())
     for path in TOPS:
         INODES[path] = used_inodes(path)
-    frame(0, READY, footprint())
     run_id = 0
     while True:
-        pid, pipes = fork_child()  # ahead of the request: fork is off the request's path
+        # The next run's process exists before the jail says ready: fork is off the request's path.
+        pid, pipes = fork_child()
+        frame(run_id, READY, footprint())
         run_id += 1
-        status, swept = relay(run_id, pid, pipes)
+        status, swept, reported = relay(run_id, pid, pipes)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
             os._exit(0)  # the server closed our input: shut down
-        if os.WIFSIGNALED(status):
-            frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status))
-        else:
-            frame(run_id, STATUS, b"exit %d" % os.waitstatus_to_exitcode(status))
+        if not reported:
+            frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                  else b"exit %d" % os.waitstatus_to_exitcode(status))
         if not swept:
             os._exit(5)
         if not untouched():
@@ -370,7 +380,6 @@ def main():
                 os._exit(6)
             if not untouched():  # the clean-up must leave the jail as the zygote found it
                 os._exit(7)
-        frame(run_id, READY, footprint())
 
 
 libc = None
