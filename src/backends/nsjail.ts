@@ -8,7 +8,7 @@ import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend } from
 import { CHANNEL_ENVELOPE_BYTES, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, runLaunch, type Launch } from './launch.js'
 import { PROBE_SLOT, probeBackend, type ProbeExpectations } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
-import { WarmPool } from './warm.js'
+import { WarmPool, type WarmStats } from './warm.js'
 
 export const NSJAIL_POLICY = resolve(PROJECT_ROOT, 'nsjail/pysandbox.cfg')
 const MiB = 1024 * 1024
@@ -47,6 +47,9 @@ const ZYGOTE_MARGIN_MIB = 16
 const MEASURING_ALLOWANCE_MIB = 512
 /** Processes of a warm jail that are not the script's: the zygote. */
 const ZYGOTE_PROCESSES = 1
+/** A slot's successive warm jails alternate between the host uids of slot and slot + UID_SLOTS
+ *  (CONCURRENCY's maximum), so the two that overlap during a hand-over never share RLIMIT_NPROC. */
+const UID_SLOTS = 256
 
 /** Replace the value after `option`, if the option is there. */
 function setOption (args: string[], option: string, value: (old: string) => string): void {
@@ -123,7 +126,7 @@ export class NsjailBackend implements SandboxBackend {
   private newPool (rung: MemoryRung, allowanceMiB: number, recycleRuns: number): WarmPool {
     const { limits } = this.options
     return new WarmPool({
-      launch: slot => this.warmLaunch(slot, rung, allowanceMiB),
+      launch: (slot, generation) => this.warmLaunch(slot + ((generation - 1) % 2) * UID_SLOTS, rung, allowanceMiB),
       limits,
       channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
       recycleRuns,
@@ -172,9 +175,14 @@ export class NsjailBackend implements SandboxBackend {
       zygoteMemoryMiB: rssMiB,
       zygoteAnonMemoryMiB: anonMiB,
       warmJailMemoryMiB: rung === 'rlimit' ? this.options.limits.memoryMiB : jailMiB,
-      warmPoolMemoryMiB: warm.slots * (rung === 'rlimit' ? this.options.limits.memoryMiB : jailMiB),
+      // Per slot: its jail, and during a hand-over a successor holding only its zygote.
+      warmPoolMemoryMiB: warm.slots * (rung === 'rlimit' ? this.options.limits.memoryMiB + rssMiB : jailMiB + this.zygoteAllowanceMiB),
       warmRecycleRuns: warm.recycleRuns
     }
+  }
+
+  warmStats (): WarmStats | undefined {
+    return this.pool?.stats
   }
 
   async close (): Promise<void> {

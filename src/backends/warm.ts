@@ -1,7 +1,7 @@
 // Warm sandboxes: per execution slot one long-lived nsjail (the same policy and arguments as a
-// cold run, the same per-slot uid) whose pid 1 is harness/zygote.py. The zygote has imported
-// numpy and pandas; per run it forks a leader that runs the script in a fresh child and relays
-// its streams as frames on the jail's stdout (docs/warm.md). A zygote that misbehaves in any
+// cold run, a per-slot uid) whose pid 1 is harness/zygote.py. The zygote has imported numpy and
+// pandas; per run it forks a fresh child that runs the script, and relays the child's streams as
+// frames on the jail's stdout (docs/warm.md). A zygote that misbehaves in any
 // way (a malformed frame, a failed clean-up, a wall-time expiry, an early exit) is killed with
 // its whole jail and replaced; it is never served twice.
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -65,13 +65,13 @@ interface Pending {
   finish: (result: SpawnResult | undefined) => void
 }
 
-type State = 'starting' | 'ready' | 'running' | 'cleaning' | 'dead'
+export type ZygoteState = 'starting' | 'ready' | 'running' | 'cleaning' | 'dead'
 
 /** One jail whose pid 1 is the zygote. */
 export class Zygote {
   private readonly child: ChildProcess
   private readonly input: Writable
-  private state: State = 'starting'
+  private current: ZygoteState = 'starting'
   private buffer: Buffer = Buffer.alloc(0)
   private pending: Pending | undefined
   private nextRunId = 1
@@ -109,14 +109,14 @@ export class Zygote {
     this.arm(START_TIMEOUT_MS, 'did not become ready in time')
   }
 
-  get alive (): boolean {
-    return this.state !== 'dead'
+  get state (): ZygoteState {
+    return this.current
   }
 
   /** Resolves true once the zygote can take a run, false if it died first. */
   async whenReady (): Promise<boolean> {
-    if (this.state === 'ready') return true
-    if (this.state === 'dead') return false
+    if (this.current === 'ready') return true
+    if (this.current === 'dead') return false
     return await new Promise(resolve => this.waiters.push(resolve))
   }
 
@@ -131,9 +131,9 @@ export class Zygote {
   }
 
   private die (reason: string): void {
-    if (this.state === 'dead') return
+    if (this.current === 'dead') return
     if (this.reason === '') this.reason = reason
-    this.state = 'dead'
+    this.current = 'dead'
     clearTimeout(this.timer)
     this.terminate()
     this.child.stdout?.destroy()
@@ -165,7 +165,7 @@ export class Zygote {
 
   private receive (chunk: Buffer): void {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
-    while (this.buffer.length >= HEADER_BYTES && this.state !== 'dead') {
+    while (this.buffer.length >= HEADER_BYTES && this.current !== 'dead') {
       const runId = this.buffer.readUInt32BE(0)
       const stream = this.buffer.readUInt8(4)
       const length = this.buffer.readUInt32BE(5)
@@ -179,20 +179,20 @@ export class Zygote {
 
   private frame (runId: number, stream: number, payload: Buffer): void {
     if (stream === READY) {
-      if (this.state !== 'starting' && this.state !== 'cleaning') return this.kill('unexpected ready frame')
+      if (this.current !== 'starting' && this.current !== 'cleaning') return this.kill('unexpected ready frame')
       const match = /^rss (\d+) anon (\d+)$/.exec(payload.toString('latin1'))
       if (match === null) return this.kill('malformed ready frame')
-      if (this.state === 'starting') {
+      if (this.current === 'starting') {
         this.rssKiB = Number(match[1])
         this.anonKiB = Number(match[2])
       }
       clearTimeout(this.timer)
-      this.state = 'ready'
+      this.current = 'ready'
       for (const waiter of this.waiters.splice(0)) waiter(true)
       return
     }
     const pending = this.pending
-    if (this.state !== 'running' || pending === undefined || runId !== pending.runId) return this.kill(`frame for run ${runId} out of turn`)
+    if (this.current !== 'running' || pending === undefined || runId !== pending.runId) return this.kill(`frame for run ${runId} out of turn`)
     switch (stream) {
       case STDOUT: pending.stdout.push(payload); break
       case STDERR: pending.stderr.push(payload); break
@@ -206,7 +206,7 @@ export class Zygote {
         const n = Number(match[2])
         this.pending = undefined
         this.runs++
-        this.state = 'cleaning'
+        this.current = 'cleaning'
         this.arm(CLEANUP_TIMEOUT_MS, 'clean-up after a run did not finish in time')
         // A signal is reported the way nsjail reports its child's: 128 + N.
         pending.finish(this.result(pending, match[1] === 'exit' ? n : 128 + n))
@@ -235,8 +235,8 @@ export class Zygote {
 
   /** One run; the zygote must be ready. Resolves when the script's status is known. */
   async run (request: WarmRun, memoryByCgroup: boolean): Promise<RunOutcome> {
-    if (this.state !== 'ready') throw new Error(`zygote not ready (${this.state})`)
-    this.state = 'running'
+    if (this.current !== 'ready') throw new Error(`zygote not ready (${this.current})`)
+    this.current = 'running'
     const runId = this.nextRunId++
     const script = Buffer.from(request.script, 'utf8')
     const { limits } = this
@@ -288,8 +288,9 @@ export class Zygote {
 }
 
 export interface WarmPoolOptions {
-  /** The jail for a slot: the cold run's arguments with the zygote as the command. */
-  launch: (slot: number) => Launch
+  /** The jail for a slot: the cold run's arguments with the zygote as the command. Successive
+   *  zygotes of a slot (generation 1, 2, ...) overlap during a hand-over. */
+  launch: (slot: number, generation: number) => Launch
   limits: Limits
   channelLimit: number
   recycleRuns: number
@@ -297,52 +298,72 @@ export interface WarmPoolOptions {
   log?: (message: string) => void
 }
 
-/** One zygote per slot, started ahead of need and replaced whenever it ends. */
+/** How runs were served: by a zygote that was ready, by one the run had to wait for while it
+ *  imported numpy and pandas (a stall), or cold (no zygote could be had). */
+export interface WarmStats {
+  runs: { ready: number, waited: number, cold: number }
+  /** Zygotes by state, successors included. */
+  zygotes: Record<ZygoteState, number>
+}
+
+/** One serving zygote per slot, started ahead of need and replaced whenever it ends. A slot's
+ *  successor starts importing once its zygote has served half of its runs, so recycling costs
+ *  requests nothing; at most two zygotes per slot exist at once. */
 export class WarmPool {
-  private readonly zygotes = new Map<number, Zygote>()
+  private readonly serving = new Map<number, Zygote>()
+  private readonly successors = new Map<number, Zygote>()
+  private readonly generations = new Map<number, number>()
   private readonly failedAt = new Map<number, number>()
   private closed = false
   /** Why the last zygote ended, for the probe's report. */
   lastFailure = ''
-  /** Runs served warm and cold (when no zygote could be had), for the benchmark and the log. */
-  served = { warm: 0, cold: 0 }
+  private readonly runs = { ready: 0, waited: 0, cold: 0 }
 
   constructor (private readonly options: WarmPoolOptions) {}
 
-  get size (): number {
-    return this.zygotes.size
+  get stats (): WarmStats {
+    const zygotes: Record<ZygoteState, number> = { starting: 0, ready: 0, running: 0, cleaning: 0, dead: 0 }
+    for (const z of [...this.serving.values(), ...this.successors.values()]) zygotes[z.state]++
+    return { runs: { ...this.runs }, zygotes }
   }
 
-  /** The largest resident set any zygote reported after its imports (MiB). */
-  get rssMiB (): number {
-    let max = 0
-    for (const z of this.zygotes.values()) max = Math.max(max, z.rssKiB)
-    return Math.ceil(max / 1024)
+  private create (slot: number): Zygote {
+    const generation = (this.generations.get(slot) ?? 0) + 1
+    this.generations.set(slot, generation)
+    return new Zygote(this.options.launch(slot, generation), this.options.limits, this.options.channelLimit, dead => this.ended(slot, dead))
+  }
+
+  private ended (slot: number, dead: Zygote): void {
+    this.options.log?.(`warm sandbox of slot ${slot} ended after ${dead.runs} runs: ${dead.reason}`)
+    if (this.successors.get(slot) === dead) {
+      this.successors.delete(slot)
+      return
+    }
+    if (this.serving.get(slot) !== dead) return
+    this.serving.delete(slot)
+    this.lastFailure = dead.reason
+    if (dead.runs === 0) this.failedAt.set(slot, Date.now())
+    if (this.closed || dead.runs === 0) return // one that never served waits for a request after the back-off
+    const successor = this.successors.get(slot)
+    this.successors.delete(slot)
+    this.serving.set(slot, successor ?? this.create(slot))
   }
 
   private start (slot: number): Zygote {
-    const zygote = new Zygote(this.options.launch(slot), this.options.limits, this.options.channelLimit, dead => {
-      if (this.zygotes.get(slot) !== dead) return
-      this.zygotes.delete(slot)
-      this.lastFailure = dead.reason
-      if (dead.runs === 0) this.failedAt.set(slot, Date.now())
-      this.options.log?.(`warm sandbox of slot ${slot} ended after ${dead.runs} runs: ${dead.reason}`)
-      // Replace it at once unless it never served (then wait for a request after the back-off).
-      if (!this.closed && dead.runs > 0) this.start(slot)
-    })
-    this.zygotes.set(slot, zygote)
+    const zygote = this.create(slot)
+    this.serving.set(slot, zygote)
     return zygote
   }
 
   /** Start a zygote for every slot that has none. */
   prewarm (slots: number): void {
-    for (let slot = 0; slot < slots && !this.closed; slot++) if (!this.zygotes.has(slot)) this.start(slot)
+    for (let slot = 0; slot < slots && !this.closed; slot++) if (!this.serving.has(slot)) this.start(slot)
   }
 
   /** A ready zygote for the slot, waiting for one that is starting; undefined: run cold. */
   async acquire (slot: number): Promise<Zygote | undefined> {
     if (this.closed) return undefined
-    let zygote = this.zygotes.get(slot)
+    let zygote = this.serving.get(slot)
     if (zygote === undefined) {
       if (Date.now() - (this.failedAt.get(slot) ?? 0) < RESTART_BACKOFF_MS) return undefined
       zygote = this.start(slot)
@@ -350,23 +371,31 @@ export class WarmPool {
     return await zygote.whenReady() ? zygote : undefined
   }
 
-  /** After a run: recycle a zygote that served its quota (a fresh one starts at once). */
+  /** After a run: recycle a zygote that served its quota (its successor takes over), or start
+   *  the successor once half the quota is served. */
   release (slot: number, zygote: Zygote): void {
-    if (zygote.runs >= this.options.recycleRuns) zygote.kill(`recycled after ${zygote.runs} runs`)
+    const { recycleRuns } = this.options
+    if (zygote.runs >= recycleRuns) {
+      zygote.kill(`recycled after ${zygote.runs} runs`)
+    } else if (zygote.runs >= recycleRuns / 2 && this.serving.get(slot) === zygote && !this.successors.has(slot) && !this.closed) {
+      this.successors.set(slot, this.create(slot))
+    }
   }
 
   async run (slot: number, request: WarmRun): Promise<RunOutcome | undefined> {
+    const before = this.serving.get(slot)
+    const waited = before === undefined || before.state === 'starting'
     const zygote = await this.acquire(slot)
     if (zygote === undefined) {
-      this.served.cold++
+      this.runs.cold++
       return undefined
     }
     try {
       const outcome = await zygote.run(request, this.options.memoryByCgroup)
-      this.served.warm++
+      this.runs[waited ? 'waited' : 'ready']++
       return outcome
     } catch {
-      this.served.cold++
+      this.runs.cold++
       return undefined // it was not ready after all: this run goes cold
     } finally {
       this.release(slot, zygote)
@@ -376,8 +405,9 @@ export class WarmPool {
   /** Kill every zygote; resolves once their jails have exited (at most a few seconds). */
   async close (): Promise<void> {
     this.closed = true
-    const zygotes = [...this.zygotes.values()]
-    this.zygotes.clear()
+    const zygotes = [...this.serving.values(), ...this.successors.values()]
+    this.serving.clear()
+    this.successors.clear()
     for (const zygote of zygotes) zygote.kill('pool closed')
     let timer: NodeJS.Timeout | undefined
     await Promise.race([

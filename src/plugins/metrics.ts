@@ -123,6 +123,28 @@ export default fp(async function metricsPlugin (app) {
     }
   })
 
+  new Counter({ // eslint-disable-line no-new
+    name: 'pysandbox_warm_runs_total',
+    help: 'Runs of the warm pool by how they were served: ready (a warm sandbox was waiting), waited (for one still importing), cold (none could be had)',
+    labelNames: ['served'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      const runs = sandbox.backend?.warmStats?.()?.runs
+      for (const [served, n] of Object.entries(runs ?? {})) this.inc({ served }, n)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new
+    name: 'pysandbox_warm_sandboxes',
+    help: 'Warm sandboxes (zygote jails) by state, successors included',
+    labelNames: ['state'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      const zygotes = sandbox.backend?.warmStats?.()?.zygotes
+      for (const [state, n] of Object.entries(zygotes ?? {})) if (state !== 'dead') this.set({ state }, n)
+    }
+  })
   const registry = Registry.merge([processMetrics(), own])
 
   app.decorate('metrics', {

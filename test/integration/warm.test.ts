@@ -3,7 +3,7 @@
 // behind must be gone for the next; the zygote must be out of every run's reach; a run that
 // exhausts its limits must not break the next.
 import t from 'tap'
-import { HELLO, externalUrl, get, post, script, startServer, type Target } from '../helpers/server.js'
+import { HELLO, TEST_LIMITS, externalUrl, get, post, script, startServer, type Target } from '../helpers/server.js'
 
 /** The zygote as a run sees it: pid 1's start time and command line (a cold run is pid 1 itself). */
 const ZYGOTE = script(`
@@ -17,6 +17,22 @@ async function zygote (target: Target): Promise<string> {
   const [start, command] = reply.body.result as [string, string[]]
   if (command[0] !== '/sandbox/harness/zygote.py') throw new Error(`not a warm run: ${JSON.stringify(reply.body)}`)
   return start
+}
+
+/** One series of /metrics, e.g. 'pysandbox_warm_runs_total{served="waited"}'. */
+async function warmMetric (target: Target, series: string): Promise<number> {
+  const text = await (await fetch(`${target.url}/metrics`)).text()
+  const line = text.split('\n').find(l => l.startsWith(`${series} `))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
+
+/** Waits until no warm sandbox is importing; returns how many are ready. */
+async function settled (target: Target): Promise<number> {
+  for (let i = 0; i < 600; i++) {
+    if (await warmMetric(target, 'pysandbox_warm_sandboxes{state="starting"}') === 0) break
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  return await warmMetric(target, 'pysandbox_warm_sandboxes{state="ready"}')
 }
 
 const PLANT = script(`
@@ -121,7 +137,10 @@ if (externalUrl !== undefined) {
     t.equal(features.warm, 'zygote')
     t.equal(features.zygotes, 1)
     t.ok(features.zygoteMemoryMiB > 0 && features.zygoteMemoryMiB < 256, `zygote ${String(features.zygoteMemoryMiB)} MiB`)
-    t.ok(features.warmPoolMemoryMiB >= 256)
+    // One slot: its jail (the run's limit and the zygote's allowance) and a successor's allowance.
+    const allowance = features.warmJailMemoryMiB - Number(TEST_LIMITS.LIMIT_MEMORY_MB)
+    t.ok(allowance > features.zygoteAnonMemoryMiB, `allowance ${String(allowance)} MiB covers the zygote`)
+    t.equal(features.warmPoolMemoryMiB, features.warmJailMemoryMiB + allowance)
   })
 
   t.test('what one run plants, the next run in the same slot does not see', async t => {
@@ -227,13 +246,26 @@ return found`, 'import os, signal'))
     }
   })
 
-  t.test('a zygote is recycled after WARM_RECYCLE_RUNS runs', async t => {
-    const small = await startServer({ SANDBOX_BACKEND: 'nsjail', WARM_SANDBOXES: 'true', CONCURRENCY: '1', WARM_RECYCLE_RUNS: '2' })
+  t.test('a zygote is recycled after WARM_RECYCLE_RUNS runs; its successor is ready by then', async t => {
+    const small = await startServer({ SANDBOX_BACKEND: 'nsjail', WARM_SANDBOXES: 'true', CONCURRENCY: '1', WARM_RECYCLE_RUNS: '4' })
     t.teardown(small.close)
-    const a = await zygote(small)
-    const b = await zygote(small)
-    const c = await zygote(small)
-    t.equal(a, b, 'the first two runs share a zygote')
-    t.not(b, c, 'the third has a fresh one')
+    const first = await zygote(small)
+    const waitedAtFirst = await warmMetric(small, 'pysandbox_warm_runs_total{served="waited"}')
+    t.equal(await zygote(small), first, 'the second run shares the zygote')
+    // Half its runs served: the successor is importing; it is ready long before the recycling.
+    t.equal(await settled(small), 2, 'the serving zygote and its successor, both ready')
+    t.equal(await zygote(small), first, 'the third run shares the zygote')
+    t.equal(await zygote(small), first, 'the fourth too')
+    const fifth = await zygote(small)
+    t.not(fifth, first, 'the fifth has a fresh one')
+    t.equal(await warmMetric(small, 'pysandbox_warm_runs_total{served="waited"}'), waitedAtFirst, 'no run waited for an import')
+  })
+
+  t.test('a zygote serves many more runs than it may hold files open (none of its descriptors leak)', async t => {
+    const small = await startServer({ SANDBOX_BACKEND: 'nsjail', WARM_SANDBOXES: 'true', CONCURRENCY: '1', WARM_RECYCLE_RUNS: '1000', LIMIT_OPEN_FILES: '32' })
+    t.teardown(small.close)
+    const starts = new Set<string>()
+    for (let i = 0; i < 24; i++) starts.add(await zygote(small)) // three pipes a run: 72 descriptors if they leaked
+    t.equal(starts.size, 1, 'one zygote served every run')
   })
 }

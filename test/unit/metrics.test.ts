@@ -32,7 +32,8 @@ function value (text: string, series: string): number | undefined {
 const METRICS = [
   'pysandbox_executions_total', 'pysandbox_execution_duration_seconds', 'pysandbox_queue_wait_seconds',
   'pysandbox_http_errors_total', 'pysandbox_queue_depth', 'pysandbox_running_sandboxes',
-  'pysandbox_concurrency_limit', 'pysandbox_queue_limit', 'pysandbox_probe_ok', 'pysandbox_ready'
+  'pysandbox_concurrency_limit', 'pysandbox_queue_limit', 'pysandbox_probe_ok', 'pysandbox_ready',
+  'pysandbox_warm_runs_total', 'pysandbox_warm_sandboxes'
 ]
 
 t.test('GET /metrics is Prometheus text naming every metric, and the process metrics', async t => {
@@ -147,6 +148,24 @@ t.test('a failing re-probe turns pysandbox_ready to 0', async t => {
   const text = await scrape(app)
   t.equal(value(text, 'pysandbox_ready{backend="nsjail"}'), 0)
   t.equal(value(text, 'pysandbox_probe_ok{backend="nsjail"}'), 0)
+})
+
+t.test('the warm pool\'s runs and sandboxes are read from the backend at scrape time', async t => {
+  const backend = new FakeBackend('nsjail')
+  const bare = await scrape(await build(t, {}, [backend]))
+  t.equal(value(bare, 'pysandbox_warm_runs_total{served="ready"}'), undefined, 'a backend without warm sandboxes reports none')
+  const stats = {
+    runs: { ready: 7, waited: 1, cold: 0 },
+    zygotes: { starting: 1, ready: 2, running: 0, cleaning: 0, dead: 0 }
+  }
+  const warm = Object.assign(new FakeBackend('nsjail'), { warmStats: () => stats })
+  const text = await scrape(await build(t, {}, [warm]))
+  t.equal(value(text, 'pysandbox_warm_runs_total{served="ready"}'), 7)
+  t.equal(value(text, 'pysandbox_warm_runs_total{served="waited"}'), 1)
+  t.equal(value(text, 'pysandbox_warm_runs_total{served="cold"}'), 0)
+  t.equal(value(text, 'pysandbox_warm_sandboxes{state="starting"}'), 1)
+  t.equal(value(text, 'pysandbox_warm_sandboxes{state="ready"}'), 2)
+  t.equal(value(text, 'pysandbox_warm_sandboxes{state="dead"}'), undefined, 'the dead are not counted')
 })
 
 t.test('each app counts on its own registry', async t => {
