@@ -166,7 +166,7 @@ def child(pipes):
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
         # POSIX message queues outlive their processes and cannot be listed without an mqueue
-        # mount: no run of a warm jail may create one.
+        # mount: no run of a warm jail may create one (the policy says so too; this holds even if not).
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
         # sys.stdout and sys.stderr are the interpreter's own objects on fds 1 and 2 (unbuffered,
         # -u), now the run's pipes; the zygote never wrote to them. The frozen generation stays

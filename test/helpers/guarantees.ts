@@ -262,5 +262,31 @@ segment = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE
 ok = segment >= 0
 libc.shmctl(segment, 0, None)
 return ok`, 'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)'))
+  },
+  {
+    name: 'kernel memory: no POSIX message queue, no locked memory (RLIMIT_MSGQUEUE and RLIMIT_MEMLOCK 0)',
+    sabotageSafe: true,
+    deny: async target => {
+      const queue = `/pysandbox-${randomUUID()}`
+      return await attempt(target, script(`
+evidence = []
+q = libc.mq_open(b"${queue}", os.O_CREAT | os.O_RDWR, 0o600, None)
+if q >= 0:
+    libc.mq_close(q)
+    libc.mq_unlink(b"${queue}")
+    evidence.append("created a POSIX message queue")
+page = mmap.mmap(-1, 4096)
+address = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+if libc.mlock(address, 4096) == 0:
+    libc.munlock(address, 4096)
+    evidence.append("locked a page in memory")
+return {"breached": bool(evidence), "evidence": "; ".join(evidence) or "mq_open and mlock refused"}`, 'import ctypes, mmap, os\nlibc = ctypes.CDLL(None, use_errno=True)'))
+    },
+    allow: async target => await works(target, script(`
+page = mmap.mmap(-1, 1 << 20)
+page[:5] = b"hello"
+a, b = os.pipe()
+os.write(b, page[:5])
+return os.read(a, 5) == b"hello"`, 'import mmap, os'))
   }
 ]
