@@ -62,11 +62,18 @@ a.sendall(b"ping")
 return b.recv(4) == b"ping"`, 'import socket'))
   },
   {
-    name: 'network: metadata server, public and IPv6 addresses have no route',
+    name: 'network: metadata servers (by address and by name), public and IPv6 addresses have no route',
     sabotageSafe: true,
     deny: async target => await attempt(target, script(`
-targets = [(socket.AF_INET, ("169.254.169.254", 80)), (socket.AF_INET, ("8.8.8.8", 53)), (socket.AF_INET6, ("2001:4860:4860::8888", 53, 0, 0))]
+targets = [(socket.AF_INET, ("169.254.169.254", 80)), (socket.AF_INET, ("8.8.8.8", 53)),
+           (socket.AF_INET6, ("2001:4860:4860::8888", 53, 0, 0)), (socket.AF_INET6, ("fd00:ec2::254", 80, 0, 0)),
+           (socket.AF_INET6, ("::1", 80, 0, 0))]
 routable = [str(a) for f, a in targets if not route_refused(f, a)]
+for name in ("metadata.google.internal", "metadata", "localhost"):
+    try:
+        routable.append(f"{name} resolves to {socket.getaddrinfo(name, 80)[0][4][0]}")
+    except OSError:
+        pass
 return {"breached": bool(routable), "evidence": ",".join(routable)}`, UNREACHABLE)),
     allow: async target => await works(target, script('return len(socket.gethostname()) > 0', 'import socket'))
   },
