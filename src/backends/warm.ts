@@ -83,6 +83,8 @@ export class Zygote {
   anonKiB = 0
   /** Why it died, for the log. */
   reason = ''
+  /** True once it has said ready: it did start (whatever happened later). */
+  started = false
   /** Settles when the jail's process has exited (or never started). */
   readonly exited: Promise<void>
 
@@ -185,6 +187,7 @@ export class Zygote {
       if (this.current === 'starting') {
         this.rssKiB = Number(match[1])
         this.anonKiB = Number(match[2])
+        this.started = true
       }
       clearTimeout(this.timer)
       this.current = 'ready'
@@ -342,8 +345,8 @@ export class WarmPool {
     if (this.serving.get(slot) !== dead) return
     this.serving.delete(slot)
     this.lastFailure = dead.reason
-    if (dead.runs === 0) this.failedAt.set(slot, Date.now())
-    if (this.closed || dead.runs === 0) return // one that never served waits for a request after the back-off
+    if (!dead.started) this.failedAt.set(slot, Date.now())
+    if (this.closed || !dead.started) return // one that could not start waits for a request after the back-off
     const successor = this.successors.get(slot)
     this.successors.delete(slot)
     this.serving.set(slot, successor ?? this.create(slot))
