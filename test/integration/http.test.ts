@@ -2,7 +2,7 @@
 // announced larger than the limit, and a client that stops sending.
 import t from 'tap'
 import { connect } from 'node:net'
-import { post, startServer, type Target } from '../helpers/server.js'
+import { externalUrl, post, startServer, type Target } from '../helpers/server.js'
 
 /** Sends raw bytes (the parts `pauseMs` apart) and returns the whole reply (or '' if the server
  *  hung up). */
@@ -47,6 +47,7 @@ t.test('a chunked body that grows past the limit is cut off with 413', async t =
 })
 
 t.test('a client that stops sending its body gets 408 once REQUEST_TIMEOUT_MS has passed; a slow one in time is served', async t => {
+  if (externalUrl !== undefined) return t.pass('skipped: needs a server of its own with REQUEST_TIMEOUT_MS=1500')
   const strict = await startServer({ SANDBOX_BACKEND: 'nsjail', REQUEST_TIMEOUT_MS: '1500' })
   t.teardown(strict.close)
   const body = JSON.stringify({ script: 'def main():\n    return 1\n' })
