@@ -24,7 +24,10 @@ export const SANDBOX_ENV: Readonly<Record<string, string>> = Object.freeze({
   OPENBLAS_NUM_THREADS: '1',
   OMP_NUM_THREADS: '1',
   MKL_NUM_THREADS: '1',
-  NUMEXPR_NUM_THREADS: '1'
+  NUMEXPR_NUM_THREADS: '1',
+  // One malloc arena: each extra one reserves 64 MiB of address space, which under an
+  // RLIMIT_AS memory limit made starting a few threads fail now and then.
+  MALLOC_ARENA_MAX: '1'
 })
 
 export interface Launch {
