@@ -17,8 +17,8 @@ import { DirectBackend, directOptions } from './backends/direct.js'
 import { NsjailBackend, nsjailOptions } from './backends/nsjail.js'
 import { UnshareBackend, unshareOptions } from './backends/unshare.js'
 import {
-  BUSY_RETRY_AFTER_S, ERROR_CODES, InternalError, InvalidRequestError,
-  MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitedError, UnsupportedMediaTypeError
+  BUSY_RETRY_AFTER_S, ERROR_CODES, HeadersTooLargeError, InternalError, InvalidRequestError,
+  MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitedError, RequestTimeoutError, UnsupportedMediaTypeError
 } from './errors.js'
 import { parseJsonBody } from './json-body.js'
 import sandbox from './plugins/sandbox.js'
@@ -83,14 +83,12 @@ function toClientError (error: FastifyError, config: Config, contentType: string
 function socketErrorHandler (config: Config): (error: Error & { code?: string }, socket: Socket) => void {
   return (error, socket) => {
     if (error.code === 'ECONNRESET' || socket.destroyed) return
-    const [statusCode, code, message] =
-      error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'REQUEST_TIMEOUT', `the request was not received in full within REQUEST_TIMEOUT_MS (${config.REQUEST_TIMEOUT_MS} ms)`]
-        : error.code === 'HPE_HEADER_OVERFLOW'
-          ? [431, 'HEADERS_TOO_LARGE', 'the request headers are larger than 16 KiB']
-          : [400, 'INVALID_REQUEST', 'malformed HTTP request']
+    const reply: FastifyError = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new RequestTimeoutError(config.REQUEST_TIMEOUT_MS)
+      : error.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new InvalidRequestError('malformed HTTP request')
+    const statusCode = reply.statusCode ?? 400
     const status = STATUS_CODES[statusCode] ?? ''
-    const body = JSON.stringify({ statusCode, error: status, code, message })
+    const body = JSON.stringify({ statusCode, error: status, code: reply.code, message: reply.message })
     if (socket.writable) {
       socket.write(`HTTP/1.1 ${statusCode} ${status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
     }

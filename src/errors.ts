@@ -12,6 +12,9 @@ export const RateLimitedError = createError('RATE_LIMITED', 'too many requests f
 export const BusyError = createError('BUSY', 'every execution slot is taken and the wait queue is full; retry later', 503)
 export const SandboxUnavailableError = createError('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)', 503)
 export const InternalError = createError('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it', 500)
+// Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.
+export const RequestTimeoutError = createError('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)', 408)
+export const HeadersTooLargeError = createError('HEADERS_TOO_LARGE', 'the request headers are larger than 16 KiB', 431)
 
 /** Error codes a reply can carry (the route's response schema enumerates them). */
 export const ERROR_CODES = [

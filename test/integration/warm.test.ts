@@ -3,6 +3,7 @@
 // behind must be gone for the next; the zygote must be out of every run's reach; a run that
 // exhausts its limits must not break the next.
 import t from 'tap'
+import { seriesValue } from '../helpers/prometheus.js'
 import { HELLO, TEST_LIMITS, externalUrl, get, post, script, startServer, type Target } from '../helpers/server.js'
 
 /** The zygote as a run sees it: pid 1's start time and command line (a cold run is pid 1 itself). */
@@ -21,9 +22,7 @@ async function zygote (target: Target): Promise<string> {
 
 /** One series of /metrics, e.g. 'pysandbox_warm_runs_total{served="waited"}'. */
 async function warmMetric (target: Target, series: string): Promise<number> {
-  const text = await (await fetch(`${target.url}/metrics`)).text()
-  const line = text.split('\n').find(l => l.startsWith(`${series} `))
-  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+  return seriesValue(await (await fetch(`${target.url}/metrics`)).text(), series) ?? 0
 }
 
 /** Waits until no warm sandbox is importing; returns how many are ready. */

@@ -8,6 +8,7 @@ import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
 import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
+import { seriesValue } from '../helpers/prometheus.js'
 
 async function build (t: Test, env: Record<string, string> = {}, backends: SandboxBackend[] = [new FakeBackend('nsjail')]): Promise<FastifyInstance> {
   const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', CONCURRENCY: '4', QUEUE_SIZE: '8', ...env }), backends })
@@ -23,11 +24,7 @@ async function scrape (app: FastifyInstance): Promise<string> {
   return reply.body
 }
 
-/** The value of one series (`name{label="value",...}` exactly as printed), or undefined. */
-function value (text: string, series: string): number | undefined {
-  const line = text.split('\n').find(l => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
+const value = seriesValue
 
 const METRICS = [
   'pysandbox_executions_total', 'pysandbox_execution_duration_seconds', 'pysandbox_queue_wait_seconds',
