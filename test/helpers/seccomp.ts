@@ -1,5 +1,5 @@
-// The system calls the nsjail seccomp policy refuses (x86-64 numbers), and a script that tries
-// each through ctypes and reports [return value, errno].
+// The system calls the seccomp policy refuses (x86-64 numbers), and a script that tries each
+// through ctypes and reports [return value, errno].
 export const REFUSED_SYSCALLS: Record<string, number> = {
   ptrace: 101,
   process_vm_readv: 310,
@@ -42,14 +42,29 @@ export const REFUSED_SYSCALLS: Record<string, number> = {
   fsconfig: 431,
   fsmount: 432,
   fspick: 433,
-  clone3: 435
+  clone3: 435,
+  lookup_dcookie: 212,
+  vhangup: 153,
+  setsid: 112,
+  fanotify_init: 300,
+  io_setup: 206,
+  io_destroy: 207,
+  io_getevents: 208,
+  io_submit: 209,
+  io_cancel: 210,
+  io_pgetevents: 333,
+  inotify_init: 253,
+  inotify_init1: 294,
+  inotify_add_watch: 254
 }
 
 /** Arguments that make a call meaningful rather than trivially invalid. */
 const ARGS: Record<string, string> = {
   unshare: '0x10000000', // CLONE_NEWUSER
   ptrace: '0, 0, 0, 0', // PTRACE_TRACEME
-  io_uring_setup: '8, 0'
+  io_uring_setup: '8, 0',
+  io_setup: '0, 0', // EINVAL where nothing filters it
+  inotify_init1: '0'
 }
 
 export function syscallScript (names: string[]): string {

@@ -35,6 +35,9 @@ const CASES: Array<{ protection: Protection, test: string, breached: (target: Ta
       return result.unshare?.[0] === 0 || result.ptrace?.[0] === 0
     }
   },
+  { protection: 'seccomp', test: 'cross-run: socket families', breached: async target => (await guarantee('cross-run: socket families').deny(target)).breached },
+  { protection: 'seccomp', test: 'cross-run: no sessions', breached: async target => (await guarantee('cross-run: a run cannot make a session').deny(target)).breached },
+  { protection: 'seccomp', test: 'cross-run: kernel AIO and inotify', breached: async target => (await guarantee('cross-run: kernel AIO').deny(target)).breached },
   {
     protection: 'limits',
     test: 'limits: the process, file and file-size rlimits are in force',
