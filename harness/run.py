@@ -1,6 +1,6 @@
 """PySandbox harness: the only code besides the user's that runs inside the sandbox.
 
-    python3 -I -u run.py CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (script on fd 4, result on fd 3)
+    python3 -I -u run.py [--seccomp] CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (script on fd 4, result on fd 3)
 
 It reads the script from fd 4, runs it as module "sandboxed_script" (not "__main__"), calls
 main() and writes one JSON message on fd 3, a channel of its own: whatever the script prints
@@ -28,6 +28,7 @@ FILENAME = "<script>"
 MODULE_NAME = "sandboxed_script"
 MAX_DEPTH = 200
 MAX_SAFE_INT = 2**53 - 1  # beyond this a JSON reader (JavaScript's among them) loses digits
+OOM_SCORE_ADJ = b"1000"  # a run is the OOM killer's first choice, before any process of ours
 RESERVE_BYTES = 4 * 1024 * 1024  # address space, never touched: costs no time and no memory
 # Where the sandbox mounts its own packages (numpy, pandas); not a host path.
 SANDBOX_SITE_PACKAGES = "/sandbox/site-packages"
@@ -217,8 +218,29 @@ def cpu_exceeded(channel, cpu_seconds, result_limit):
     os._exit(1)
 
 
+def close_inherited(channel):
+    """Close every descriptor but the standard streams and the channel: a launcher that closes
+    nothing it inherited (unshare) would hand the script whatever the server was started with."""
+    os.closerange(3, channel)
+    os.closerange(channel + 1, 1 << 30)
+
+
+def volunteer_for_oom():
+    # Writable only where /proc is (every jail of ours); raising one's own score needs no privilege.
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, OOM_SCORE_ADJ)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def prepare(cpu_seconds, result_limit):
-    """Set the CPU limit, move the result channel off fd 3, report SIGXCPU; returns the channel."""
+    """Set the CPU limit, move the result channel off fd 3, report SIGXCPU, offer this process to
+    the OOM killer first; returns the channel."""
+    volunteer_for_oom()
     # The sandbox sets the hard CPU limit one second above ours: the soft limit sends SIGXCPU,
     # which the server tells apart from the SIGKILL of a memory cgroup.
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -260,10 +282,18 @@ def conclude(source, channel, result_limit, site_packages):
 
 
 def entry():
-    cpu_seconds, result_limit = int(sys.argv[1]), int(sys.argv[2])
-    site_packages = sys.argv[3] if len(sys.argv) > 3 else SANDBOX_SITE_PACKAGES
+    args = sys.argv[1:]
+    if args[0] == "--seccomp":  # a launcher without a filter of its own (unshare)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import seccomp
+        del sys.path[0]
+        seccomp.install()
+        args = args[1:]
+    cpu_seconds, result_limit = int(args[0]), int(args[1])
+    site_packages = args[2] if len(args) > 2 else SANDBOX_SITE_PACKAGES
     channel = prepare(cpu_seconds, result_limit)
     source = read_script()
+    close_inherited(channel)
     conclude(source, channel, result_limit, site_packages)
 
 

@@ -3,8 +3,11 @@
     python3 -I -u -B zygote.py CPU_SECONDS RESULT_BYTES OUTPUT_BYTES CHANNEL_BYTES SITE_PACKAGES
 
 It imports numpy and pandas once, makes itself non-dumpable, and then never runs user code nor
-keeps user data. Ahead of each request it forks the *child*, which reads one script frame from
-fd 0 itself and runs it exactly as a cold run.py does (run.py's own functions, imported). The
+keeps user data. It is uid 0 of the jail with four capabilities (SETUID, SETGID, KILL, SETPCAP); ahead of
+each request it forks the *child*, which drops to uid and gid 65534 with no capability at all
+(so no run shares a uid with the zygote: none can change its limits, scheduling, priority or
+anything else of it), reads one script frame from fd 0 itself and runs it exactly as a cold
+run.py does (run.py's own functions, imported). The
 zygote relays the child's stdout, stderr and result channel as frames on fd 1 through one
 preallocated buffer that it wipes after the run, capped; it reports the child's status when the
 child has ended, or as soon as the child has sent its result and closed every stream (then it
@@ -17,6 +20,7 @@ Frames (big-endian): server to jail `run id u32, length u32, script`; jail to se
 `run id u32, stream u8, length u32, bytes`, with the streams below.
 """
 
+import ctypes
 import gc
 import os
 import select
@@ -36,6 +40,10 @@ PR_SET_DUMPABLE = 4
 IPC_RMID = 0
 SWEEPS = 50
 EXIT_NO_INPUT, EXIT_BAD_FRAME = 64, 65
+RUN_UID = RUN_GID = 65534
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+PR_CAPBSET_DROP = 24
+ZYGOTE_CAPS = (5, 6, 7, 8)  # CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP: all the zygote has
 TOPS = {}
 INODES = {}
 HEADERS = dict.fromkeys(["/proc/sysvipc/shm", "/proc/sysvipc/sem", "/proc/sysvipc/msg", "/proc/net/unix"], 0)
@@ -122,19 +130,33 @@ def remove_ipc(libc):
             remove(ident)
 
 
+def drop_privileges():
+    """The run's identity: uid and gid 65534, no supplementary group, no capability. The bounding
+    set is emptied first (CAP_SETPCAP), leaving uid 0 clears the permitted, effective and ambient
+    sets (the kernel's rule), and the inheritable set is cleared last: every set is empty, as in a
+    cold run. Linux lets a process act on another one (limits, scheduling, priority,
+    affinity, I/O priority, signals, /proc writes, ptrace) only with the same uid or a capability:
+    a run has neither towards the zygote."""
+    for cap in ZYGOTE_CAPS:
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+    os.setgroups([])
+    os.setresgid(RUN_GID, RUN_GID, RUN_GID)
+    os.setresuid(RUN_UID, RUN_UID, RUN_UID)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
 def child(pipes):
-    """The script's process, forked ahead of its request: it reads the script frame itself (the
-    zygote never sees the script), resets to a fresh interpreter's state, then takes run.py's path."""
+    """The script's process, forked ahead of its request: it becomes the run's uid, reads the
+    script frame itself (the zygote never sees the script), resets to a fresh interpreter's
+    state, then takes run.py's path. It stays in the zygote's session: scripts may not make one."""
     try:
         import _signal
         import resource
-        os.setsid()
+        drop_privileges()
         libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc entries behave as in a cold run
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:  # the memory cgroup's first victim
-                f.write("1000")
-        except OSError:
-            pass
         for read, _ in pipes:
             os.close(read)
         header = read_exactly(IN_FD, REQUEST.size)
@@ -251,23 +273,16 @@ def relay(run_id, pid, pipes):
 
 
 def clean():
-    """In a process of its own (names the run chose never enter the zygote): empty /tmp and
-    /dev/shm, remove what was added to /dev, restore the mode, extended attributes and times of
-    those writable directories (each could carry data to the next run), remove SysV IPC objects.
-    Unix sockets kept alive only by a message in flight (an abstract name that outlives every
-    process) cannot be removed from outside: their presence fails the clean-up, so the jail is
-    replaced. Runs after every process of the run is dead."""
+    """In a process of its own with the run's uid (names the run chose never enter the zygote, and
+    the cleaner can undo exactly what the run could do): empty /tmp and /dev/shm, remove what was
+    added to /dev, remove SysV IPC objects. Unix sockets kept alive only by a message in flight
+    (an abstract name that outlives every process) cannot be removed from outside: their presence
+    fails the clean-up, so the jail is replaced. Runs after every process of the run is dead."""
     try:
-        for path, (mode, _, _) in TOPS.items():
-            os.chmod(path, mode)
+        drop_privileges()
         for path in CLEAN_DIRS:
             empty_dir(path)
         empty_dir("/dev", keep=DEV_ENTRIES)
-        for path, (mode, atime, mtime) in TOPS.items():
-            for name in os.listxattr(path, follow_symlinks=False):
-                os.removexattr(path, name, follow_symlinks=False)
-            os.chmod(path, mode)
-            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
         remove_ipc(libc)
         with open("/proc/net/unix") as table:
             if len(table.readlines()) > 1:
@@ -275,6 +290,15 @@ def clean():
     except (OSError, RecursionError):
         os._exit(1)
     os._exit(0)
+
+
+def restore_tops():
+    """The writable directories' mode and times as the zygote found them (a run's entries change
+    the times, which could carry data to the next run). They belong to the zygote's uid: only it
+    can set them, and it touches no name the run chose."""
+    for path, (mode, atime, mtime) in TOPS.items():
+        os.chmod(path, mode)
+        os.utime(path, ns=(atime, mtime), follow_symlinks=False)
 
 
 def untouched():
@@ -331,9 +355,10 @@ def footprint():
 def main():
     global libc
     import _signal
-    import ctypes
     # pid 1 of its namespace: with no handler installed no signal from inside can reach us.
     _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    if os.getuid() != 0:  # the launcher gives the zygote uid 0 of the jail, the runs another
+        sys.exit("zygote.py runs as uid 0 of its jail, with CAP_SETUID, CAP_SETGID and CAP_KILL")
     sys.path.append(SITE_PACKAGES)
     import numpy  # noqa: F401
     import pandas  # noqa: F401
@@ -378,6 +403,7 @@ def main():
             _, status = os.waitpid(cleaner, 0)
             if status != 0 or not sweep(reap_any):
                 os._exit(6)
+            restore_tops()
             if not untouched():  # the clean-up must leave the jail as the zygote found it
                 os._exit(7)
 

@@ -37,6 +37,10 @@ export interface ProbeReport {
   ok: boolean
   /** Why the probe failed, in words an operator can act on. */
   reason?: string
+  /** Set (with ok false) when the probe proved nothing either way: a canary ran out of wall or
+   *  CPU time, which a busy host does to any script. A broken promise, a memory canary that was
+   *  not stopped or a sandbox that could not start is conclusive (this stays unset). */
+  inconclusive?: boolean
   /** The isolation features that are active, for /readyz and the start-up log. */
   features: Record<string, string | number | boolean>
 }
@@ -51,6 +55,11 @@ export interface SandboxBackend {
   warmStats?: () => WarmStats | undefined
 }
 
+/** What a backend's memory limit bounds, for /readyz's `memoryBound`: a cgroup bounds a whole run
+ *  (every process, and the kernel memory they cause); RLIMIT_AS alone bounds each process. */
+export const MEMORY_BOUND_PER_RUN = 'per run: all its processes together, and the kernel memory they cause'
+export const MEMORY_BOUND_PER_PROCESS = 'per process: a run\'s total memory is not bounded'
+
 /** The limits every backend enforces, taken once from the configuration. */
 export interface Limits {
   wallTimeMs: number
@@ -60,6 +69,7 @@ export interface Limits {
   processes: number
   openFiles: number
   tmpMiB: number
+  tmpFiles: number
   outputBytes: number
   resultBytes: number
 }
@@ -73,6 +83,7 @@ export function limitsFrom (config: Config): Limits {
     processes: config.LIMIT_PROCESSES,
     openFiles: config.LIMIT_OPEN_FILES,
     tmpMiB: config.LIMIT_TMP_MB,
+    tmpFiles: config.LIMIT_TMP_FILES,
     outputBytes: config.LIMIT_OUTPUT_BYTES,
     resultBytes: config.LIMIT_RESULT_BYTES
   }

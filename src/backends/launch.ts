@@ -4,7 +4,7 @@ import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../config.js'
 import type { Limits, RunOutcome, RunRequest } from './backend.js'
 import { interpret } from './outcome.js'
-import { spawnCapped } from './spawn.js'
+import { spawnCapped, type SpawnResult } from './spawn.js'
 
 export const HARNESS_DIR = resolve(PROJECT_ROOT, 'harness')
 /** Paths inside the sandbox (harness/run.py knows the second one too). */
@@ -37,12 +37,15 @@ export interface Launch {
   cwd?: string
 }
 
-/** The interpreter's arguments: isolated mode, unbuffered, the harness and its two parameters. */
-export function harnessArgs (harnessPath: string, limits: Limits): string[] {
-  return ['-I', '-u', '-B', harnessPath, String(limits.cpuSeconds), String(limits.resultBytes)]
+/** The interpreter's arguments: isolated mode, unbuffered, the harness and its two parameters;
+ *  `seccomp` for a launcher without a filter of its own (the harness installs the policy's). */
+export function harnessArgs (harnessPath: string, limits: Limits, options: { seccomp?: boolean } = {}): string[] {
+  return ['-I', '-u', '-B', harnessPath, ...(options.seccomp === true ? ['--seccomp'] : []), String(limits.cpuSeconds), String(limits.resultBytes)]
 }
 
-export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean): Promise<RunOutcome> {
+/** `normalise` undoes a launcher's quirks in reporting how its child ended. */
+export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean,
+  normalise: (spawned: SpawnResult) => SpawnResult = spawned => spawned): Promise<RunOutcome> {
   const spawned = await spawnCapped({
     ...launch,
     input: request.script,
@@ -52,5 +55,5 @@ export async function runLaunch (launch: Launch, request: RunRequest, limits: Li
     killGraceMs: limits.killGraceMs,
     signal: request.signal
   })
-  return interpret(spawned, { limits, memoryByCgroup })
+  return interpret(normalise(spawned), { limits, memoryByCgroup })
 }

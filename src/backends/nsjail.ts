@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
-import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend } from './backend.js'
+import { MEMORY_BOUND_PER_PROCESS, MEMORY_BOUND_PER_RUN, type Limits, type ProbeReport, type RunOutcome, type RunRequest, type SandboxBackend } from './backend.js'
 import { CHANNEL_ENVELOPE_BYTES, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, runLaunch, type Launch } from './launch.js'
 import { PROBE_SLOT, probeBackend, type ProbeExpectations } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
@@ -28,6 +28,8 @@ export interface NsjailOptions {
   /** Warm sandboxes (docs/warm.md): one zygote jail per slot; undefined: every run is cold. */
   warm?: { slots: number, recycleRuns: number }
   log?: (message: string) => void
+  /** Hears what weakens the sandbox (memory bounded per process only). */
+  warn?: (message: string) => void
 }
 
 export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
@@ -50,6 +52,12 @@ const ZYGOTE_PROCESSES = 1
 /** A slot's successive warm jails alternate between the host uids of slot and slot + UID_SLOTS
  *  (CONCURRENCY's maximum), so the two that overlap during a hand-over never share RLIMIT_NPROC. */
 const UID_SLOTS = 256
+/** A warm jail's zygote runs as uid 0 of the jail, mapped to its run's host uid + this (above
+ *  every run's and probe's uid), so no run shares a uid with it (docs/warm.md). */
+const ZYGOTE_UID_OFFSET = 8192
+/** What the zygote keeps: dropping each run to the run's uid with an empty bounding set (SETUID,
+ *  SETGID, SETPCAP) and killing what the run left (KILL). No run has any capability. */
+const ZYGOTE_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP', 'CAP_KILL']
 
 /** Replace the value after `option`, if the option is there. */
 function setOption (args: string[], option: string, value: (old: string) => string): void {
@@ -86,8 +94,8 @@ export class NsjailBackend implements SandboxBackend {
       '--time_limit', String(Math.ceil((limits.wallTimeMs + limits.killGraceMs) / 1000) + 1),
       // Private tmpfs mounts sized per run. nsjail's --mount takes no mount flags; nosuid and
       // nodev would add nothing: no_new_privs ignores setuid bits and no one holds CAP_MKNOD.
-      '--mount', `none:/tmp:tmpfs:size=${limits.tmpMiB * MiB},mode=1777`,
-      '--mount', `none:/dev/shm:tmpfs:size=${limits.tmpMiB * MiB},mode=1777`,
+      '--mount', `none:/tmp:tmpfs:size=${limits.tmpMiB * MiB},nr_inodes=${limits.tmpFiles},mode=1777`,
+      '--mount', `none:/dev/shm:tmpfs:size=${limits.tmpMiB * MiB},nr_inodes=${limits.tmpFiles},mode=1777`,
       '--rlimit_cpu', String(limits.cpuSeconds + 1),
       '--rlimit_fsize', String(limits.tmpMiB),
       '--rlimit_nofile', String(limits.openFiles),
@@ -107,7 +115,9 @@ export class NsjailBackend implements SandboxBackend {
 
   /** A warm jail: the cold run's arguments (so whatever changes those changes this too), with
    *  the zygote as the command, no jail time limit (the server times each run), the CPU limit
-   *  set by the zygote per run, and the zygote's own memory and processes added to the cgroup. */
+   *  set by the zygote per run, and the zygote's own memory and processes added to the cgroup.
+   *  The zygote is uid 0 of the jail (another host uid, four capabilities); each run is 65534,
+   *  mapped to the slot's uid as in a cold run. */
   warmLaunch (slot: number, rung: MemoryRung = this.rung, allowanceMiB = this.zygoteAllowanceMiB): Launch {
     const cold = this.launch(slot, rung)
     const { limits } = this.options
@@ -117,6 +127,12 @@ export class NsjailBackend implements SandboxBackend {
     setOption(args, '--rlimit_cpu', () => 'inf')
     setOption(args, '--cgroup_mem_max', old => String(Number(old) + allowanceMiB * MiB))
     setOption(args, '--cgroup_pids_max', old => String(Number(old) + ZYGOTE_PROCESSES))
+    const uid = this.outsideId(slot, process.getuid?.() ?? 0)
+    const gid = this.outsideId(slot, process.getgid?.() ?? 0)
+    // The first mapping is the identity the jail starts with: the zygote's.
+    const userAt = args.indexOf('--user')
+    args.splice(userAt, 0, '--user', `0:${uid + ZYGOTE_UID_OFFSET}:1`, '--group', `0:${gid + ZYGOTE_UID_OFFSET}:1`,
+      ...ZYGOTE_CAPS.flatMap(cap => ['--cap', cap]))
     args.push('--', cold.args[end + 1] ?? '', '-I', '-u', '-B', `${JAIL_HARNESS_DIR}/zygote.py`,
       String(limits.cpuSeconds), String(limits.resultBytes), String(limits.outputBytes),
       String(limits.resultBytes + CHANNEL_ENVELOPE_BYTES), JAIL_SITE_PACKAGES)
@@ -150,8 +166,12 @@ export class NsjailBackend implements SandboxBackend {
       try {
         const report = await probeBackend(async request => await probing.run(request.slot, request) ??
           { ok: false, code: 'CRASHED', message: `no warm sandbox: ${probing.lastFailure}`, details: {}, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 0 },
-        this.options.limits, { ...NSJAIL_EXPECTATIONS, processes: 1 + ZYGOTE_PROCESSES })
+        this.options.limits, NSJAIL_EXPECTATIONS)
         if (!report.ok) reason = report.reason ?? 'failed'
+        if (report.inconclusive === true && this.pool !== undefined) {
+          // A busy host, not a broken jail: the serving pool stays as it is.
+          return { warm: 'zygote', warmReason: `latest re-probe of the warm path inconclusive: ${reason}` }
+        }
       } finally {
         await probing.close()
       }
@@ -216,10 +236,26 @@ export class NsjailBackend implements SandboxBackend {
       if (rung === 'cgroupv1') prepareCgroupV1()
       const report = await probeBackend(
         request => this.runWith(request, rung), this.options.limits, NSJAIL_EXPECTATIONS)
+      // A canary that ran out of time says nothing about this rung: trying a weaker one would
+      // let a busy host lower the memory limit's strength.
+      if (report.inconclusive === true) return report
       if (report.ok) {
         this.rung = rung
+        if (rung === 'rlimit') {
+          this.options.warn?.(`nsjail: memory is bounded per process only (RLIMIT_AS): the processes of one run together, and the kernel memory they cause, are not bounded; no memory cgroup could be had (${reasons.join('; ')}). See README, "Security model"`)
+        }
         const warm = this.options.warm === undefined ? { warm: 'off' } : await this.probeWarm(rung, this.options.warm)
-        return { ...report, features: { ...report.features, memory: rung, python: this.runtime.version, ...warm } }
+        return {
+          ...report,
+          features: {
+            ...report.features,
+            memory: rung,
+            memoryBound: rung === 'rlimit' ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
+            ...(rung === 'rlimit' && reasons.length > 0 ? { memoryCgroups: reasons.join('; ') } : {}),
+            python: this.runtime.version,
+            ...warm
+          }
+        }
       }
       reasons.push(`${rung}: ${report.reason ?? 'failed'}`)
     }

@@ -6,18 +6,16 @@ import t from 'tap'
 import { seriesValue } from '../helpers/prometheus.js'
 import { HELLO, TEST_LIMITS, externalUrl, get, post, script, startServer, type Target } from '../helpers/server.js'
 
-/** The zygote as a run sees it: pid 1's start time and command line (a cold run is pid 1 itself). */
+/** Which jail a run ran in, as the run can tell (the zygote itself is invisible to it): its pid
+ *  namespace, and whether it is that namespace's pid 1 (a cold run is; a warm run is a child). */
 const ZYGOTE = script(`
-with open("/proc/1/stat") as f:
-    start = f.read().rsplit(")", 1)[1].split()[19]
-with open("/proc/1/cmdline", "rb") as f:
-    return [start, f.read().decode().split("\\0")[-7:-6]]`)
+return [os.readlink("/proc/self/ns/pid"), os.getpid() != 1]`, 'import os')
 
 async function zygote (target: Target): Promise<string> {
   const reply = await post(target, ZYGOTE)
-  const [start, command] = reply.body.result as [string, string[]]
-  if (command[0] !== '/sandbox/harness/zygote.py') throw new Error(`not a warm run: ${JSON.stringify(reply.body)}`)
-  return start
+  const [namespace, forked] = reply.body.result as [string, boolean]
+  if (!forked) throw new Error(`not a warm run: ${JSON.stringify(reply.body)}`)
+  return namespace
 }
 
 /** One series of /metrics, e.g. 'pysandbox_warm_runs_total{served="waited"}'. */
@@ -44,20 +42,24 @@ for d in ("/tmp", "/dev/shm"):
     with open(f"{d}/planted-file", "w") as f:
         f.write("left behind")
     os.chmod(f"{d}/planted/deeper", 0)  # the clean-up must cope with an unreadable directory
-# A daemon: double fork, setsid, SIGHUP ignored.
+# A daemon: double fork, a process group of its own (no session: setsid is refused), SIGHUP ignored.
 if os.fork() == 0:
-    os.setsid()
+    os.setpgid(0, 0)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if os.fork() == 0:
         os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "planted-daemon"])
     os._exit(0)
 os.wait()
 # The writable directories themselves: extended attributes, times, modes, new entries in /dev.
-os.setxattr("/tmp", "user.planted", b"data for the next run")
-os.utime("/tmp", (1, 1))
-os.chmod("/dev", 0o777)
-os.chmod("/dev/shm", 0)
-os.mkdir("/dev/planted")
+# They belong to the zygote's uid: all but touching the times are refused, and tried anyway.
+for change in (lambda: os.setxattr("/tmp", "user.planted", b"data for the next run"),
+               lambda: os.utime("/tmp", (1, 1)), lambda: os.utime("/dev/shm", None),
+               lambda: os.chmod("/dev", 0o777), lambda: os.chmod("/dev/shm", 0),
+               lambda: os.mkdir("/dev/planted")):
+    try:
+        change()
+    except OSError:
+        pass
 # SysV IPC objects of all three kinds.
 ipc = [libc.shmget(0x5eed, 4096, 0o1666), libc.semget(0x5eed, 1, 0o1666), libc.msgget(0x5eed, 0o1666)]
 # The interpreter's state.
@@ -210,9 +212,13 @@ buf = ctypes.create_string_buffer(16)
 local, remote = iovec(ctypes.addressof(buf), 16), iovec(0x400000, 16)
 found["vm_readv"] = libc.process_vm_readv(1, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
 for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGSTOP, signal.SIGUSR1, signal.SIGSEGV):
-    os.kill(1, sig)
+    try:
+        os.kill(1, sig)
+        found[f"signal {sig}"] = "delivered"
+    except OSError as e:
+        found[f"signal {sig}"] = e.strerror
 try:
-    os.kill(-1, signal.SIGKILL)  # reaches no one: the zygote is the only other process
+    os.kill(-1, signal.SIGKILL)  # reaches no one: the zygote (pid 1, another uid) is the only other process
     found["kill-1"] = "delivered"
 except ProcessLookupError:
     found["kill-1"] = "no process to signal"
@@ -223,6 +229,7 @@ return found`, 'import os, signal'))
     t.equal(found.ptrace, -1, 'ptrace attach refused')
     t.equal(found.seize, -1, 'ptrace seize refused')
     t.equal(found.vm_readv, -1, 'process_vm_readv refused')
+    for (const key of Object.keys(found).filter(k => k.startsWith('signal '))) t.equal(found[key], 'Operation not permitted', `${key} to pid 1 refused`)
     t.equal(await zygote(target), first, 'signals to pid 1 (even SIGKILL) and kill(-1) leave the zygote alive')
     t.same((await post(target, HELLO)).body.result, { msg: 'success', value: 42 })
   })

@@ -3,12 +3,12 @@ import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
 import { checkFacts, hint, probeBackend } from '../../src/backends/probe.js'
 
-const limits: Limits = { wallTimeMs: 1000, killGraceMs: 100, cpuSeconds: 2, memoryMiB: 128, processes: 16, openFiles: 64, tmpMiB: 8, outputBytes: 1024, resultBytes: 1024 }
+const limits: Limits = { wallTimeMs: 1000, killGraceMs: 100, cpuSeconds: 2, memoryMiB: 128, processes: 16, openFiles: 64, tmpMiB: 8, tmpFiles: 1024, outputBytes: 1024, resultBytes: 1024 }
 const output = { stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 }
 const GOOD_FACTS = {
   uid: 65534,
   gid: 65534,
-  capEff: '0000000000000000',
+  caps: ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000'],
   noNewPrivs: '1',
   seccomp: '2',
   env: ['HOME', 'LANG', 'MALLOC_ARENA_MAX', 'MKL_NUM_THREADS', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR'],
@@ -47,7 +47,7 @@ t.test('a canary crashing in the launcher carries a hint, without the log prefix
 })
 
 t.test('every broken promise is named', async t => {
-  const broken = { ...GOOD_FACTS, uid: 0, capEff: '00000000a80425fb', noNewPrivs: '0', seccomp: '0', env: ['PATH', 'SECRET'], loopback: 0, metadata: 0, interfaces: 3, rootWritable: true, serverVisible: ['/app'], pids: [1, 7], nproc: [99, 99], nofile: [1, 1], fsize: [1, 1], cpu: [9, 9] }
+  const broken = { ...GOOD_FACTS, uid: 0, caps: ['0', '0', '00000000a80425fb', '0'], noNewPrivs: '0', seccomp: '0', env: ['PATH', 'SECRET'], loopback: 0, metadata: 0, interfaces: 3, rootWritable: true, serverVisible: ['/app'], pids: [1, 7], nproc: [99, 99], nofile: [1, 1], fsize: [1, 1], cpu: [9, 9] }
   const problems = checkFacts(broken, limits, { isolated: true, seccomp: true })
   t.equal(problems.length, 15, problems.join('\n'))
   t.same(checkFacts(GOOD_FACTS, limits, { isolated: true, seccomp: true }), [])
@@ -58,4 +58,25 @@ t.test('hints name the fix for the usual launcher complaints', async t => {
   t.match(hint('sethostname(): Operation not permitted'), /SYS_ADMIN/)
   t.match(hint('write(/proc/self/gid_map): Operation not permitted'), /CAP_SETUID/)
   t.equal(hint('something else'), '')
+})
+
+t.test('a canary that runs out of wall or CPU time is inconclusive (a busy host); every other failure is conclusive', async t => {
+  const outcome = (code: 'TIME_LIMIT_EXCEEDED' | 'MEMORY_LIMIT_EXCEEDED' | 'CRASHED' | 'MAIN_RAISED'): RunOutcome => ({ ok: false, code, message: `${code} text`, details: {}, ...output })
+  const table: Array<{ name: string, runs: RunOutcome[], inconclusive: boolean, reason: RegExp }> = [
+    { name: 'the canary out of time', runs: [outcome('TIME_LIMIT_EXCEEDED')], inconclusive: true, reason: /^inconclusive, the canary ran out of time \(a busy host\?\): TIME_LIMIT_EXCEEDED/ },
+    { name: 'the memory canary out of time', runs: [ok(GOOD_FACTS), outcome('TIME_LIMIT_EXCEEDED')], inconclusive: true, reason: /^inconclusive, the memory canary ran out of time/ },
+    { name: 'the canary crashed', runs: [outcome('CRASHED')], inconclusive: false, reason: /^the canary failed: CRASHED/ },
+    { name: 'the canary raised', runs: [outcome('MAIN_RAISED')], inconclusive: false, reason: /^the canary failed: MAIN_RAISED/ },
+    { name: 'a broken promise', runs: [ok({ ...GOOD_FACTS, uid: 0 })], inconclusive: false, reason: /runs as uid 0/ },
+    { name: 'the memory canary not stopped', runs: [ok(GOOD_FACTS), ok(1)], inconclusive: false, reason: /^memory limit not enforced/ },
+    { name: 'the memory canary crashed', runs: [ok(GOOD_FACTS), outcome('CRASHED')], inconclusive: false, reason: /^memory limit not enforced/ }
+  ]
+  for (const { name, runs, inconclusive, reason } of table) {
+    const report = await probeBackend(async () => runs.shift() as RunOutcome, limits, { isolated: true, seccomp: true })
+    t.equal(report.ok, false, name)
+    t.equal(report.inconclusive === true, inconclusive, `${name}: ${inconclusive ? 'inconclusive' : 'conclusive'}`)
+    t.match(report.reason, reason, name)
+  }
+  const cannotStart = await probeBackend(async () => { throw new Error('spawn nsjail ENOENT') }, limits, { isolated: true, seccomp: true })
+  t.equal(cannotStart.inconclusive, undefined, 'a sandbox that cannot start is conclusive')
 })
