@@ -15,6 +15,9 @@ export const InternalError = createError('INTERNAL_ERROR', 'internal error; quot
 // Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.
 export const RequestTimeoutError = createError('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)', 408)
 export const HeadersTooLargeError = createError('HEADERS_TOO_LARGE', 'the request headers are larger than 16 KiB', 431)
+// Its client left before its script got a slot: never sent (there is nobody to send it to), only
+// logged; 499 as nginx logs a closed client. Not the script's failure, nor ours.
+export const ClientClosedError = createError('CLIENT_CLOSED', 'the client closed the connection before its script ran', 499)
 
 /** Error codes a reply can carry (the route's response schema enumerates them). */
 export const ERROR_CODES = [

@@ -49,9 +49,10 @@ export type ErrorReply = Static<typeof ErrorReply>
 
 const ProbeEntry = Type.Object({
   backend: Backend,
-  ok: Type.Boolean(),
-  reason: Type.Optional(Type.String()),
-  features: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]))
+  ok: Type.Boolean({ description: 'The probe passed: the canaries proved every promise of the backend' }),
+  reason: Type.Optional(Type.String({ description: 'Why it failed, or why the latest re-probe was inconclusive' })),
+  inconclusive: Type.Optional(Type.Boolean({ description: 'Present when the latest probe proved nothing either way (a canary ran out of time: a busy host). ok and features stay those of the last conclusive probe, and so does readiness; the re-probe is retried within 10 s. At start, an inconclusive probe is not ready (fail closed)' })),
+  features: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), { description: 'The isolation features in force (of the last conclusive probe)' })
 })
 
 export const Readiness = Type.Object({

@@ -1,8 +1,8 @@
 // Execution slots: at most `size` sandboxes at once, at most `queueSize` requests waiting for
 // one, none waiting longer than `queueTimeoutMs`. Beyond that: BUSY, never an unbounded pile-up.
 // Free slots are handed out least recently used first: a slot's warm sandbox cleans up after a
-// run while the other slots serve.
-import { BusyError } from './errors.js'
+// run while the other slots serve. A waiter whose client leaves leaves the queue at once.
+import { BusyError, ClientClosedError } from './errors.js'
 
 export interface Lease {
   /** 0 ≤ slot < size: backends map it to a host uid of its own. */
@@ -12,8 +12,7 @@ export interface Lease {
 
 interface Waiter {
   grant: (slot: number) => void
-  reject: (error: Error) => void
-  timer: NodeJS.Timeout
+  fail: (error: Error) => void
 }
 
 export class Slots {
@@ -27,19 +26,28 @@ export class Slots {
   get running (): number { return this.size - this.free.length }
   get queued (): number { return this.waiting.length }
 
-  async acquire (): Promise<Lease> {
+  /** A slot, or BUSY; ClientClosedError once `signal` aborts (the client left), then no slot. */
+  async acquire (signal?: AbortSignal): Promise<Lease> {
+    if (signal?.aborted === true) throw new ClientClosedError()
     const slot = this.free.shift()
     if (slot !== undefined) return this.lease(slot)
     if (this.waiting.length >= this.queueSize) throw new BusyError()
     return await new Promise<Lease>((resolve, reject) => {
-      const waiter: Waiter = {
-        grant: slot => { clearTimeout(waiter.timer); resolve(this.lease(slot)) },
-        reject,
-        timer: setTimeout(() => {
-          this.waiting.splice(this.waiting.indexOf(waiter), 1)
-          reject(new BusyError())
-        }, this.queueTimeoutMs)
+      // However a waiter leaves the queue (granted, timed out, abandoned, drained), it leaves
+      // nothing behind: no timer, no listener, no place in the queue.
+      const leave = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', abandon)
+        const index = this.waiting.indexOf(waiter)
+        if (index >= 0) this.waiting.splice(index, 1)
       }
+      const waiter: Waiter = {
+        grant: slot => { leave(); resolve(this.lease(slot)) },
+        fail: error => { leave(); reject(error) }
+      }
+      const abandon = (): void => waiter.fail(new ClientClosedError())
+      const timer = setTimeout(() => waiter.fail(new BusyError()), this.queueTimeoutMs)
+      signal?.addEventListener('abort', abandon, { once: true })
       this.waiting.push(waiter)
     })
   }
@@ -60,9 +68,6 @@ export class Slots {
 
   /** Refuses everyone still waiting (server shutdown). */
   drain (): void {
-    for (const waiter of this.waiting.splice(0)) {
-      clearTimeout(waiter.timer)
-      waiter.reject(new BusyError())
-    }
+    for (const waiter of this.waiting.splice(0)) waiter.fail(new BusyError())
   }
 }

@@ -32,7 +32,43 @@ const lenient = new TextDecoder('utf-8')
 /** The sandbox launcher (nsjail, unshare) reports a child killed by signal N as 128 + N. */
 const SIGNAL_EXIT_BASE = 128
 
+/** Deepest nesting of arrays and objects accepted on the channel. The harness refuses results
+ *  nested deeper than its MAX_DEPTH (200) and adds one level of envelope; a script that writes
+ *  on the channel itself is not held to that, and a message nested 200,000 deep parses but then
+ *  overflows the stack when the reply is serialized (a 500). A little above the harness's bound. */
+export const MAX_CHANNEL_DEPTH = 256
+
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const OPENERS = new Set([0x5b, 0x7b]) // [ {
+const CLOSERS = new Set([0x5d, 0x7d]) // ] }
+
+/** Whether the JSON text nests no deeper than `max`, in one pass without recursion. Brackets
+ *  inside strings do not count; UTF-8 continuation bytes never equal an ASCII byte. Whether the
+ *  text is valid JSON is JSON.parse's to say. */
+export function nestsWithin (bytes: Uint8Array, max: number): boolean {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i] as number
+    if (inString) {
+      if (byte === BACKSLASH) i++ // the escaped character cannot end the string
+      else if (byte === QUOTE) inString = false
+    } else if (byte === QUOTE) {
+      inString = true
+    } else if (OPENERS.has(byte)) {
+      if (++depth > max) return false
+    } else if (CLOSERS.has(byte)) {
+      depth--
+    }
+  }
+  return true
+}
+
 function parseChannel (bytes: Buffer): ChannelMessage | undefined {
+  // Size is bounded by the spawn wrapper (channelLimit); nesting is bounded here, before
+  // JSON.parse builds anything.
+  if (!nestsWithin(bytes, MAX_CHANNEL_DEPTH)) return undefined
   try {
     const message: unknown = JSON.parse(utf8.decode(bytes))
     return Value.Check(ChannelMessage, message) ? message : undefined

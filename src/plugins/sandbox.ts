@@ -5,7 +5,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
 import type { ProbeReport, RunOutcome, SandboxBackend } from '../backends/backend.js'
-import { SandboxUnavailableError } from '../errors.js'
+import { ClientClosedError, SandboxUnavailableError } from '../errors.js'
 import { Slots } from '../slots.js'
 
 export interface ProbeResult extends ProbeReport {
@@ -19,13 +19,17 @@ export interface Execution {
 }
 
 export interface Sandbox {
-  /** The backend chosen at start, or undefined: then /execute refuses. */
+  /** The backend chosen at start (not ready while its probe is inconclusive), or undefined:
+   *  then /execute refuses. */
   readonly backend: SandboxBackend | undefined
-  /** True while the chosen backend passes its probe (at start, then every PROBE_INTERVAL_MS). */
+  /** True while the chosen backend passes its probe (at start, then every PROBE_INTERVAL_MS); a
+   *  probe that could not conclude (a busy host) leaves it as the last conclusive one did. */
   readonly ready: boolean
   /** The start-up probes in order, the chosen backend's replaced by its latest re-probe. */
   readonly probes: readonly ProbeResult[]
   readonly slots: Slots
+  /** Runs `script` in a slot; `signal` aborts when the client leaves: a run is stopped, a request
+   *  still queued (or just granted a slot) is not run and throws ClientClosedError. */
   execute: (script: string, signal: AbortSignal) => Promise<Execution>
 }
 
@@ -41,8 +45,10 @@ export interface SandboxPluginOptions {
   concurrency: number
   queueSize: number
   queueTimeoutMs: number
-  /** Re-probe the chosen backend this often; 0: never. */
+  /** Re-probe the chosen backend this often (an inconclusive one sooner); 0: never. */
   probeIntervalMs: number
+  /** How soon an inconclusive re-probe is retried, at most (default INCONCLUSIVE_RETRY_MS; tests shorten it). */
+  inconclusiveRetryMs?: number
 }
 
 async function probeSafely (backend: SandboxBackend): Promise<ProbeResult> {
@@ -53,23 +59,53 @@ async function probeSafely (backend: SandboxBackend): Promise<ProbeResult> {
   }
 }
 
-/** Probes in order; the first that passes wins. Later ones are not probed. */
-export async function chooseBackend (candidates: SandboxBackend[], log: FastifyBaseLogger): Promise<{ backend: SandboxBackend | undefined, probes: ProbeResult[] }> {
+/** Start-up probes of a candidate whose canary runs out of time (a busy host) before its probe
+ *  counts as inconclusive: one slow canary must not cost a start. */
+export const START_PROBE_ATTEMPTS = 3
+/** A re-probe that could not conclude (a busy host) is tried again this soon, or at
+ *  PROBE_INTERVAL_MS if that is shorter: the verdict it could not give is still owed. */
+export const INCONCLUSIVE_RETRY_MS = 10_000
+
+async function probeAtStart (candidate: SandboxBackend, log: FastifyBaseLogger): Promise<ProbeResult> {
+  let report: ProbeResult
+  let attempt = 0
+  do {
+    attempt++
+    const started = performance.now()
+    report = await probeSafely(candidate)
+    const { ok, inconclusive, reason, features } = report
+    log[inconclusive === true ? 'warn' : 'info']({ backend: candidate.name, ok, inconclusive, reason, features, attempt, ms: Math.round(performance.now() - started) }, 'sandbox probe')
+  } while (report.inconclusive === true && attempt < START_PROBE_ATTEMPTS)
+  return report
+}
+
+export interface Choice {
+  /** The backend that serves; or, when not ready, the one whose probe could not conclude (its
+   *  re-probes decide); undefined when every candidate failed. */
+  backend: SandboxBackend | undefined
+  ready: boolean
+  probes: ProbeResult[]
+}
+
+/** Probes in order; the first that passes wins, and later ones are not probed. A probe that stays
+ *  inconclusive ends the search unready: a busy host is no reason to fall back to a weaker
+ *  backend, nor to serve unproven (fail closed). */
+export async function chooseBackend (candidates: SandboxBackend[], log: FastifyBaseLogger): Promise<Choice> {
   const probes: ProbeResult[] = []
   for (const candidate of candidates) {
-    const started = performance.now()
-    const report = await probeSafely(candidate)
+    const report = await probeAtStart(candidate, log)
     probes.push(report)
-    log.info({ backend: candidate.name, ok: report.ok, reason: report.reason, features: report.features, ms: Math.round(performance.now() - started) }, 'sandbox probe')
-    if (report.ok) return { backend: candidate, probes }
+    if (report.ok || report.inconclusive === true) return { backend: candidate, ready: report.ok, probes }
   }
-  return { backend: undefined, probes }
+  return { backend: undefined, ready: false, probes }
 }
 
 export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, options) {
-  const { backend, probes } = await chooseBackend(options.backends, app.log)
+  const { backend, probes, ready: readyAtStart } = await chooseBackend(options.backends, app.log)
   if (backend === undefined) {
     app.log.error({ probes }, `NO SANDBOX BACKEND PASSED ITS PROBE (permitted: ${options.backends.map(b => b.name).join(', ') || 'none'}): /execute answers 503 SANDBOX_UNAVAILABLE and nothing is executed`)
+  } else if (!readyAtStart) {
+    app.log.error({ probes }, `THE PROBE OF ${backend.name} WAS INCONCLUSIVE ${START_PROBE_ATTEMPTS} TIMES (its canary ran out of time: a busy host?): /execute answers 503 SANDBOX_UNAVAILABLE until a re-probe passes${options.probeIntervalMs > 0 ? '' : ' (never: PROBE_INTERVAL_MS is 0)'}`)
   } else if (backend.name === 'direct') {
     app.log.warn('serving with the DIRECT backend: scripts run WITHOUT ISOLATION, as the server\'s own user, with its network and file system. Never expose this to untrusted users.')
   } else if (probes.length > 1) {
@@ -81,26 +117,47 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
   const slots = new Slots(options.concurrency, options.queueSize, options.queueTimeoutMs)
   const inFlight = new Set<AbortController>()
 
-  let ready = backend !== undefined
+  let ready = readyAtStart
   let reprobe: NodeJS.Timeout | undefined
+  let closed = false
   if (backend !== undefined && options.probeIntervalMs > 0) {
-    let probing = false
-    reprobe = setInterval(() => {
-      if (probing) return
-      probing = true
-      probeSafely(backend).then(result => {
-        probes[probes.length - 1] = result
-        if (result.ok !== ready) app.log[result.ok ? 'info' : 'error']({ probe: result }, `sandbox backend ${backend.name} ${result.ok ? 'passes its probe again' : 'FAILED ITS RE-PROBE: refusing to execute until it passes'}`)
-        ready = result.ok
-      }).finally(() => { probing = false })
-    }, options.probeIntervalMs)
-    reprobe.unref()
+    const retryMs = Math.min(options.probeIntervalMs, options.inconclusiveRetryMs ?? INCONCLUSIVE_RETRY_MS)
+    /** The latest probe that concluded: an inconclusive one leaves it, and readiness, standing. */
+    let conclusive = readyAtStart ? probes.at(-1) : undefined
+    // One re-probe at a time: the next is scheduled when the last has answered.
+    const schedule = (ms: number): void => {
+      reprobe = setTimeout(() => reprobeOnce(), ms) // it cannot reject: probeSafely catches
+      reprobe.unref()
+    }
+    const reprobeOnce = async (): Promise<void> => {
+      const result = await probeSafely(backend)
+      if (closed) return
+      if (result.inconclusive === true) {
+        probes[probes.length - 1] = conclusive === undefined
+          ? result
+          : { ...conclusive, inconclusive: true, reason: [conclusive.reason, `latest re-probe: ${result.reason ?? 'inconclusive'}`].filter(Boolean).join('; ') }
+        app.log.warn({ probe: result }, `sandbox backend ${backend.name}: re-probe inconclusive (its canary ran out of time: a busy host?), ${ready ? 'still serving' : 'still refusing'}; trying again in ${retryMs} ms`)
+        schedule(retryMs)
+        return
+      }
+      probes[probes.length - 1] = conclusive = result
+      if (result.ok !== ready) app.log[result.ok ? 'info' : 'error']({ probe: result }, `sandbox backend ${backend.name} ${result.ok ? 'passes its probe again' : 'FAILED ITS RE-PROBE: refusing to execute until it passes'}`)
+      ready = result.ok
+      schedule(options.probeIntervalMs)
+    }
+    schedule(readyAtStart ? options.probeIntervalMs : retryMs)
   }
 
   async function execute (script: string, signal: AbortSignal): Promise<Execution> {
     if (backend === undefined || !ready) throw new SandboxUnavailableError()
     const queuedAt = performance.now()
-    const lease = await slots.acquire()
+    // A client that leaves while queued gives up its place at once; one that left just as its
+    // slot was granted gives the slot back unused: nobody would read the reply.
+    const lease = await slots.acquire(signal)
+    if (signal.aborted) {
+      lease.release()
+      throw new ClientClosedError()
+    }
     const queuedMs = Math.round(performance.now() - queuedAt)
     const controller = new AbortController()
     const abort = (): void => controller.abort()
@@ -126,7 +183,8 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
 
   // On close: refuse the queue, kill every running sandbox (the spawn wrapper escalates to SIGKILL).
   app.addHook('preClose', async () => {
-    clearInterval(reprobe)
+    closed = true
+    clearTimeout(reprobe)
     slots.drain()
     for (const controller of inFlight) controller.abort()
   })

@@ -7,6 +7,7 @@ import { buildApp, createBackends } from '../../src/app.js'
 import type { ProbeReport, RunOutcome, RunRequest, SandboxBackend, ScriptErrorCode } from '../../src/backends/backend.js'
 import { loadConfig, type BackendName } from '../../src/config.js'
 import { FakeBackend, HeldRun, PASSING, failingProbe, failure, success } from '../helpers/fake-backend.js'
+import { seriesValue } from '../helpers/prometheus.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -712,15 +713,19 @@ t.test('app.close() aborts an in-flight run and refuses the queue', async t => {
   t.equal(held.requests.length, 1)
 })
 
-t.test('a client that disconnects stops its run; one that waits does not', async t => {
-  const held = new HeldRun()
-  const fake = new FakeBackend('nsjail', { run: held.run })
-  const app = await buildApp({ config: config(), backends: [fake] })
-  t.teardown(async () => { await app.close() })
+interface Sent {
+  /** The reply's status, or -1 when the connection ended without one. */
+  done: Promise<number>
+  /** The client leaves: its socket is destroyed. */
+  abort: () => void
+}
+
+/** `app` listening on a loopback port, and a client over real HTTP that can leave mid-request. */
+async function overHttp (app: FastifyInstance): Promise<() => Sent> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as AddressInfo
   const body = JSON.stringify({ script: 'x' })
-  const send = (): { done: Promise<number>, abort: () => void } => {
+  return () => {
     const req = httpRequest({ port, host: '127.0.0.1', method: 'POST', path: '/execute', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } })
     const done = new Promise<number>(resolve => {
       req.on('response', res => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
@@ -729,6 +734,12 @@ t.test('a client that disconnects stops its run; one that waits does not', async
     req.end(body)
     return { done, abort: () => req.destroy() }
   }
+}
+
+t.test('a client that disconnects stops its run; one that waits does not', async t => {
+  const held = new HeldRun()
+  const fake = new FakeBackend('nsjail', { run: held.run })
+  const send = await overHttp((await build(t, { backends: [fake] })).app)
 
   const waiting = send()
   const first = await held.started(1)
@@ -743,4 +754,57 @@ t.test('a client that disconnects stops its run; one that waits does not', async
   await within(aborted, 'the run to be aborted')
   t.equal(second.signal?.aborted, true, 'the run was stopped')
   t.equal(await leaving.done, -1)
+})
+
+t.test('a client that leaves while queued leaves the queue at once; its script never runs, and nothing counts it as a failure', async t => {
+  const held = new HeldRun()
+  const fake = new FakeBackend('nsjail', { run: held.run })
+  const { app, logs } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '2' }, backends: [fake] })
+  const send = await overHttp(app)
+
+  const running = send()
+  await held.started(1)
+  const leaving = send()
+  await until(() => app.sandbox.slots.queued === 1, 'the second request to queue')
+  leaving.abort()
+  await until(() => app.sandbox.slots.queued === 0, 'the queue to drop')
+  t.equal(app.sandbox.slots.running, 1, 'the queue dropped while the first run still held the slot')
+  t.equal(await leaving.done, -1)
+
+  held.finish(success('first'))
+  t.equal(await running.done, 200)
+  await until(() => app.sandbox.slots.running === 0, 'the slot to be free')
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.equal(fake.runs.length, 1, 'the backend never received the script of the client that left')
+
+  const next = send()
+  await held.started(2)
+  held.finish()
+  t.equal(await next.done, 200, 'the slot serves the next request')
+
+  t.ok(logs.some(l => l.level === 30 && /closed the connection before its script ran/.test(String(l.msg))), 'the departure is logged')
+  t.notOk(logs.some(l => l.msg === 'internal error'), 'not an internal error')
+  t.equal(logs.filter(l => l.msg === 'execution').length, 2, 'only the scripts that ran are logged as executions')
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.equal(seriesValue(metrics, 'pysandbox_executions_total{backend="nsjail",outcome="ok"}'), 2)
+  t.notMatch(metrics, /pysandbox_executions_total\{[^}]*outcome="(?!ok")/, 'no failed execution is counted')
+  t.notMatch(metrics, /pysandbox_http_errors_total\{/, 'no error reply is counted')
+})
+
+t.test('a client gone before its request queues, or just as its slot is granted, gets no run, and the slot goes back', async t => {
+  const fake = new FakeBackend('nsjail')
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '1' }, backends: [fake] })
+  const { slots } = app.sandbox
+  await t.rejects(app.sandbox.execute('x', AbortSignal.abort()), { code: 'CLIENT_CLOSED' }, 'gone before it queued')
+
+  const lease = await slots.acquire()
+  const client = new AbortController()
+  const late = app.sandbox.execute('x', client.signal)
+  await until(() => slots.queued === 1, 'the request to queue')
+  lease.release() // grants the slot to the queued request...
+  client.abort() // ...whose client leaves before execute() resumes
+  await t.rejects(late, { code: 'CLIENT_CLOSED' }, 'gone as its slot was granted')
+  t.equal(fake.runs.length, 0, 'nothing ran')
+  t.equal(slots.running, 0, 'no slot is held')
+  t.equal((await execute(app)).statusCode, 200, 'the one slot serves the next request')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
-import { interpret } from '../../src/backends/outcome.js'
+import { MAX_CHANNEL_DEPTH, interpret, nestsWithin } from '../../src/backends/outcome.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 
 const limits: Limits = {
@@ -11,6 +11,7 @@ const limits: Limits = {
   processes: 64,
   openFiles: 256,
   tmpMiB: 64,
+  tmpFiles: 1024,
   outputBytes: 1024 * 1024,
   resultBytes: 8 * 1024 * 1024
 }
@@ -124,6 +125,46 @@ t.test('a malformed result channel is CRASHED, never a success or the message\'s
       t.same(details, {}, `${name}: nothing from the message leaks into details`)
     }
   }
+})
+
+/** `depth` nested lists around `inner`, as JSON text. */
+const nested = (depth: number, inner = ''): string => '['.repeat(depth) + inner + ']'.repeat(depth)
+
+t.test(`a channel nested deeper than MAX_CHANNEL_DEPTH (${MAX_CHANNEL_DEPTH}) is malformed, and the reply can be serialized`, async t => {
+  const table: Array<{ name: string, text: string }> = [
+    { name: '200,000 nested lists (a script writing on the channel itself)', text: `{"ok":true,"result":${nested(200_000)}}` },
+    { name: 'one level past the bound, envelope included', text: `{"ok":true,"result":${nested(MAX_CHANNEL_DEPTH)}}` },
+    { name: 'nested objects', text: `{"ok":true,"result":${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}}` },
+    { name: 'deep nesting in an error message\'s extra field', text: `{"ok":false,"code":"MAIN_RAISED","message":"m","traceback":${nested(100_000)}}` }
+  ]
+  for (const { name, text } of table) {
+    const outcome = run({ channel: Buffer.from(text), exitCode: 0 })
+    t.match(failure(outcome), { code: 'CRASHED', message: /malformed result message/ }, name)
+    t.doesNotThrow(() => JSON.stringify(outcome), `${name}: the outcome serializes`)
+  }
+})
+
+t.test('a result nested as deep as the harness allows (200 levels, plus the envelope) comes back intact', async t => {
+  for (const depth of [150, 200, MAX_CHANNEL_DEPTH - 1]) {
+    const result: unknown = JSON.parse(nested(depth, '"leaf"'))
+    const outcome = run({ channel: channel({ ok: true, result }), exitCode: 0 })
+    t.same(outcome.ok ? outcome.result : outcome, result, `depth ${depth}`)
+  }
+})
+
+t.test('nestsWithin counts brackets outside strings only, without recursion', async t => {
+  const table: Array<{ text: string, max: number, within: boolean }> = [
+    { text: '[]', max: 1, within: true },
+    { text: '[[]]', max: 1, within: false },
+    { text: '{"a":[{}]}', max: 3, within: true },
+    { text: '{"a":[{}]}', max: 2, within: false },
+    { text: '"[[[[[[[["', max: 0, within: true },
+    { text: '["\\"[[[[", "\\\\"]', max: 1, within: true },
+    { text: '["\\"", [[]]]', max: 2, within: false },
+    { text: '["é[[", "😀"]', max: 1, within: true },
+    { text: nested(1_000_000), max: 1_000_000, within: true }
+  ]
+  for (const { text, max, within } of table) t.equal(nestsWithin(Buffer.from(text), max), within, `${text.slice(0, 30)} within ${max}`)
 })
 
 t.test('channel overflow is RESULT_TOO_LARGE naming the limit, whatever else happened', async t => {

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { getEventListeners } from 'node:events'
 import { Slots, type Lease } from '../../src/slots.js'
 
 const LONG_MS = 10_000
@@ -169,4 +170,57 @@ t.test('drain() with nobody waiting does nothing', async t => {
   slots.drain()
   const lease = await slots.acquire()
   t.equal(lease.slot, 0)
+})
+
+/** Timers pending in this process (a waiter's queue timeout is one). */
+const timers = (): number => process.getActiveResourcesInfo().filter(r => r === 'Timeout').length
+
+t.test('a waiter whose client leaves leaves the queue at once, its timer cleared, and never gets a slot', async t => {
+  const slots = new Slots(1, 2, LONG_MS)
+  const held = await slots.acquire()
+  const client = new AbortController()
+  const before = timers()
+  const leaving = slots.acquire(client.signal)
+  const staying = slots.acquire()
+  t.equal(slots.queued, 2)
+  t.equal(timers(), before + 2, 'each waiter has a queue timer')
+  client.abort()
+  t.equal(slots.queued, 1, 'the queue shrank on the abort itself, not at the next grant or timeout')
+  t.equal(timers(), before + 1, 'its timer was cleared')
+  await t.rejects(leaving, { code: 'CLIENT_CLOSED', statusCode: 499 })
+  held.release()
+  const granted = await staying
+  t.equal(granted.slot, held.slot, 'the slot went to the waiter still there')
+  t.equal(slots.running, 1)
+  granted.release()
+  t.equal(slots.running, 0, 'no slot was kept for the client that left')
+})
+
+t.test('a client already gone gets no slot, even a free one', async t => {
+  const slots = new Slots(1, 1, LONG_MS)
+  await t.rejects(slots.acquire(AbortSignal.abort()), { code: 'CLIENT_CLOSED' })
+  t.equal(slots.running, 0)
+  t.equal(slots.queued, 0)
+  const lease = await slots.acquire()
+  t.equal(lease.slot, 0)
+})
+
+t.test('however a waiter leaves the queue, it leaves no abort listener behind', async t => {
+  const cases: Array<{ name: string, end: (slots: Slots, held: Lease, waiter: Promise<Lease>) => Promise<unknown> }> = [
+    { name: 'granted', end: async (_slots, held, waiter) => { held.release(); (await waiter).release() } },
+    { name: 'drained', end: async (slots, _held, waiter) => { slots.drain(); await t.rejects(waiter, { code: 'BUSY' }) } },
+    { name: 'timed out', end: async (_slots, _held, waiter) => await t.rejects(waiter, { code: 'BUSY' }) }
+  ]
+  for (const { name, end } of cases) {
+    const slots = new Slots(1, 1, name === 'timed out' ? 10 : LONG_MS)
+    const held = await slots.acquire()
+    const client = new AbortController()
+    const waiter = slots.acquire(client.signal)
+    t.equal(getEventListeners(client.signal, 'abort').length, 1, `${name}: listening while queued`)
+    await end(slots, held, waiter)
+    t.equal(getEventListeners(client.signal, 'abort').length, 0, `${name}: no listener left`)
+    client.abort() // a client leaving afterwards changes nothing
+    t.equal(slots.queued, 0, name)
+    held.release()
+  }
 })
