@@ -17,7 +17,7 @@ import { DirectBackend, directOptions } from './backends/direct.js'
 import { NsjailBackend, nsjailOptions } from './backends/nsjail.js'
 import { UnshareBackend, unshareOptions } from './backends/unshare.js'
 import {
-  BUSY_RETRY_AFTER_S, ERROR_CODES, HeadersTooLargeError, InternalError, InvalidRequestError,
+  BUSY_RETRY_AFTER_S, ClientClosedError, ERROR_CODES, HeadersTooLargeError, InternalError, InvalidRequestError,
   MethodNotAllowedError, NotFoundError, PayloadTooLargeError, RateLimitedError, RequestTimeoutError, UnsupportedMediaTypeError
 } from './errors.js'
 import { parseJsonBody } from './json-body.js'
@@ -36,12 +36,13 @@ export interface AppOptions {
 }
 
 /** The real backends the configuration permits, strongest first. `log` hears what a backend
- *  does between requests (a warm sandbox replaced, and why). */
-export function createBackends (config: Config, log?: (message: string) => void): SandboxBackend[] {
+ *  does between requests (a warm sandbox replaced, and why); `warn`, what weakens it (memory
+ *  bounded per process only). */
+export function createBackends (config: Config, log?: (message: string) => void, warn?: (message: string) => void): SandboxBackend[] {
   const limits = limitsFrom(config)
   const make = {
-    nsjail: () => new NsjailBackend({ ...nsjailOptions(config, limits), log }),
-    unshare: () => new UnshareBackend(unshareOptions(config, limits)),
+    nsjail: () => new NsjailBackend({ ...nsjailOptions(config, limits), log, warn }),
+    unshare: () => new UnshareBackend({ ...unshareOptions(config, limits), warn }),
     direct: () => new DirectBackend(directOptions(config, limits))
   }
   return permittedBackends(config).map(name => make[name]())
@@ -154,7 +155,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     })
   }
   await app.register(sandbox, {
-    backends: options.backends ?? createBackends(config, message => app.log.info(message)),
+    backends: options.backends ?? createBackends(config, message => app.log.info(message), message => app.log.warn(message)),
     concurrency: config.CONCURRENCY,
     queueSize: config.QUEUE_SIZE,
     queueTimeoutMs: config.QUEUE_TIMEOUT_MS,
@@ -164,6 +165,13 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
 
   // Error and not-found handlers before the routes: child contexts inherit them when registered.
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    if (error instanceof ClientClosedError) {
+      // Nobody is left to answer, and nothing ran: logged, neither sent nor counted as an error reply.
+      request.log.info({ code: error.code }, error.message)
+      reply.hijack()
+      reply.raw.destroy() // already closed: this only makes sure no socket is left waiting
+      return
+    }
     const clientError = toClientError(error, config, request.headers['content-type'])
     if (clientError === undefined) {
       request.log.error({ err: error }, 'internal error')

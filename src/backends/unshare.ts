@@ -1,38 +1,77 @@
 // The unshare backend: the same jail as nsjail's, built by util-linux (unshare, mount,
-// pivot_root, setpriv, prlimit) in nsjail/unshare-jail.sh. No seccomp filter, rlimits only.
+// pivot_root, setpriv, prlimit) in nsjail/unshare-jail.sh; the harness installs the policy's
+// seccomp filter itself (harness/seccomp.py) before the script runs. Memory, like nsjail's, is
+// bounded by the strongest rung the host allows: a cgroup v2 or v1 group per execution slot
+// (cgroup.ts) that the jail joins first, else RLIMIT_AS alone. Every rung passes the same canaries.
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
-import type { Limits, ProbeReport, RunRequest, RunOutcome, SandboxBackend } from './backend.js'
+import { MEMORY_BOUND_PER_PROCESS, MEMORY_BOUND_PER_RUN, type Limits, type ProbeReport, type RunRequest, type RunOutcome, type SandboxBackend } from './backend.js'
+import { SlotCgroups, sharedMemoryCanaryScript, sharedMemoryProblem } from './cgroup.js'
 import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, runLaunch, type Launch } from './launch.js'
-import { hint, probeBackend } from './probe.js'
+import type { MemoryRung } from './nsjail.js'
+import { PROBE_SLOT, hint, probeBackend } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
+import type { SpawnResult } from './spawn.js'
 
 export const UNSHARE_JAIL = resolve(PROJECT_ROOT, 'nsjail/unshare-jail.sh')
 const MiB = 1024 * 1024
 /** The util-linux tools the jail execs after pivot_root, bound into its root. */
 const JAIL_TOOLS = ['/usr/bin/env', '/usr/bin/prlimit', '/usr/bin/setpriv', '/usr/bin/unshare']
+const RUNGS: MemoryRung[] = ['cgroupv2', 'cgroupv1', 'rlimit']
+/** util-linux before 2.39 (Debian 12 has 2.38.1) cannot re-raise SIGKILL on itself when its child
+ *  died of it: it exits 1 with this complaint instead (unshare.c, signal(SIGKILL) is EINVAL). */
+const SIGKILL_COMPLAINT = Buffer.from('unshare: sigprocmask unblock failed: Invalid argument\n')
 
 export interface UnshareOptions {
   python: string
   sitePackages: string
   uidBase: number
   limits: Limits
+  /** Test-only: the memory rungs to try (default: all, strongest first). */
+  rungs?: MemoryRung[]
+  /** Hears what an operator must know: memory bounded per process only, a run that would not die. */
+  warn?: (message: string) => void
 }
 
 export function unshareOptions (config: Config, limits: Limits): UnshareOptions {
   return { python: config.SANDBOX_PYTHON, sitePackages: config.SANDBOX_SITE_PACKAGES, uidBase: config.SANDBOX_UID_BASE, limits }
 }
 
+/** A jail that died of SIGKILL reported as such, as newer util-linux and nsjail do: a memory
+ *  cgroup's OOM kill or the hard CPU limit, then. A script that prints the complaint last and
+ *  exits 1 only misreports its own run. */
+export function undoSigkillQuirk (spawned: SpawnResult): SpawnResult {
+  const { stderr } = spawned
+  if (spawned.exitCode !== 1 || !stderr.subarray(-SIGKILL_COMPLAINT.length).equals(SIGKILL_COMPLAINT)) return spawned
+  return { ...spawned, exitCode: null, signal: 'SIGKILL', stderr: stderr.subarray(0, stderr.length - SIGKILL_COMPLAINT.length) }
+}
+
 export class UnshareBackend implements SandboxBackend {
   readonly name = 'unshare'
   private runtime: PythonRuntime | undefined
+  private rung: MemoryRung = 'rlimit'
+  /** The rung the last passing probe chose; undefined before the first. */
+  private chosen: MemoryRung | undefined
+  private readonly cgroups = new Map<MemoryRung, SlotCgroups>()
 
   constructor (private readonly options: UnshareOptions) {}
 
-  launch (slot: number): Launch {
+  /** The slot groups of a cgroup rung, made on first use; none for the rlimit rung. */
+  private slotCgroups (rung: MemoryRung): SlotCgroups | undefined {
+    if (rung === 'rlimit') return undefined
+    let groups = this.cgroups.get(rung)
+    if (groups === undefined) {
+      groups = new SlotCgroups(rung === 'cgroupv2' ? 2 : 1, this.options.limits, this.options.warn)
+      this.cgroups.set(rung, groups)
+    }
+    return groups
+  }
+
+  launch (slot: number, rung: MemoryRung = this.rung): Launch {
     const runtime = this.runtime
     if (runtime === undefined) throw new Error('unshare backend used before its probe')
     const { limits } = this.options
+    const cgroups = this.slotCgroups(rung)?.join(slot) ?? []
     const binds = [
       ...runtime.readOnlyPaths.map(p => `${p}:${p}`),
       ...JAIL_TOOLS.map(p => `${p}:${p}`),
@@ -47,13 +86,15 @@ export class UnshareBackend implements SandboxBackend {
     ]
     return {
       file: 'unshare',
-      args: ['--mount', '--pid', '--net', '--ipc', '--uts', '--cgroup', '--fork', '--kill-child', '--',
-        '/bin/sh', UNSHARE_JAIL, runtime.executable, ...harnessArgs(`${JAIL_HARNESS_DIR}/run.py`, limits)],
+      args: ['--mount', '--pid', '--net', '--ipc', '--uts', '--fork', '--kill-child', '--',
+        '/bin/sh', UNSHARE_JAIL, runtime.executable, ...harnessArgs(`${JAIL_HARNESS_DIR}/run.py`, limits, { seccomp: true })],
       env: {
         PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+        JAIL_CGROUPS: cgroups.join('\n'),
         JAIL_BINDS: binds.join('\n'),
         JAIL_HIDE: runtime.hostSitePackages ?? '',
         JAIL_TMP_BYTES: String(limits.tmpMiB * MiB),
+        JAIL_TMP_FILES: String(limits.tmpFiles),
         JAIL_UID: String(this.options.uidBase + slot),
         JAIL_LIMITS: prlimits.join('\n'),
         JAIL_ENV: Object.entries(SANDBOX_ENV).map(([k, v]) => `${k}=${v}`).join('\n')
@@ -70,11 +111,69 @@ export class UnshareBackend implements SandboxBackend {
     } catch (error) {
       return { ok: false, reason: (error as Error).message, features: {} }
     }
-    const report = await probeBackend(request => this.run(request), this.options.limits, { isolated: true, seccomp: false })
-    return report.ok ? { ...report, features: { ...report.features, memory: 'rlimit', python: this.runtime.version } } : report
+    const failures: string[] = []
+    for (const rung of this.options.rungs ?? RUNGS) {
+      const report = await this.probeRung(rung)
+      // A busy host proves nothing about this rung: neither fall to a weaker one nor fail.
+      if (report.inconclusive === true) return { ...report, reason: `${rung}: ${report.reason ?? 'inconclusive'}` }
+      if (!report.ok) {
+        failures.push(`${rung}: ${report.reason ?? 'failed'}`)
+        continue
+      }
+      if (rung === 'rlimit' && this.chosen !== 'rlimit') {
+        this.options.warn?.('unshare: memory is bounded per process only (RLIMIT_AS): the processes of one run together, ' +
+          `and the kernel memory they cause (socket buffers), are not bounded${failures.length > 0 ? `; no memory cgroup passed (${failures.join('; ')})` : ''}`)
+      }
+      this.rung = this.chosen = rung
+      return {
+        ...report,
+        features: {
+          ...report.features,
+          memory: rung,
+          memoryBound: rung === 'rlimit' ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
+          ...(rung === 'rlimit' && failures.length > 0 ? { memoryCgroups: failures.join('; ') } : {}),
+          python: this.runtime.version
+        }
+      }
+    }
+    // The last rung (rlimits) carries the reason that matters, as for nsjail.
+    return { ok: false, reason: failures.reverse().join('; '), features: {} }
+  }
+
+  /** The canaries through one rung; a cgroup rung must also stop a run whose processes each stay
+   *  under RLIMIT_AS but together pass the limit (the first canaries alone would pass on it). */
+  private async probeRung (rung: MemoryRung): Promise<ProbeReport> {
+    const { limits } = this.options
+    const report = await probeBackend(request => this.runWith(request, rung), limits, { isolated: true, seccomp: true })
+    if (!report.ok || rung === 'rlimit') return report
+    let shared: RunOutcome
+    try {
+      shared = await this.runWith({ script: sharedMemoryCanaryScript(limits), slot: PROBE_SLOT }, rung)
+    } catch (error) {
+      return { ok: false, reason: `the shared-memory canary could not start: ${(error as Error).message}`, features: {} }
+    }
+    if (!shared.ok && shared.code === 'TIME_LIMIT_EXCEEDED') {
+      return { ok: false, inconclusive: true, reason: `inconclusive, the shared-memory canary ran out of time (a busy host?): ${shared.message}`, features: {} }
+    }
+    const problem = sharedMemoryProblem(shared, limits)
+    return problem === undefined ? report : { ok: false, reason: problem, features: {} }
+  }
+
+  /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns. */
+  private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
+    const launch = this.launch(request.slot, rung)
+    try {
+      return await runLaunch(launch, request, this.options.limits, rung !== 'rlimit', undoSigkillQuirk)
+    } finally {
+      await this.slotCgroups(rung)?.settle(request.slot)
+    }
   }
 
   async run (request: RunRequest): Promise<RunOutcome> {
-    return await runLaunch(this.launch(request.slot), request, this.options.limits, false)
+    return await this.runWith(request, this.rung)
+  }
+
+  async close (): Promise<void> {
+    for (const groups of this.cgroups.values()) groups.remove()
   }
 }

@@ -243,11 +243,13 @@ export class Zygote {
     const runId = this.nextRunId++
     const script = Buffer.from(request.script, 'utf8')
     const { limits } = this
+    const started = performance.now()
+    let collected: Pending | undefined
     const spawned = await new Promise<SpawnResult | undefined>(resolve => {
       let settled = false
-      const pending: Pending = {
+      const pending: Pending = collected = {
         runId,
-        started: performance.now(),
+        started,
         stdout: new Sink(limits.outputBytes),
         stderr: new Sink(limits.outputBytes),
         channel: new Sink(this.channelLimit),
@@ -274,16 +276,18 @@ export class Zygote {
       this.input.write(Buffer.concat([header, script]))
     })
     if (spawned === undefined) {
+      // What the script printed until then, and the true duration: the facts of the failure.
+      const output = collected === undefined ? undefined : this.result(collected, null)
       return {
         ok: false,
         code: 'CRASHED',
         message: 'the sandbox ended before the script reported a status',
         details: {},
-        stdout: '',
-        stderr: '',
-        stdoutTruncated: false,
-        stderrTruncated: false,
-        durationMs: 0
+        stdout: output?.stdout.toString('utf8') ?? '',
+        stderr: output?.stderr.toString('utf8') ?? '',
+        stdoutTruncated: output?.stdoutTruncated ?? false,
+        stderrTruncated: output?.stderrTruncated ?? false,
+        durationMs: Math.round(performance.now() - started)
       }
     }
     return interpret(spawned, { limits, memoryByCgroup })

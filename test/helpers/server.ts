@@ -13,6 +13,7 @@ export const TEST_LIMITS: Readonly<Record<string, string>> = Object.freeze({
   LIMIT_OUTPUT_BYTES: '65536',
   LIMIT_RESULT_BYTES: '1048576',
   LIMIT_TMP_MB: '16',
+  LIMIT_TMP_FILES: '4096',
   LIMIT_PROCESSES: '32',
   RATE_LIMIT_MAX: '0',
   CONCURRENCY: '2',

@@ -53,6 +53,7 @@ const LIMITS: Limits = {
   processes: 16,
   openFiles: 64,
   tmpMiB: 16,
+  tmpFiles: 1024,
   outputBytes: 1 << 16,
   resultBytes: 1 << 16
 }
