@@ -8,7 +8,7 @@
 // lingers in the kernel as a dying cgroup.
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Limits, RunOutcome } from './backend.js'
+import type { Limits } from './backend.js'
 
 export type CgroupVersion = 1 | 2
 
@@ -248,87 +248,4 @@ export class SlotCgroups {
       }
     }
   }
-}
-
-/** Children (within the process limit) and each one's share: together 64 MiB over the limit. */
-function sharedMemoryShares (limits: CgroupLimits): { children: number, shareMiB: number } {
-  const children = Math.max(2, Math.min(4, limits.processes - 1))
-  return { children, shareMiB: Math.ceil((limits.memoryMiB + 64) / children) }
-}
-
-/** The canary of a cgroup rung: children that each stay well inside RLIMIT_AS but together pass
- *  the memory limit. The cgroup must stop them (its OOM killer); RLIMIT_AS alone lets every one
- *  hold its share. Reports how many held their share at the same time, and why the others did not. */
-export function sharedMemoryCanaryScript (limits: Limits): string {
-  const { children, shareMiB } = sharedMemoryShares(limits)
-  return `
-import os, select, time
-
-def main():
-    ready_r, ready_w = os.pipe()
-    gate_r, gate_w = os.pipe()
-    children = []
-    for _ in range(${children}):
-        pid = os.fork()
-        if pid == 0:
-            os.close(ready_r)
-            os.close(gate_w)
-            try:
-                block = bytearray(b"x") * ${shareMiB * MiB}
-                mark = b"H"
-            except MemoryError:
-                mark = b"E"
-            os.write(ready_w, mark + os.getpid().to_bytes(4, "little"))
-            os.read(gate_r, 1)
-            os._exit(0)
-        children.append(pid)
-    os.close(ready_w)
-    os.close(gate_r)
-    holding, erred, statuses = set(), set(), {}
-
-    def ended(pid, flags=os.WNOHANG):
-        if pid not in statuses:
-            done, status = os.waitpid(pid, flags)
-            if done == pid:
-                statuses[pid] = status
-        return pid in statuses
-
-    deadline = time.monotonic() + ${Math.min(3000, limits.wallTimeMs / 2) / 1000}
-    while time.monotonic() < deadline and any(p not in holding | erred and not ended(p) for p in children):
-        if select.select([ready_r], [], [], 0.02)[0]:
-            record = os.read(ready_r, 5)
-            if len(record) == 5:
-                (holding if record[:1] == b"H" else erred).add(int.from_bytes(record[1:], "little"))
-    together = sum(1 for pid in holding if not ended(pid))
-    os.close(gate_w)
-    for pid in children:
-        ended(pid, 0)
-    killed = sum(1 for s in statuses.values() if os.WIFSIGNALED(s) and os.WTERMSIG(s) == 9)
-    return {"children": ${children}, "together": together, "memoryErrors": len(erred), "killed": killed}
-`
-}
-
-interface SharedMemoryFacts {
-  children: number
-  together: number
-  memoryErrors: number
-  killed: number
-}
-
-/** Why the shared-memory canary's outcome does not show a bounded run; undefined when it does. */
-export function sharedMemoryProblem (outcome: RunOutcome, limits: CgroupLimits): string | undefined {
-  // The OOM killer may pick the run's first process as well: then the whole run ends.
-  if (!outcome.ok) {
-    return outcome.code === 'MEMORY_LIMIT_EXCEEDED' ? undefined : `the shared-memory canary failed: ${outcome.code}: ${outcome.message}`
-  }
-  const facts = outcome.result as SharedMemoryFacts
-  const { shareMiB } = sharedMemoryShares(limits)
-  if (facts.memoryErrors > 0) {
-    return `the shared-memory canary proves nothing: ${facts.memoryErrors} of its children could not take ${shareMiB} MiB under RLIMIT_AS`
-  }
-  if (facts.killed === 0 || facts.together >= facts.children) {
-    return `memory limit not enforced across processes: ${facts.together} children held ${shareMiB} MiB each at once ` +
-      `(${facts.together * shareMiB} MiB, limit ${limits.memoryMiB} MiB)`
-  }
-  return undefined
 }

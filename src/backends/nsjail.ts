@@ -166,7 +166,7 @@ export class NsjailBackend implements SandboxBackend {
       try {
         const report = await probeBackend(async request => await probing.run(request.slot, request) ??
           { ok: false, code: 'CRASHED', message: `no warm sandbox: ${probing.lastFailure}`, details: {}, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 0 },
-        this.options.limits, NSJAIL_EXPECTATIONS)
+        this.options.limits, { ...NSJAIL_EXPECTATIONS, memoryPerRun: rung !== 'rlimit' })
         if (!report.ok) reason = report.reason ?? 'failed'
         if (report.inconclusive === true && this.pool !== undefined) {
           // A busy host, not a broken jail: the serving pool stays as it is.
@@ -235,7 +235,7 @@ export class NsjailBackend implements SandboxBackend {
     for (const rung of this.options.rungs ?? RUNGS) {
       if (rung === 'cgroupv1') prepareCgroupV1()
       const report = await probeBackend(
-        request => this.runWith(request, rung), this.options.limits, NSJAIL_EXPECTATIONS)
+        request => this.runWith(request, rung), this.options.limits, { ...NSJAIL_EXPECTATIONS, memoryPerRun: rung !== 'rlimit' })
       // A canary that ran out of time says nothing about this rung: trying a weaker one would
       // let a busy host lower the memory limit's strength.
       if (report.inconclusive === true) return report

@@ -6,10 +6,10 @@
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
 import { MEMORY_BOUND_PER_PROCESS, MEMORY_BOUND_PER_RUN, type Limits, type ProbeReport, type RunRequest, type RunOutcome, type SandboxBackend } from './backend.js'
-import { SlotCgroups, sharedMemoryCanaryScript, sharedMemoryProblem } from './cgroup.js'
+import { SlotCgroups } from './cgroup.js'
 import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, runLaunch, type Launch } from './launch.js'
 import type { MemoryRung } from './nsjail.js'
-import { PROBE_SLOT, hint, probeBackend } from './probe.js'
+import { hint, probeBackend } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
 import type { SpawnResult } from './spawn.js'
 
@@ -143,20 +143,8 @@ export class UnshareBackend implements SandboxBackend {
   /** The canaries through one rung; a cgroup rung must also stop a run whose processes each stay
    *  under RLIMIT_AS but together pass the limit (the first canaries alone would pass on it). */
   private async probeRung (rung: MemoryRung): Promise<ProbeReport> {
-    const { limits } = this.options
-    const report = await probeBackend(request => this.runWith(request, rung), limits, { isolated: true, seccomp: true })
-    if (!report.ok || rung === 'rlimit') return report
-    let shared: RunOutcome
-    try {
-      shared = await this.runWith({ script: sharedMemoryCanaryScript(limits), slot: PROBE_SLOT }, rung)
-    } catch (error) {
-      return { ok: false, reason: `the shared-memory canary could not start: ${(error as Error).message}`, features: {} }
-    }
-    if (!shared.ok && shared.code === 'TIME_LIMIT_EXCEEDED') {
-      return { ok: false, inconclusive: true, reason: `inconclusive, the shared-memory canary ran out of time (a busy host?): ${shared.message}`, features: {} }
-    }
-    const problem = sharedMemoryProblem(shared, limits)
-    return problem === undefined ? report : { ok: false, reason: problem, features: {} }
+    return await probeBackend(request => this.runWith(request, rung), this.options.limits,
+      { isolated: true, seccomp: true, memoryPerRun: rung !== 'rlimit' })
   }
 
   /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns. */

@@ -3,7 +3,7 @@
 // verdict of the shared-memory canary that a cgroup rung must pass.
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
-import { sharedMemoryCanaryScript, sharedMemoryProblem } from '../../src/backends/cgroup.js'
+import { sharedMemoryCanaryScript, sharedMemoryProblem } from '../../src/backends/probe.js'
 import { interpret } from '../../src/backends/outcome.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 import { undoSigkillQuirk } from '../../src/backends/unshare.js'
