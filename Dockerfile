@@ -87,6 +87,8 @@ COPY --from=python /app/.sandbox ./.sandbox
 COPY harness ./harness
 COPY nsjail ./nsjail
 COPY public ./public
+# Gives the jails a memory cgroup of their own where the container may (docs/container-cgroups.md).
+COPY deploy/container-cgroups.sh ./deploy/container-cgroups.sh
 # The app finds everything relative to /app (dist/'s parent): harness/, nsjail/pysandbox.cfg,
 # nsjail/unshare-jail.sh, public/ (the playground page), .sandbox/site-packages and
 # .sandbox/nsjail/nsjail/bin/nsjail. The
@@ -113,5 +115,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 # tini as PID 1: forwards SIGTERM to node (which kills running sandboxes and drains) and reaps
 # any orphan a jail leaves behind.
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/container-cgroups.sh"]
 CMD ["node", "dist/server.js"]

@@ -42,6 +42,8 @@ REFUSED = {
 CLONE = (56, EPERM, "flags & 0x7e020000")
 SOCKET = (41, EAFNOSUPPORT, "family not unix, IPv4 or IPv6")
 SOCKETPAIR = (53, EAFNOSUPPORT, "family not unix")
+FCNTL = (72, ENOSYS, "cmd F_NOTIFY")
+F_NOTIFY = 1026
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
@@ -49,7 +51,7 @@ PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 # Classic BPF: ld word absolute, jump if equal / greater or equal / any bit set, return.
 LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
 KILL_PROCESS, ALLOW, ERRNO = 0x80000000, 0x7FFF0000, 0x00050000
-NR, ARCH, ARG0 = 0, 4, 16  # offsets in struct seccomp_data (ARG0: the low half, little-endian)
+NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (ARGn: the low half, little-endian)
 
 
 def op(code, k=0, jt=0, jf=0):
@@ -58,7 +60,8 @@ def op(code, k=0, jt=0, jf=0):
 
 def program():
     """The filter: wrong architecture kills; x32 numbers get ENOSYS (the kernel has no x32);
-    each refused call returns its errno; clone, socket and socketpair are judged by argument 0."""
+    each refused call returns its errno; clone, socket and socketpair are judged by argument 0,
+    fcntl by argument 1."""
     prog = [op(LD_ABS, ARCH), op(JEQ, AUDIT_ARCH_X86_64, 1, 0), op(RET, KILL_PROCESS),
             op(LD_ABS, NR), op(JGE, X32_SYSCALL_BIT, 0, 1), op(RET, ERRNO | ENOSYS)]
     for number, errno in REFUSED.values():
@@ -72,6 +75,9 @@ def program():
     # socketpair: unix only.
     prog += [op(JEQ, SOCKETPAIR[0], 0, 4), op(LD_ABS, ARG0), op(JEQ, AF_UNIX, 1, 0),
              op(RET, ERRNO | SOCKETPAIR[1]), op(RET, ALLOW)]
+    # fcntl: no F_NOTIFY (dnotify).
+    prog += [op(JEQ, FCNTL[0], 0, 4), op(LD_ABS, ARG1), op(JEQ, F_NOTIFY, 0, 1),
+             op(RET, ERRNO | FCNTL[1]), op(RET, ALLOW)]
     return prog + [op(RET, ALLOW)]
 
 
@@ -95,7 +101,7 @@ def install():
 
 def describe():
     calls = {name: errno for name, (_, errno) in REFUSED.items()}
-    calls.update({"clone": CLONE[1], "socket": SOCKET[1], "socketpair": SOCKETPAIR[1]})
+    calls.update({"clone": CLONE[1], "socket": SOCKET[1], "socketpair": SOCKETPAIR[1], "fcntl": FCNTL[1]})
     return calls
 
 

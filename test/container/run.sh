@@ -200,6 +200,9 @@ test_documented_flags() {
   check "a) /readyz names nsjail" nsjail "$(jget "$WORK/body.json" 'b.backend')"
   check "a) /readyz: no network" none "$(jget "$WORK/body.json" 'b.probes.at(-1).features.network')"
   check "a) /readyz: seccomp" true "$(jget "$WORK/body.json" 'b.probes.at(-1).features.seccomp')"
+  # The start-up step (deploy/container-cgroups.sh) gave the jails a memory cgroup: a run's total is bounded.
+  check "a) /readyz: a memory cgroup bounds each run" "per run" "$(jget "$WORK/body.json" 'b.probes.at(-1).features.memoryBound.slice(0, 7)')"
+  check "a) /readyz: warm sandboxes on" zygote "$(jget "$WORK/body.json" 'b.probes.at(-1).features.warm')"
   printf '        memory limit by: %s\n' "$(jget "$WORK/body.json" 'b.probes.at(-1).features.memory')"
 
   code=$(execute "$PORT_A" "$HELLO")
@@ -317,6 +320,11 @@ test_least_privilege() {
 
   if seconds=$(wait_for "$port" /readyz 200); then pass "d) /readyz 200 with nsjail after ${seconds} s"
   else http GET "http://127.0.0.1:$port/readyz" >/dev/null; fail "d) /readyz 200 with nsjail" "$(cat "$WORK/body.json")"; fi
+  http GET "http://127.0.0.1:$port/readyz" >/dev/null
+  check "d) warm sandboxes on (the zygote's uid fits the 65536 ids)" zygote "$(jget "$WORK/body.json" 'b.probes.at(-1).features.warm')"
+  # Its cgroup is not delegated to its user namespace: /readyz must say a run's total is unbounded.
+  check "d) /readyz declares the exposure: memory per process only" "rlimit per process" \
+    "$(jget "$WORK/body.json" 'b.probes.at(-1).features.memory + " " + b.probes.at(-1).features.memoryBound.slice(0, 11)')"
   code=$(execute "$port" "$HELLO")
   check "d) the README's example runs in nsjail" "200 nsjail" "$code $(jget "$WORK/body.json" 'b.backend')"
   code=$(execute "$port" "$NETWORK")

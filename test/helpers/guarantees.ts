@@ -439,6 +439,35 @@ os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 return resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 4096`, ATTRIBUTES_SETUP))
   },
   {
+    // A warm jail's runs share its session, so its autogroup: a nice set through
+    // /proc/self/autogroup slowed every later run twentyfold (found by review after finding 1).
+    // Not under `direct`, where each run is a session of its own anyway.
+    name: 'cross-run: the CPU share a run sets for its session (autogroup nice) does not reach later runs',
+    sabotageSafe: false,
+    deny: async target => {
+      for (let i = 0; i < 3; i++) {
+        await post(target, script(`
+for _ in range(40):
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write("19")
+        break
+    except BlockingIOError:
+        time.sleep(0.05)`, 'import time'))
+      }
+      for (let i = 0; i < 3; i++) {
+        const after = await attempt(target, script(`
+text = open("/proc/self/autogroup").read().strip()
+return {"breached": not text.endswith(" nice 0"), "evidence": text}`))
+        if (after.breached) return after
+      }
+      return { breached: false, evidence: 'nice 0 in every later run' }
+    },
+    allow: async target => await works(target, script(`
+os.nice(1)
+return os.getpriority(os.PRIO_PROCESS, 0) >= 1`, 'import os'))
+  },
+  {
     name: 'cross-run: a run sees no process but its own (no pid 1 of ours, no counters of earlier runs)',
     sabotageSafe: true,
     deny: async target => await attempt(target, script(`
@@ -523,7 +552,7 @@ return os.waitstatus_to_exitcode(status) == 0 and child.stdout == "1\\n"`, 'impo
   {
     // The AIO pool (fs.aio-max-nr) is host-wide: one run took all 65,536 entries and another's
     // io_setup failed. inotify watches on the shared read-only files see other jails' reads.
-    name: 'cross-run: kernel AIO and inotify are refused (host-wide pool, watches on shared files)',
+    name: 'cross-run: kernel AIO, inotify and dnotify are refused (host-wide pool, watches on shared files)',
     sabotageSafe: true,
     deny: async target => await attempt(target, script(`
 evidence = []
@@ -536,7 +565,14 @@ if fd >= 0:
     if libc.inotify_add_watch(fd, os.__file__.encode(), 0xfff) >= 0:
         evidence.append("inotify watch on a shared file")
     os.close(fd)
-return {"breached": bool(evidence), "evidence": ",".join(evidence) or "refused"}`, 'import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long')),
+fd = os.open(os.path.dirname(os.__file__), os.O_RDONLY)
+try:
+    fcntl.fcntl(fd, 1026, 0x80000001)  # F_NOTIFY, DN_ACCESS | DN_MULTISHOT
+    evidence.append("dnotify on a shared directory")
+except OSError:
+    pass
+os.close(fd)
+return {"breached": bool(evidence), "evidence": ",".join(evidence) or "refused"}`, 'import ctypes, fcntl, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long')),
     allow: async target => await works(target, script(`
 a, b = os.pipe()
 poller = select.epoll()

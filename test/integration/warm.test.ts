@@ -234,6 +234,25 @@ return found`, 'import os, signal'))
     t.same((await post(target, HELLO)).body.result, { msg: 'success', value: 42 })
   })
 
+  t.test('a tree too deep or too long for a recursive walk is removed, and the jail kept', async t => {
+    const first = await zygote(target)
+    const reply = await post(target, script(`
+depth = 0
+try:
+    while depth < 3000:
+        os.mkdir("d" * 200)
+        os.chdir("d" * 200)
+        depth += 1
+except OSError:
+    pass
+open("leaf", "w").close()
+return depth`, 'import os\nos.chdir("/tmp")'))
+    t.ok(reply.body.result >= 1200, `${String(reply.body.result)} levels, over 4 KiB of path`)
+    const seen = await post(target, INSPECT)
+    t.same(seen.body.result, CLEAN, 'the next run finds /tmp empty')
+    t.equal(await zygote(target), first, 'in the same warm jail: the clean-up did not fail')
+  })
+
   t.test('a run that exhausts its limits does not break the next', async t => {
     const cases: Array<[string, string, RegExp]> = [
       ['memory', 'def main():\n    block = bytearray(b"x") * (2 * 1024**3)\n    return len(block)\n', /MEMORY_LIMIT_EXCEEDED/],

@@ -1,7 +1,7 @@
 #!/bin/sh
-# The image's start-up step before the server (proposal; see deploy/cgroup-notes.md). tini runs it
+# The image's start-up step before the server (docs/container-cgroups.md). tini runs it
 # and it execs its arguments (the server) whatever happens here:
-#   ENTRYPOINT ["/usr/bin/tini", "--", "/app/scripts/container-cgroups.sh"]
+#   ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/container-cgroups.sh"]
 #
 # It gives the jails a memory and pids cgroup of their own when, and only when, the container's
 # OWN cgroup can be delegated to them with the rights the container already has; otherwise it
