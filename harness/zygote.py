@@ -16,8 +16,9 @@ inside can kill), has a process of its own empty /tmp and /dev/shm and remove Sy
 checks that the jail is back to its pre-run state, forks the next child and says it is ready. Anything
 unexpected ends the zygote, and with it the jail: the server starts a new one.
 
-Frames (big-endian): server to jail `run id u32, length u32, script`; jail to server
-`run id u32, stream u8, length u32, bytes`, with the streams below.
+Frames (big-endian): server to jail `run id u32, length u32, script`, or `run id u32, STOP` to
+end that run (wall time, client gone: the zygote kills it and cleans up as after any run, and the
+jail is kept); jail to server `run id u32, stream u8, length u32, bytes`, with the streams below.
 """
 
 import ctypes
@@ -35,6 +36,7 @@ STDOUT, STDERR, RESULT, STATUS, READY = 1, 2, 3, 4, 5
 HEADER = struct.Struct(">IBI")
 REQUEST = struct.Struct(">II")
 MAX_SCRIPT_BYTES = 64 << 20
+STOP = 0xFFFFFFFF  # a request frame's length that means: end this run
 IN_FD, OUT_FD = 0, 1
 CLEAN_DIRS = ("/tmp", "/dev/shm")
 PR_SET_DUMPABLE = 4
@@ -218,15 +220,18 @@ def child(pipes):
         libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc entries behave as in a cold run
         for read, _ in pipes:
             os.close(read)
-        header = read_exactly(IN_FD, REQUEST.size)
-        if header is None:
-            os._exit(EXIT_NO_INPUT)
-        _, length = REQUEST.unpack(header)
+        length = STOP
+        while length == STOP:  # a stop that came after its run had ended: nothing to stop
+            header = read_exactly(IN_FD, REQUEST.size)
+            if header is None:
+                os._exit(EXIT_NO_INPUT)
+            _, length = REQUEST.unpack(header)
         data = read_exactly(IN_FD, length) if length <= MAX_SCRIPT_BYTES else None
         if data is None:
             os._exit(EXIT_BAD_FRAME)
         source = data.decode("utf-8")
         del data
+        os.close(pipes[-1][1])  # the frame is read: from now on the zygote may read fd 0 (stops)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         for fd, (_, write) in zip((1, 2, 3), pipes):
@@ -280,6 +285,20 @@ def relay(run_id, pid, pipes):
         streams[read] = stream
         poll.register(read, select.POLLIN)
     poll.register(pidfd, select.POLLIN)
+    # fd 0 is the child's until it has read its script frame; it says so by closing this pipe.
+    framed, framed_w = pipes[-1]
+    os.close(framed_w)
+    poll.register(framed, select.POLLIN)
+
+    def stop_requested():
+        """Read a frame from the server while a run is going: only a stop of this run is valid."""
+        header = read_exactly(IN_FD, REQUEST.size)
+        if header is None:  # the server went away: end the run; the loop then shuts down
+            return True
+        stopped, length = REQUEST.unpack(header)
+        if length != STOP:
+            os._exit(EXIT_BAD_FRAME)
+        return stopped == run_id
 
     def forward(fd):
         stream = streams[fd]
@@ -306,6 +325,15 @@ def relay(run_id, pid, pipes):
         for fd, _ in poll.poll():
             if fd == pidfd:
                 alive = False
+            elif fd == framed:
+                poll.unregister(framed)
+                os.close(framed)
+                framed = -1
+                poll.register(IN_FD, select.POLLIN)
+            elif fd == IN_FD:
+                if stop_requested():
+                    poll.unregister(IN_FD)
+                    os.kill(pid, 9)  # its status (signal 9) follows; the sweep takes the rest
             elif not forward(fd):
                 poll.unregister(fd)
                 del streams[fd]
@@ -319,6 +347,8 @@ def relay(run_id, pid, pipes):
             alive, reported = False, True
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
+    if framed >= 0:
+        os.close(framed)
     # The script's process is gone: so goes everything it started, then the pipes end.
     swept = sweep(reap_any)
     for fd in list(streams):
@@ -387,7 +417,7 @@ def used_inodes(path):
 
 
 def fork_child():
-    pipes = [os.pipe() for _ in range(3)]
+    pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result; the last says "frame read"
     pid = os.fork()
     if pid == 0:
         child(pipes)

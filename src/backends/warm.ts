@@ -20,6 +20,11 @@ const HEADER_BYTES = 9
 /** Longest a zygote may take to import numpy and pandas, or to clean up after a run. */
 const START_TIMEOUT_MS = 30_000
 const CLEANUP_TIMEOUT_MS = 5_000
+/** A request frame with this length stops the run it names (wall time, client gone): the zygote
+ *  kills it and cleans up as after any run, and the jail is kept (a new one costs an import). */
+const STOP = 0xFFFFFFFF
+/** How long a zygote has to report a stopped run's status; then the whole jail goes. */
+const STOP_GRACE_MS = 2_000
 /** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
 const KILL_GRACE_MS = 1000
 /** After a zygote failed to start, requests in its slot run cold for this long. */
@@ -236,6 +241,16 @@ export class Zygote {
     }
   }
 
+  /** Ask the zygote to end the pending run; the status it then reports finishes the run. */
+  private stop (pending: Pending, reason: string): void {
+    if (this.current !== 'running' || this.pending !== pending) return
+    const frame = Buffer.alloc(8)
+    frame.writeUInt32BE(pending.runId, 0)
+    frame.writeUInt32BE(STOP, 4)
+    this.input.write(frame)
+    this.arm(STOP_GRACE_MS, `${reason}, and the run was not stopped within ${STOP_GRACE_MS} ms`)
+  }
+
   /** One run; the zygote must be ready. Resolves when the script's status is known. */
   async run (request: WarmRun, memoryByCgroup: boolean): Promise<RunOutcome> {
     if (this.current !== 'ready') throw new Error(`zygote not ready (${this.current})`)
@@ -265,9 +280,10 @@ export class Zygote {
         }
       }
       this.pending = pending
-      // Past the wall time the simplest safe response: the whole jail goes, a new one comes.
-      const wall = setTimeout(() => { pending.timedOut = true; this.kill('wall time expired') }, limits.wallTimeMs)
-      const onAbort = (): void => { pending.aborted = true; this.kill('run aborted') }
+      // Past the wall time, or when the client is gone: the zygote stops the run; if it does not
+      // report within STOP_GRACE_MS, the whole jail goes and a new one comes.
+      const wall = setTimeout(() => { pending.timedOut = true; this.stop(pending, 'wall time expired') }, limits.wallTimeMs)
+      const onAbort = (): void => { pending.aborted = true; this.stop(pending, 'run aborted') }
       if (request.signal?.aborted === true) onAbort()
       request.signal?.addEventListener('abort', onAbort, { once: true })
       const header = Buffer.alloc(8)

@@ -253,6 +253,27 @@ return depth`, 'import os\nos.chdir("/tmp")'))
     t.equal(await zygote(target), first, 'in the same warm jail: the clean-up did not fail')
   })
 
+  t.test('a run stopped at the wall time or by its client leaving is ended by the zygote; the jail is kept', async t => {
+    const first = await zygote(target)
+    const slept = await post(target, 'import time\ndef main():\n    print("before", flush=True)\n    time.sleep(100)\n')
+    t.equal(slept.body.code, 'TIME_LIMIT_EXCEEDED')
+    t.equal(slept.body.stdout, 'before\n', 'its output until then is kept')
+    t.equal(await zygote(target), first, 'the same warm jail serves the next run (no re-import)')
+    const leaving = new AbortController()
+    const gone = fetch(`${target.url}/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ script: 'import time\ndef main():\n    time.sleep(100)\n' }),
+      signal: leaving.signal
+    }).catch(() => 'aborted')
+    await new Promise(resolve => setTimeout(resolve, 500))
+    leaving.abort()
+    t.equal(await gone, 'aborted')
+    const seen = await post(target, INSPECT)
+    t.same(seen.body.result, CLEAN, 'the next run is clean')
+    t.equal(await zygote(target), first, 'and served by the same warm jail')
+  })
+
   t.test('a run that exhausts its limits does not break the next', async t => {
     const cases: Array<[string, string, RegExp]> = [
       ['memory', 'def main():\n    block = bytearray(b"x") * (2 * 1024**3)\n    return len(block)\n', /MEMORY_LIMIT_EXCEEDED/],
