@@ -60,6 +60,22 @@ export interface SandboxBackend {
 export const MEMORY_BOUND_PER_RUN = 'per run: all its processes together, and the kernel memory they cause'
 export const MEMORY_BOUND_PER_PROCESS = 'per process: a run\'s total memory is not bounded'
 
+/** /readyz's memory facts of the rung a probe chose; `cgroupFailures`: why the stronger rungs failed. */
+export function memoryFeatures (rung: string, cgroupFailures: string[]): Record<string, string> {
+  const perProcess = rung === 'rlimit'
+  return {
+    memory: rung,
+    memoryBound: perProcess ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
+    ...(perProcess && cgroupFailures.length > 0 ? { memoryCgroups: cgroupFailures.join('; ') } : {})
+  }
+}
+
+/** The warning a backend gives when only RLIMIT_AS bounds memory. */
+export function perProcessMemoryWarning (backend: string, cgroupFailures: string[]): string {
+  return `${backend}: memory is bounded per process only (RLIMIT_AS): the processes of one run together, and the ` +
+    `kernel memory they cause (socket buffers), are not bounded${cgroupFailures.length > 0 ? `; no memory cgroup passed (${cgroupFailures.join('; ')})` : ''}. See README, "Security model"`
+}
+
 /** The limits every backend enforces, taken once from the configuration. */
 export interface Limits {
   wallTimeMs: number

@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
-import { MEMORY_BOUND_PER_PROCESS, MEMORY_BOUND_PER_RUN, type Limits, type ProbeReport, type RunOutcome, type RunRequest, type SandboxBackend } from './backend.js'
+import { memoryFeatures, perProcessMemoryWarning, type Limits, type ProbeReport, type RunOutcome, type RunRequest, type SandboxBackend } from './backend.js'
 import { CHANNEL_ENVELOPE_BYTES, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, runLaunch, type Launch } from './launch.js'
 import { PROBE_SLOT, probeBackend, type ProbeExpectations } from './probe.js'
 import { discoverPython, type PythonRuntime } from './python-runtime.js'
@@ -242,16 +242,14 @@ export class NsjailBackend implements SandboxBackend {
       if (report.ok) {
         this.rung = rung
         if (rung === 'rlimit') {
-          this.options.warn?.(`nsjail: memory is bounded per process only (RLIMIT_AS): the processes of one run together, and the kernel memory they cause, are not bounded; no memory cgroup could be had (${reasons.join('; ')}). See README, "Security model"`)
+          this.options.warn?.(perProcessMemoryWarning('nsjail', reasons))
         }
         const warm = this.options.warm === undefined ? { warm: 'off' } : await this.probeWarm(rung, this.options.warm)
         return {
           ...report,
           features: {
             ...report.features,
-            memory: rung,
-            memoryBound: rung === 'rlimit' ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
-            ...(rung === 'rlimit' && reasons.length > 0 ? { memoryCgroups: reasons.join('; ') } : {}),
+            ...memoryFeatures(rung, reasons),
             python: this.runtime.version,
             ...warm
           }

@@ -5,7 +5,7 @@
 // (cgroup.ts) that the jail joins first, else RLIMIT_AS alone. Every rung passes the same canaries.
 import { resolve } from 'node:path'
 import { PROJECT_ROOT, type Config } from '../config.js'
-import { MEMORY_BOUND_PER_PROCESS, MEMORY_BOUND_PER_RUN, type Limits, type ProbeReport, type RunRequest, type RunOutcome, type SandboxBackend } from './backend.js'
+import { memoryFeatures, perProcessMemoryWarning, type Limits, type ProbeReport, type RunRequest, type RunOutcome, type SandboxBackend } from './backend.js'
 import { SlotCgroups } from './cgroup.js'
 import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, runLaunch, type Launch } from './launch.js'
 import type { MemoryRung } from './nsjail.js'
@@ -121,17 +121,14 @@ export class UnshareBackend implements SandboxBackend {
         continue
       }
       if (rung === 'rlimit' && this.chosen !== 'rlimit') {
-        this.options.warn?.('unshare: memory is bounded per process only (RLIMIT_AS): the processes of one run together, ' +
-          `and the kernel memory they cause (socket buffers), are not bounded${failures.length > 0 ? `; no memory cgroup passed (${failures.join('; ')})` : ''}`)
+        this.options.warn?.(perProcessMemoryWarning('unshare', failures))
       }
       this.rung = this.chosen = rung
       return {
         ...report,
         features: {
           ...report.features,
-          memory: rung,
-          memoryBound: rung === 'rlimit' ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
-          ...(rung === 'rlimit' && failures.length > 0 ? { memoryCgroups: failures.join('; ') } : {}),
+          ...memoryFeatures(rung, failures),
           python: this.runtime.version
         }
       }

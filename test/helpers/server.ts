@@ -2,6 +2,8 @@
 // listening on a loopback port, or, with PYSANDBOX_URL set, a server started elsewhere (the
 // container tests point the same suite at the Docker image).
 import type { FastifyInstance } from 'fastify'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, PROJECT_ROOT } from '../../src/config.js'
 
@@ -71,3 +73,12 @@ export function script (body: string, setup = ''): string {
 }
 
 export const HELLO = 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n'
+
+/** A loopback port free right now, for a server process a test starts itself. */
+export async function freePort (): Promise<number> {
+  const probe = createServer().listen(0, '127.0.0.1')
+  await once(probe, 'listening')
+  const { port } = probe.address() as { port: number }
+  probe.close()
+  return port
+}

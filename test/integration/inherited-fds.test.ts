@@ -3,24 +3,14 @@
 // everything else it inherited (the unshare jail closes nothing itself). Issue 10, finding 6.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { TEST_LIMITS, externalUrl, post, script, type Target } from '../helpers/server.js'
+import { TEST_LIMITS, externalUrl, freePort, post, script, type Target } from '../helpers/server.js'
 
 /** Where the server finds it (launchers may move it: and the server itself takes the low numbers). */
 const LEAKED_FD = 40
-
-async function freePort (): Promise<number> {
-  const probe = createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as { port: number }
-  probe.close()
-  return port
-}
 
 async function serverWithInheritedFile (env: Record<string, string>, file: string): Promise<Target & { stop: () => void }> {
   const port = await freePort()

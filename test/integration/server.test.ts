@@ -3,18 +3,9 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { HELLO, TEST_LIMITS, externalUrl } from '../helpers/server.js'
-
-async function freePort (): Promise<number> {
-  const probe = createServer().listen(0, '127.0.0.1')
-  await once(probe, 'listening')
-  const { port } = probe.address() as { port: number }
-  probe.close()
-  return port
-}
+import { HELLO, TEST_LIMITS, externalUrl, freePort } from '../helpers/server.js'
 
 async function waitReady (url: string, deadline: number): Promise<number> {
   for (;;) {
