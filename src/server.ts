@@ -1,10 +1,18 @@
 // The process: configuration, logger, listen, graceful close on SIGTERM/SIGINT (in-flight
-// sandboxes are killed by the sandbox plugin's close hook).
+// sandboxes are killed by the sandbox plugin's close hook). A bad configuration stops it before
+// anything starts: one line per problem on stderr, no stack, exit status 78 (EX_CONFIG).
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { loadConfig } from './config.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
 
-const config = loadConfig()
+let config: Config
+try {
+  config = loadConfig()
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  process.stderr.write(`${error.message}\n`)
+  process.exit(78)
+}
 const app = await buildApp({
   config,
   logger: {

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { BACKEND_NAMES, ConfigSchema, PROJECT_ROOT, loadConfig, permittedBackends } from '../../src/config.js'
+import { BACKEND_NAMES, ConfigError, ConfigSchema, PROJECT_ROOT, loadConfig, permittedBackends, problemsOf, requirement } from '../../src/config.js'
 
 const MiB = 1024 * 1024
 
@@ -138,6 +138,99 @@ t.test('invalid values throw, naming the variable', async t => {
   }
 })
 
+/** The ConfigError loadConfig(env) throws (a failed assertion if it throws anything else). */
+function refusal (t: Test, env: Record<string, string>): ConfigError | undefined {
+  try {
+    loadConfig(env)
+  } catch (error) {
+    t.type(error, ConfigError, JSON.stringify(env))
+    return error as ConfigError
+  }
+  t.fail(`${JSON.stringify(env)} was accepted`)
+  return undefined
+}
+
+t.test('a bad value is one sentence: the variable, the value given and what is allowed', async t => {
+  const table: Array<[Record<string, string>, string]> = [
+    // enum (a union of literals)
+    [{ SANDBOX_BACKEND: 'bogus' }, 'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct'],
+    [{ SANDBOX_BACKEND: '' }, 'SANDBOX_BACKEND="" is not allowed: one of nsjail, unshare, direct'],
+    [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL="verbose" is not allowed: one of fatal, error, warn, info, debug, trace, silent'],
+    // integer type
+    [{ LIMIT_WALL_MS: 'abc' }, 'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000'],
+    [{ PORT: '80.5' }, 'PORT="80.5" must be an integer between 0 and 65535'],
+    [{ PORT: '' }, 'PORT="" must be an integer between 0 and 65535'],
+    // range: both ends, or the minimum alone
+    [{ PORT: '70000' }, 'PORT="70000" must be an integer between 0 and 65535'],
+    [{ PORT: '-1' }, 'PORT="-1" must be an integer between 0 and 65535'],
+    [{ LIMIT_MEMORY_MB: '1' }, 'LIMIT_MEMORY_MB="1" must be an integer between 64 and 65536'],
+    [{ RATE_LIMIT_WINDOW_MS: '10' }, 'RATE_LIMIT_WINDOW_MS="10" must be an integer of 1000 or more'],
+    [{ PROBE_INTERVAL_MS: 'soon' }, 'PROBE_INTERVAL_MS="soon" must be an integer of 0 or more'],
+    // pattern: the names it allows, comma-separated
+    [{ SANDBOX_BACKENDS: 'docker' }, 'SANDBOX_BACKENDS="docker" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
+    [{ SANDBOX_BACKENDS: 'nsjail, unshare' }, 'SANDBOX_BACKENDS="nsjail, unshare" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
+    [{ SANDBOX_BACKENDS: '' }, 'SANDBOX_BACKENDS="" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
+    // boolean
+    [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY="yes" must be true or false'],
+    [{ WARM_SANDBOXES: '1' }, 'WARM_SANDBOXES="1" must be true or false'],
+    // the value is quoted as JSON: a newline in it cannot break the one line
+    [{ LOG_LEVEL: 'info\nwarn' }, 'LOG_LEVEL="info\\nwarn" is not allowed: one of fatal, error, warn, info, debug, trace, silent']
+  ]
+  for (const [env, line] of table) {
+    const error = refusal(t, env)
+    t.equal(error?.message, line, JSON.stringify(env))
+    const [variable = '', value] = Object.entries(env)[0] ?? []
+    t.same(error?.problems, [{ variable, value, line }], 'the problem, as data')
+    t.notOk(error?.message.includes('\n'), 'one line')
+  }
+})
+
+t.test('every problem at once, one line each, in the schema\'s order; no ajv wording', async t => {
+  const error = refusal(t, {
+    TRUST_PROXY: 'yes',
+    SANDBOX_BACKEND: 'bogus',
+    LIMIT_WALL_MS: 'abc',
+    HOST: '127.0.0.1',
+    PORT: '70000',
+    SANDBOX_BACKENDS: 'docker',
+    LIMIT_CPU_S: '5',
+    QUEUE_SIZE: '-1'
+  })
+  const lines = [
+    'PORT="70000" must be an integer between 0 and 65535',
+    'SANDBOX_BACKENDS="docker" must be one or more of nsjail, unshare, direct, separated by commas without spaces',
+    'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct',
+    'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000',
+    'QUEUE_SIZE="-1" must be an integer between 0 and 10000',
+    'TRUST_PROXY="yes" must be true or false'
+  ]
+  t.equal(error?.message, lines.join('\n'))
+  t.same(error?.problems.map(p => p.line), lines)
+  t.same(error?.problems.map(p => p.variable), ['PORT', 'SANDBOX_BACKENDS', 'SANDBOX_BACKEND', 'LIMIT_WALL_MS', 'QUEUE_SIZE', 'TRUST_PROXY'])
+  t.equal(error?.name, 'ConfigError')
+  t.notMatch(error?.message ?? '', /env\/|constant|anyOf|must match pattern/, 'the sentences, not ajv\'s messages')
+})
+
+t.test('the sentences come from the schema: every constrained variable has one, and other shapes are described', async t => {
+  for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
+    const constrained = schema.type !== 'string' || 'pattern' in schema
+    if (constrained) t.ok(requirement(schema), `${name} has a sentence`)
+    else t.equal(requirement(schema), undefined, `${name}: any string is allowed`)
+  }
+  const table: Array<[Parameters<typeof requirement>[0], ReturnType<typeof requirement>]> = [
+    [{ type: 'integer' }, { allowed: 'an integer', choice: false }],
+    [{ type: 'integer', maximum: 9 }, { allowed: 'an integer of 9 or less', choice: false }],
+    [{ type: 'number', minimum: 0.5, maximum: 2 }, { allowed: 'a number between 0.5 and 2', choice: false }],
+    [{ type: 'string', enum: ['a', 'b'] }, { allowed: 'one of a, b', choice: true }],
+    [{ type: 'string', pattern: '^(a|b)$' }, { allowed: 'one of a, b', choice: true }],
+    [{ type: 'string', pattern: '^(x-1|y)(,(x-1|y))*$' }, { allowed: 'one or more of x-1, y, separated by commas without spaces', choice: false }],
+    [{ type: 'string', pattern: '^[a-z]+$' }, { allowed: 'text matching ^[a-z]+$', choice: false }],
+    [{ const: 'only' }, { allowed: 'one of only', choice: true }],
+    [{ type: 'string' }, undefined]
+  ]
+  for (const [schema, expected] of table) t.same(requirement(schema), expected, JSON.stringify(schema))
+})
+
 t.test('permittedBackends: always nsjail, unshare, direct order; direct only when listed or pinned; a pin overrides', async t => {
   const table: Array<{ env: Record<string, string>, expected: string[] }> = [
     { env: {}, expected: ['nsjail', 'unshare'] },
@@ -167,4 +260,16 @@ t.test('direct is never permitted unless named', async t => {
     }
   }
   t.same([...BACKEND_NAMES], ['nsjail', 'unshare', 'direct'], 'strongest first')
+})
+
+t.test('a failure of a rule no sentence describes falls back to ajv\'s words, still naming the variable and its value', async t => {
+  t.same(problemsOf([{ instancePath: '/HOST', keyword: 'minLength', message: 'must NOT have fewer than 1 characters' }], { HOST: '' }),
+    [{ variable: 'HOST', value: '', line: 'HOST="" must NOT have fewer than 1 characters' }])
+})
+
+t.test('an error of env-schema\'s own (not a value\'s) is thrown as it is', async t => {
+  const { loadConfig: load } = await t.mockImport<typeof import('../../src/config.js')>('../../src/config.js', {
+    'env-schema': { default: () => { throw new Error('env-schema broke') } }
+  })
+  t.throws(() => load({}), /env-schema broke/)
 })

@@ -1,0 +1,19 @@
+// How execution slots map to host uids when the server is root: each slot has uids of its own,
+// so RLIMIT_NPROC (counted per uid) is per slot, and no run shares a uid with another slot's run,
+// a probe, or a warm jail's zygote. One definition: the backends, the configuration's bounds and
+// its description all read it.
+
+/** CONCURRENCY's maximum: slots are 0 … MAX_SLOTS - 1. */
+export const MAX_SLOTS = 256
+/** A slot's successive warm jails alternate between slot and slot + MAX_SLOTS, so the two that
+ *  overlap during a hand-over never share RLIMIT_NPROC. */
+export const SUCCESSOR_UID_OFFSET = MAX_SLOTS
+/** A warm jail's zygote runs as its run's uid + this: above every run's uid (slots and successors). */
+export const ZYGOTE_UID_OFFSET = 2 * MAX_SLOTS
+/** Probes run in a slot no request uses, so a script filling its slot's process limit cannot make
+ *  a re-probe fail. Its warm jails use the same offsets. */
+export const PROBE_SLOT = 4095
+
+/** The layout in words, for SANDBOX_UID_BASE's description. */
+export const UID_LAYOUT = `slot n uses base+n (its warm jails alternate with base+${SUCCESSOR_UID_OFFSET}+n, probes use ` +
+  `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET})`
