@@ -8,14 +8,15 @@ PIP_INSTALL = $(SANDBOX_PYTHON) -m pip install --quiet --disable-pip-version-che
 run: deps build
 	npm start
 
-test: deps browser build
+test: deps browser build lint
 	npm test
 
 build: node_modules
 	npm run build
 
-lint: node_modules
+lint: node_modules .sandbox/lint/.ok
 	npm run lint
+	.sandbox/lint/bin/ruff check harness/ test/fixtures/
 
 bench: deps
 	npm run bench
@@ -32,6 +33,12 @@ node_modules: package.json package-lock.json
 
 # The sandbox's own packages (numpy, pandas), apart from anything the server uses.
 .sandbox/site-packages/.ok: harness/requirements.txt
+	rm -rf $(@D)
+	$(PIP_INSTALL) $(@D) -r $<
+	@touch $@
+
+# The Python linter (ruff, pinned by hash) for `make lint`; never installed in the image.
+.sandbox/lint/.ok: harness/requirements-lint.txt | .sandbox/system.ok
 	rm -rf $(@D)
 	$(PIP_INSTALL) $(@D) -r $<
 	@touch $@

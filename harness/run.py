@@ -33,6 +33,19 @@ RESERVE_BYTES = 4 * 1024 * 1024  # address space, never touched: costs no time a
 # Where the sandbox mounts its own packages (numpy, pandas); not a host path.
 SANDBOX_SITE_PACKAGES = "/sandbox/site-packages"
 
+# The error codes this harness sends on the result channel ("code" of a message with "ok": false).
+SYNTAX_ERROR = "SYNTAX_ERROR"  # the script does not compile
+MISSING_MAIN = "MISSING_MAIN"  # the script defines no main
+MAIN_NOT_CALLABLE = "MAIN_NOT_CALLABLE"  # main is not a function
+MAIN_RAISED = "MAIN_RAISED"  # the script or main() raised
+RESULT_NOT_JSON = "RESULT_NOT_JSON"  # main() returned something that is not strict JSON
+RESULT_TOO_LARGE = "RESULT_TOO_LARGE"  # main()'s JSON is over the result limit
+MEMORY_LIMIT_EXCEEDED = "MEMORY_LIMIT_EXCEEDED"  # a MemoryError (RLIMIT_AS)
+TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"  # SIGXCPU: over the CPU limit
+# Every code above: the server's list of codes must hold each one.
+CODES = (SYNTAX_ERROR, MISSING_MAIN, MAIN_NOT_CALLABLE, MAIN_RAISED, RESULT_NOT_JSON, RESULT_TOO_LARGE,
+         MEMORY_LIMIT_EXCEEDED, TIME_LIMIT_EXCEEDED)
+
 
 class NotJson(Exception):
     pass
@@ -90,8 +103,8 @@ def to_json(value, parts):
 def send(fd, message, limit):
     data = "".join(to_json(message, [])).encode("utf-8")
     if len(data) > limit:
-        data = "".join(to_json({"ok": False, "code": "RESULT_TOO_LARGE",
-                                "message": f"main() returned {len(data)} bytes of JSON; the limit is {limit}"}, [])).encode()
+        too_large = failure(RESULT_TOO_LARGE, f"main() returned {len(data)} bytes of JSON; the limit is {limit}")
+        data = "".join(to_json(too_large, [])).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -112,12 +125,12 @@ def check_json(value):
         if item is exits:
             on_path.discard(path)
             continue
-        if item is None or isinstance(item, (bool, str)) and type(item) in (bool, str):
+        if item is None or (isinstance(item, (bool, str)) and type(item) in (bool, str)):
             if isinstance(item, str):
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
-                    raise NotJson(f"{path} is a str with a lone surrogate, which is not valid Unicode")
+                    raise NotJson(f"{path} is a str with a lone surrogate, which is not valid Unicode") from None
             continue
         if type(item) is int:
             if abs(item) > MAX_SAFE_INT:
@@ -167,7 +180,7 @@ def failure(code, message, **extra):
 def raised(exc, source):
     text = str(exc)
     message = f"{type_name(exc)}: {text}" if text else type_name(exc)
-    return failure("MAIN_RAISED", message, exception=type_name(exc), traceback=user_traceback(exc, source))
+    return failure(MAIN_RAISED, message, exception=type_name(exc), traceback=user_traceback(exc, source))
 
 
 def run(source):
@@ -175,10 +188,10 @@ def run(source):
         code = compile(source, FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
         line, column = exc.lineno or 0, exc.offset or 0
-        return failure("SYNTAX_ERROR", f"line {line}, column {column}: {exc.msg}",
+        return failure(SYNTAX_ERROR, f"line {line}, column {column}: {exc.msg}",
                        line=line, column=column)
     except ValueError as exc:  # e.g. a null byte in the source
-        return failure("SYNTAX_ERROR", str(exc), line=0, column=0)
+        return failure(SYNTAX_ERROR, str(exc), line=0, column=0)
 
     module = types.ModuleType(MODULE_NAME)
     sys.modules[MODULE_NAME] = module
@@ -190,9 +203,9 @@ def run(source):
         exec(code, module.__dict__)
         main = module.__dict__.get("main", None)
         if "main" not in module.__dict__:
-            return failure("MISSING_MAIN", "the script defines no function main()")
+            return failure(MISSING_MAIN, "the script defines no function main()")
         if not callable(main):
-            return failure("MAIN_NOT_CALLABLE", f"main is a {type_name(main)}, not a function")
+            return failure(MAIN_NOT_CALLABLE, f"main is a {type_name(main)}, not a function")
         if getattr(getattr(main, "__code__", None), "co_flags", 0) & CO_COROUTINE:
             import asyncio
             result = asyncio.run(main())
@@ -203,18 +216,19 @@ def run(source):
         exc.__traceback__ = None
         del exc
         reserve.close()
-        return failure("MEMORY_LIMIT_EXCEEDED", "the script ran out of memory (MemoryError)")
+        return failure(MEMORY_LIMIT_EXCEEDED, "the script ran out of memory (MemoryError)")
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are the script's too
         return raised(exc, source)
     try:
         check_json(result)
     except NotJson as exc:
-        return failure("RESULT_NOT_JSON", f"main() returned something that is not JSON: {exc}")
+        return failure(RESULT_NOT_JSON, f"main() returned something that is not JSON: {exc}")
     return {"ok": True, "result": result}
 
 
 def cpu_exceeded(channel, cpu_seconds, result_limit):
-    send(channel, failure("TIME_LIMIT_EXCEEDED", f"the script used more than {cpu_seconds} s of CPU time"), result_limit)
+    message = failure(TIME_LIMIT_EXCEEDED, f"the script used more than {cpu_seconds} s of CPU time")
+    send(channel, message, result_limit)
     os._exit(1)
 
 
@@ -268,7 +282,7 @@ def conclude(source, channel, result_limit, site_packages):
     try:
         send(channel, message, result_limit)
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
-        send(channel, failure("RESULT_NOT_JSON", f"main() returned something that is not JSON: {exc}"), result_limit)
+        send(channel, failure(RESULT_NOT_JSON, f"main() returned something that is not JSON: {exc}"), result_limit)
     # The run is over: closing every stream tells a warm jail so before this process's teardown,
     # which costs milliseconds with numpy and pandas mapped.
     for fd in (channel, 1, 2):

@@ -78,7 +78,7 @@ def program():
     # fcntl: no F_NOTIFY (dnotify).
     prog += [op(JEQ, FCNTL[0], 0, 4), op(LD_ABS, ARG1), op(JEQ, F_NOTIFY, 0, 1),
              op(RET, ERRNO | FCNTL[1]), op(RET, ALLOW)]
-    return prog + [op(RET, ALLOW)]
+    return [*prog, op(RET, ALLOW)]
 
 
 def install():

@@ -30,7 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as harness  # noqa: E402  (the same functions a cold run uses)
+import run as harness  # the same functions a cold run uses
 
 STDOUT, STDERR, RESULT, STATUS, READY = 1, 2, 3, 4, 5
 HEADER = struct.Struct(">IBI")
@@ -43,6 +43,20 @@ PR_SET_DUMPABLE = 4
 IPC_RMID = 0
 SWEEPS = 50
 EXIT_NO_INPUT, EXIT_BAD_FRAME = 64, 65
+# The zygote's exit statuses: anything unexpected ends it, and with it the jail.
+EXIT_DUMPABLE = 2  # the zygote could not make itself non-dumpable
+EXIT_SWEEP_FAILED = 5  # a run's processes outlived the sweep
+EXIT_CLEAN_FAILED = 6  # the clean-up process failed, or processes outlived the sweep after it
+EXIT_NOT_RESTORED = 7  # after the clean-up the jail is still not as the zygote found it
+EXIT_AUTOGROUP = 8  # the session's autogroup nice could not be put back to 0
+# A child's exit statuses besides the script's own.
+EXIT_UNCAUGHT = 1  # an exception in the child's own code: a traceback and 1, as a cold run ends on one
+EXIT_CHILD_RETURNED = 70  # the child's code returned: it never goes on into the zygote's
+EXIT_CLEANER_RETURNED = 71  # the clean-up process's code returned: the same
+# The clean-up process's exit statuses (the zygote treats any but 0 as EXIT_CLEAN_FAILED).
+CLEAN_OK = 0  # everything the run left is removed
+CLEAN_ERROR = 1  # an OSError while removing
+CLEAN_SOCKETS_LEFT = 2  # unix sockets remain that cannot be removed from outside
 AUTOGROUP_TRIES, AUTOGROUP_WAIT_S = 40, 0.05
 RUN_UID = RUN_GID = 65534
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -234,7 +248,7 @@ def child(pipes):
         os.close(pipes[-1][1])  # the frame is read: from now on the zygote may read fd 0 (stops)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
-        for fd, (_, write) in zip((1, 2, 3), pipes):
+        for fd, (_, write) in zip((1, 2, 3), pipes, strict=False):  # pipes has a fourth: "frame read"
             os.dup2(write, fd)
         os.closerange(4, os.sysconf("SC_OPEN_MAX"))
         os.chdir("/tmp")
@@ -264,9 +278,9 @@ def child(pipes):
         try:
             sys.__excepthook__(*sys.exc_info())  # the C-level printer, as the interpreter's
         finally:
-            os._exit(1)
+            os._exit(EXIT_UNCAUGHT)
     finally:
-        os._exit(70)  # never return into the zygote's code
+        os._exit(EXIT_CHILD_RETURNED)  # never return into the zygote's code
 
 
 def relay(run_id, pid, pipes):
@@ -279,7 +293,7 @@ def relay(run_id, pid, pipes):
     room = {STDOUT: OUTPUT_LIMIT + 1, STDERR: OUTPUT_LIMIT + 1, RESULT: CHANNEL_LIMIT + 1}
     streams = {}
     poll = select.poll()
-    for stream, (read, write) in zip((STDOUT, STDERR, RESULT), pipes):
+    for stream, (read, write) in zip((STDOUT, STDERR, RESULT), pipes, strict=False):  # and "frame read"
         os.close(write)
         os.set_blocking(read, False)
         streams[read] = stream
@@ -375,10 +389,10 @@ def clean():
         remove_ipc(libc)
         with open("/proc/net/unix") as table:
             if len(table.readlines()) > 1:
-                os._exit(2)
+                os._exit(CLEAN_SOCKETS_LEFT)
     except OSError:
-        os._exit(1)
-    os._exit(0)
+        os._exit(CLEAN_ERROR)
+    os._exit(CLEAN_OK)
 
 
 def restore_tops():
@@ -449,12 +463,17 @@ def main():
     if os.getuid() != 0:  # the launcher gives the zygote uid 0 of the jail, the runs another
         sys.exit("zygote.py runs as uid 0 of its jail, with CAP_SETUID, CAP_SETGID and CAP_KILL")
     sys.path.append(SITE_PACKAGES)
-    import numpy  # noqa: F401
+    # Imported once, before any child is forked: numpy and pandas first, then what a run may need.
+    import numpy  # noqa: F401, I001
     import pandas  # noqa: F401
-    import asyncio, json, linecache, resource, traceback  # noqa: E401, F401
+    import asyncio  # noqa: F401
+    import json  # noqa: F401
+    import linecache  # noqa: F401
+    import resource  # noqa: F401
+    import traceback  # noqa: F401
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        os._exit(2)
+        os._exit(EXIT_DUMPABLE)
     gc.collect()
     gc.freeze()  # fewer pages touched (copied) by the children's collector
     gc.disable()
@@ -481,22 +500,22 @@ def main():
             frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
                   else b"exit %d" % os.waitstatus_to_exitcode(status))
         if not swept:
-            os._exit(5)
+            os._exit(EXIT_SWEEP_FAILED)
         if not restore_autogroup():
-            os._exit(8)
+            os._exit(EXIT_AUTOGROUP)
         if not untouched():
             cleaner = os.fork()
             if cleaner == 0:
                 try:
                     clean()
                 finally:
-                    os._exit(71)
+                    os._exit(EXIT_CLEANER_RETURNED)
             _, status = os.waitpid(cleaner, 0)
             if status != 0 or not sweep(reap_any):
-                os._exit(6)
+                os._exit(EXIT_CLEAN_FAILED)
             restore_tops()
             if not untouched():  # the clean-up must leave the jail as the zygote found it
-                os._exit(7)
+                os._exit(EXIT_NOT_RESTORED)
 
 
 libc = None

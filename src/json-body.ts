@@ -1,7 +1,7 @@
 // The request body parser: strict JSON. Invalid UTF-8 and duplicate keys are refused rather
 // than repaired or silently resolved (JSON.parse keeps the last duplicate; a proxy or a log
 // reader might keep the first), so what we validate is exactly what the client meant.
-import { InvalidJsonError } from './errors.js'
+import { InvalidJsonError } from './errors/errors.js'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
 

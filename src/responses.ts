@@ -10,8 +10,8 @@ const REQUEST_ID = { 'x-request-id': { type: 'string', description: 'The request
 const SERVER_TIMING = { 'server-timing': { type: 'string', description: 'queue;dur=<ms waiting for a slot>, sandbox;dur=<ms in the sandbox>' } }
 const RETRY_AFTER = { 'retry-after': { type: 'string', description: 'Seconds to wait before retrying' } }
 
-const ran = { stdout: '', stderr: '', backend: 'nsjail' } as const
 const id = '3f1e9a4c-6b2d-4c1e-9f0a-2d7b8c5e1a90'
+const ran = { stdout: '', stderr: '', backend: 'nsjail', requestId: id } as const
 
 /** ErrorReply for one status, with its description, headers and examples. */
 function errorReply (description: string, examples: Example<ErrorReply>, headers: Record<string, unknown> = {}) {

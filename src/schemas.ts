@@ -2,7 +2,7 @@
 // internal leaks past them) and generate the OpenAPI document.
 import { Type, type Static } from '@sinclair/typebox'
 import { BACKEND_NAMES } from './config.js'
-import { ERROR_CODES } from './errors.js'
+import { ERRORS, ERROR_CODES } from './errors/codes.js'
 
 export const ExecuteBody = Type.Object({
   script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' })
@@ -28,9 +28,11 @@ export const ExecuteSuccess = Type.Object({
 export const ErrorReply = Type.Object({
   statusCode: Type.Integer(),
   error: Type.String(),
-  code: Type.Union(ERROR_CODES.map(c => Type.Literal(c))),
+  code: Type.Union(ERROR_CODES.map(c => Type.Literal(c)), {
+    description: `What went wrong: ${ERROR_CODES.map(c => `${c} (${ERRORS[c].status}): ${ERRORS[c].meaning}`).join('; ')}`
+  }),
   message: Type.String(),
-  requestId: Type.Optional(Type.String()),
+  requestId: Type.String({ description: 'The request id, as in the X-Request-Id header: quote it when reporting a problem' }),
   // Present whenever the script ran:
   stdout: Type.Optional(Output.stdout),
   stderr: Type.Optional(Output.stderr),

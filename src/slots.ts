@@ -2,7 +2,7 @@
 // one, none waiting longer than `queueTimeoutMs`. Beyond that: BUSY, never an unbounded pile-up.
 // Free slots are handed out least recently used first: a slot's warm sandbox cleans up after a
 // run while the other slots serve. A waiter whose client leaves leaves the queue at once.
-import { BusyError, ClientClosedError } from './errors.js'
+import { BusyError, ClientClosedError } from './errors/errors.js'
 
 export interface Lease {
   /** 0 ≤ slot < size: backends map it to a host uid of its own. */

@@ -1,12 +1,9 @@
 // What every sandbox backend is: a name, a probe that proves its isolation by running a
 // canary, and run(), which executes one script and reports the outcome.
 import type { BackendName, Config } from '../config.js'
-import type { WarmStats } from './warm.js'
+import type { ScriptErrorCode } from '../errors/codes.js'
 
-export type ScriptErrorCode =
-  | 'SYNTAX_ERROR' | 'MISSING_MAIN' | 'MAIN_NOT_CALLABLE' | 'MAIN_RAISED'
-  | 'RESULT_NOT_JSON' | 'RESULT_TOO_LARGE'
-  | 'TIME_LIMIT_EXCEEDED' | 'MEMORY_LIMIT_EXCEEDED' | 'CRASHED'
+export type { ScriptErrorCode }
 
 export interface RunOutput {
   stdout: string
@@ -33,10 +30,10 @@ export interface RunRequest {
   signal?: AbortSignal
 }
 
-export interface ProbeReport {
-  ok: boolean
-  /** Why the probe failed, in words an operator can act on. */
-  reason?: string
+/** A passing probe may carry a reason too: why its latest re-probe was inconclusive. */
+export type ProbeReport = ProbeReportFields & ({ ok: true, reason?: string } | { ok: false, reason: string })
+
+interface ProbeReportFields {
   /** Set (with ok false) when the probe proved nothing either way: a canary ran out of wall or
    *  CPU time, which a busy host does to any script. A broken promise, a memory canary that was
    *  not stopped or a sandbox that could not start is conclusive (this stays unset). */
@@ -55,25 +52,14 @@ export interface SandboxBackend {
   warmStats?: () => WarmStats | undefined
 }
 
-/** What a backend's memory limit bounds, for /readyz's `memoryBound`: a cgroup bounds a whole run
- *  (every process, and the kernel memory they cause); RLIMIT_AS alone bounds each process. */
-export const MEMORY_BOUND_PER_RUN = 'per run: all its processes together, and the kernel memory they cause'
-export const MEMORY_BOUND_PER_PROCESS = 'per process: a run\'s total memory is not bounded'
+export type WarmSandboxState = 'starting' | 'ready' | 'running' | 'cleaning' | 'dead'
 
-/** /readyz's memory facts of the rung a probe chose; `cgroupFailures`: why the stronger rungs failed. */
-export function memoryFeatures (rung: string, cgroupFailures: string[]): Record<string, string> {
-  const perProcess = rung === 'rlimit'
-  return {
-    memory: rung,
-    memoryBound: perProcess ? MEMORY_BOUND_PER_PROCESS : MEMORY_BOUND_PER_RUN,
-    ...(perProcess && cgroupFailures.length > 0 ? { memoryCgroups: cgroupFailures.join('; ') } : {})
-  }
-}
-
-/** The warning a backend gives when only RLIMIT_AS bounds memory. */
-export function perProcessMemoryWarning (backend: string, cgroupFailures: string[]): string {
-  return `${backend}: memory is bounded per process only (RLIMIT_AS): the processes of one run together, and the ` +
-    `kernel memory they cause (socket buffers), are not bounded${cgroupFailures.length > 0 ? `; no memory cgroup passed (${cgroupFailures.join('; ')})` : ''}. See README, "Security model"`
+/** How a backend's warm sandboxes served runs: by one that was ready, by one the run had to wait
+ *  for while it imported numpy and pandas (a stall), or cold (none could be had); and how many
+ *  there are by state, successors included. */
+export interface WarmStats {
+  runs: { ready: number, waited: number, cold: number }
+  zygotes: Record<WarmSandboxState, number>
 }
 
 /** The limits every backend enforces, taken once from the configuration. */

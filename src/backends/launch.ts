@@ -2,6 +2,7 @@
 // started, and one run through the spawn wrapper.
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../config.js'
+import { MiB } from '../units.js'
 import type { Limits, RunOutcome, RunRequest } from './backend.js'
 import { interpret } from './outcome.js'
 import { spawnCapped, type SpawnResult } from './spawn.js'
@@ -37,10 +38,27 @@ export interface Launch {
   cwd?: string
 }
 
-/** The interpreter's arguments: isolated mode, unbuffered, the harness and its two parameters;
- *  `seccomp` for a launcher without a filter of its own (the harness installs the policy's). */
+/** How the interpreter runs the harness everywhere: isolated mode (no environment, no user site,
+ *  no script directory on the path), unbuffered streams, no bytecode written. */
+export const PYTHON_FLAGS = ['-I', '-u', '-B'] as const
+
+/** The interpreter's arguments for one harness program and its parameters. */
+export function pythonArgs (program: string, parameters: ReadonlyArray<string | number>): string[] {
+  return [...PYTHON_FLAGS, program, ...parameters.map(String)]
+}
+
+/** run.py's arguments: its two parameters; `seccomp` for a launcher without a filter of its own
+ *  (the harness installs the policy's). */
 export function harnessArgs (harnessPath: string, limits: Limits, options: { seccomp?: boolean } = {}): string[] {
-  return ['-I', '-u', '-B', harnessPath, ...(options.seccomp === true ? ['--seccomp'] : []), String(limits.cpuSeconds), String(limits.resultBytes)]
+  return pythonArgs(harnessPath, [...(options.seccomp === true ? ['--seccomp'] : []), limits.cpuSeconds, limits.resultBytes])
+}
+
+/** prlimit(1)'s options for the limits a launcher without rlimits of its own sets. */
+export function prlimitArgs (limits: Limits): string[] {
+  return [
+    `--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
+    `--nproc=${limits.processes}`, `--nofile=${limits.openFiles}`, `--fsize=${limits.tmpMiB * MiB}`, '--core=0'
+  ]
 }
 
 /** `normalise` undoes a launcher's quirks in reporting how its child ended. */

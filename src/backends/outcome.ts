@@ -4,13 +4,11 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { constants } from 'node:os'
+import { HARNESS_ERROR_CODES } from '../errors/codes.js'
 import type { Limits, RunOutcome, RunOutput, ScriptErrorCode } from './backend.js'
 import type { SpawnResult } from './spawn.js'
 
-const HarnessCode = Type.Union(([
-  'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED',
-  'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'MEMORY_LIMIT_EXCEEDED', 'TIME_LIMIT_EXCEEDED'
-] as const).map(c => Type.Literal(c)))
+const HarnessCode = Type.Union(HARNESS_ERROR_CODES.map(c => Type.Literal(c)))
 
 const ChannelMessage = Type.Union([
   Type.Object({ ok: Type.Literal(true), result: Type.Unknown() }, { additionalProperties: false }),
@@ -28,9 +26,6 @@ type ChannelMessage = Static<typeof ChannelMessage>
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 const lenient = new TextDecoder('utf-8')
-
-/** The sandbox launcher (nsjail, unshare) reports a child killed by signal N as 128 + N. */
-const SIGNAL_EXIT_BASE = 128
 
 /** Deepest nesting of arrays and objects accepted on the channel. The harness refuses results
  *  nested deeper than its MAX_DEPTH (200) and adds one level of envelope; a script that writes
@@ -82,29 +77,42 @@ function signalName (n: number): string {
   return entry?.[0] ?? `signal ${n}`
 }
 
-/** The signal that ended the run: from the launcher's 128+N, or from the process itself. */
-function deathSignal (spawned: SpawnResult): number | undefined {
-  if (spawned.signal !== null) return constants.signals[spawned.signal]
-  const code = spawned.exitCode
-  if (code !== null && code > SIGNAL_EXIT_BASE && code < SIGNAL_EXIT_BASE + 65) return code - SIGNAL_EXIT_BASE
-  return undefined
-}
-
 export interface InterpretContext {
   limits: Limits
   /** True when memory is capped by a cgroup, whose breach is a SIGKILL rather than MemoryError. */
   memoryByCgroup: boolean
 }
 
-export function interpret (spawned: SpawnResult, context: InterpretContext): RunOutcome {
-  if (spawned.spawnError !== undefined) throw spawned.spawnError
-  const output: RunOutput = {
+/** A run that ended without a status to interpret (its sandbox died first), with whatever output it
+ *  left: the facts of the failure. */
+export function crashed (message: string, output: Partial<RunOutput> = {}): RunOutcome {
+  return {
+    ok: false,
+    code: 'CRASHED',
+    message,
+    details: {},
+    stdout: '',
+    stderr: '',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+    durationMs: 0,
+    ...output
+  }
+}
+
+export function outputOf (spawned: Pick<SpawnResult, 'stdout' | 'stderr' | 'stdoutTruncated' | 'stderrTruncated' | 'durationMs'>): RunOutput {
+  return {
     stdout: lenient.decode(spawned.stdout),
     stderr: lenient.decode(spawned.stderr),
     stdoutTruncated: spawned.stdoutTruncated,
     stderrTruncated: spawned.stderrTruncated,
     durationMs: spawned.durationMs
   }
+}
+
+export function interpret (spawned: SpawnResult, context: InterpretContext): RunOutcome {
+  if (spawned.spawnError !== undefined) throw spawned.spawnError
+  const output = outputOf(spawned)
   const fail = (code: ScriptErrorCode, message: string, details: Record<string, string | number> = {}): RunOutcome =>
     ({ ok: false, code, message, details, ...output })
   const { limits } = context
@@ -126,7 +134,7 @@ export function interpret (spawned: SpawnResult, context: InterpretContext): Run
     const { code, message: text, ok: _ok, ...details } = message
     return fail(code, text, details)
   }
-  const signal = deathSignal(spawned)
+  const { signal } = spawned
   if (signal === constants.signals.SIGXCPU) {
     return fail('TIME_LIMIT_EXCEEDED', `the script used more than ${limits.cpuSeconds} s of CPU time`)
   }
@@ -138,7 +146,7 @@ export function interpret (spawned: SpawnResult, context: InterpretContext): Run
       ? fail('MEMORY_LIMIT_EXCEEDED', `the script used more than ${limits.memoryMiB} MiB of memory`)
       : fail('TIME_LIMIT_EXCEEDED', `the script used more than ${limits.cpuSeconds} s of CPU time`)
   }
-  if (signal !== undefined) {
+  if (signal !== null) {
     return fail('CRASHED', `the script was killed by ${signalName(signal)}`, { signal: signalName(signal) })
   }
   return fail('CRASHED', `the script exited with status ${String(spawned.exitCode)} before returning a result`,

@@ -1,10 +1,14 @@
 // Probing by doing: a canary script runs through the backend exactly as a user's would, and
 // its report is checked against what the backend promises. A second canary breaks the memory
 // limit to show the limit is real. A binary that merely exists proves nothing.
+import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
+import { join } from 'node:path'
 import { PROJECT_ROOT } from '../config.js'
+import { MiB } from '../units.js'
 import type { Limits, ProbeReport, RunOutcome, RunRequest } from './backend.js'
-import { SANDBOX_ENV } from './launch.js'
+import { HARNESS_DIR, SANDBOX_ENV } from './launch.js'
+import { PROBE_SLOT } from './uids.js'
 
 export interface ProbeExpectations {
   /** Namespaces: unprivileged uid 65534, no capabilities, no network, read-only root, alone. */
@@ -15,79 +19,33 @@ export interface ProbeExpectations {
   memoryPerRun?: boolean
 }
 
-const MiB = 1024 * 1024
 const ENETUNREACH = 101
-/** Probes run in a slot of their own (a host uid no request uses: CONCURRENCY is at most 256),
- *  so a script filling its slot's process limit cannot make a re-probe fail. */
-export const PROBE_SLOT = 4095
 
 /** Places of the server that no isolated script may see. */
 function serverPaths (): string[] {
   return [...new Set([PROJECT_ROOT, process.cwd(), homedir(), '/proc/1/root/' + PROJECT_ROOT.slice(1)])]
 }
 
+// The canaries are Python files of harness/, read once. Each defines its parameters as constants
+// with defaults at its top; a probe sends the file with one line appended that assigns them this
+// run's values as JSON (numbers, strings and lists of them are Python literals as well), which the
+// harness executes before it calls main().
+const CANARY = readFileSync(join(HARNESS_DIR, 'canary.py'), 'utf8')
+const MEMORY_CANARY = readFileSync(join(HARNESS_DIR, 'memory_canary.py'), 'utf8')
+const SHARED_MEMORY_CANARY = readFileSync(join(HARNESS_DIR, 'shared_memory_canary.py'), 'utf8')
+
+/** `source` with one line appended that assigns each named constant its value, as JSON. */
+function withParameters (source: string, values: Record<string, number | string[]>): string {
+  const names = Object.keys(values)
+  return `${source.trimEnd()}\n${names.join(', ')} = ${names.map(name => JSON.stringify(values[name])).join(', ')}\n`
+}
+
 export function canaryScript (): string {
-  return `
-import os, resource, socket
-
-def attempt(action):
-    try:
-        action()
-        return 0
-    except OSError as error:
-        return error.errno or -1
-
-def route(host, port):
-    # A UDP connect() only looks up a route: no packet leaves, whatever the backend.
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((host, port))
-    finally:
-        s.close()
-
-def interfaces():
-    try:
-        return len(socket.if_nameindex())
-    except OSError:  # netlink refused by the seccomp filter: no interface to list
-        return 0
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return line.split()[1]
-    return ""
-
-def limit(name):
-    return list(resource.getrlimit(getattr(resource, name)))
-
-def main():
-    with open("/tmp/canary", "w") as f:
-        f.write("written")
-    import numpy, pandas
-    return {
-        "uid": os.getuid(), "gid": os.getgid(),
-        "caps": [status(f"Cap{s}") for s in ("Inh", "Prm", "Eff", "Amb")], "noNewPrivs": status("NoNewPrivs"), "seccomp": status("Seccomp"),
-        "env": sorted(os.environ),
-        "loopback": attempt(lambda: route("127.0.0.1", 9)),
-        "metadata": attempt(lambda: route("169.254.169.254", 80)),
-        "interfaces": interfaces(),
-        "rootWritable": attempt(lambda: open("/canary-root-write", "w").close()) == 0,
-        "serverVisible": [p for p in ${JSON.stringify(serverPaths())} if os.path.exists(p)],
-        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
-        "nproc": limit("RLIMIT_NPROC"), "nofile": limit("RLIMIT_NOFILE"),
-        "fsize": limit("RLIMIT_FSIZE"), "cpu": limit("RLIMIT_CPU"),
-        "numpy": numpy.__version__, "pandas": pandas.__version__,
-    }
-`
+  return withParameters(CANARY, { SERVER_PATHS: serverPaths() })
 }
 
 export function memoryCanaryScript (limits: Limits): string {
-  return `
-def main():
-    block = bytearray(b"x") * ${(limits.memoryMiB + 64) * MiB}
-    return len(block)
-`
+  return withParameters(MEMORY_CANARY, { BLOCK_BYTES: (limits.memoryMiB + 64) * MiB })
 }
 
 interface CanaryFacts {
@@ -219,51 +177,11 @@ function sharedMemoryShares (limits: Pick<Limits, 'memoryMiB' | 'processes' | 'w
  *  hold its share. Reports how many held their share at the same time, and why the others did not. */
 export function sharedMemoryCanaryScript (limits: Limits): string {
   const { children, shareMiB } = sharedMemoryShares(limits)
-  return `
-import os, select, time
-
-def main():
-    ready_r, ready_w = os.pipe()
-    gate_r, gate_w = os.pipe()
-    children = []
-    for _ in range(${children}):
-        pid = os.fork()
-        if pid == 0:
-            os.close(ready_r)
-            os.close(gate_w)
-            try:
-                block = bytearray(b"x") * ${shareMiB * MiB}
-                mark = b"H"
-            except MemoryError:
-                mark = b"E"
-            os.write(ready_w, mark + os.getpid().to_bytes(4, "little"))
-            os.read(gate_r, 1)
-            os._exit(0)
-        children.append(pid)
-    os.close(ready_w)
-    os.close(gate_r)
-    holding, erred, statuses = set(), set(), {}
-
-    def ended(pid, flags=os.WNOHANG):
-        if pid not in statuses:
-            done, status = os.waitpid(pid, flags)
-            if done == pid:
-                statuses[pid] = status
-        return pid in statuses
-
-    deadline = time.monotonic() + ${Math.min(3000, limits.wallTimeMs / 2) / 1000}
-    while time.monotonic() < deadline and any(p not in holding | erred and not ended(p) for p in children):
-        if select.select([ready_r], [], [], 0.02)[0]:
-            record = os.read(ready_r, 5)
-            if len(record) == 5:
-                (holding if record[:1] == b"H" else erred).add(int.from_bytes(record[1:], "little"))
-    together = sum(1 for pid in holding if not ended(pid))
-    os.close(gate_w)
-    for pid in children:
-        ended(pid, 0)
-    killed = sum(1 for s in statuses.values() if os.WIFSIGNALED(s) and os.WTERMSIG(s) == 9)
-    return {"children": ${children}, "together": together, "memoryErrors": len(erred), "killed": killed}
-`
+  return withParameters(SHARED_MEMORY_CANARY, {
+    CHILDREN: children,
+    SHARE_BYTES: shareMiB * MiB,
+    DEADLINE_SECONDS: Math.min(3000, limits.wallTimeMs / 2) / 1000
+  })
 }
 
 interface SharedMemoryFacts {

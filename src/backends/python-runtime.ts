@@ -1,6 +1,8 @@
 // Finds what the sandbox must mount for the configured interpreter to run: its binary, its
 // standard library, the shared libraries it links and the dynamic loader, all read-only.
 import { existsSync, realpathSync } from 'node:fs'
+import { join } from 'node:path'
+import { HARNESS_DIR, pythonArgs } from './launch.js'
 import { spawnCapped } from './spawn.js'
 
 export interface PythonRuntime {
@@ -17,17 +19,9 @@ export interface PythonRuntime {
   version: string
 }
 
-const QUERY = `
-import json, os, sys, sysconfig
-print(json.dumps({
-  "executable": os.path.realpath(sys.executable),
-  "stdlib": sysconfig.get_paths()["stdlib"],
-  "purelib": sysconfig.get_paths()["purelib"],
-  "libdir": sysconfig.get_config_var("LIBDIR") or "",
-  "multiarch": sysconfig.get_config_var("MULTIARCH") or "",
-  "version": sys.version.split()[0],
-}))
-`
+/** Prints what the server must know of the interpreter, as JSON; a plain Python file (it takes no
+ *  parameters), run by the interpreter itself in isolated mode. */
+const QUERY = join(HARNESS_DIR, 'interpreter_query.py')
 
 /** What QUERY prints: every key, always a string. */
 interface QueryAnswer { executable: string, stdlib: string, purelib: string, libdir: string, multiarch: string, version: string }
@@ -37,7 +31,7 @@ const LOADERS = ['/lib64/ld-linux-x86-64.so.2', '/lib/ld-linux-aarch64.so.1']
 export async function discoverPython (python: string): Promise<PythonRuntime> {
   const spawned = await spawnCapped({
     file: python,
-    args: ['-I', '-c', QUERY],
+    args: pythonArgs(QUERY, []),
     env: { PATH: '/usr/bin:/bin' },
     input: '',
     outputLimit: 65_536,

@@ -1,7 +1,9 @@
 // The one place that starts a process: argv arrays, no shell, a process group of its own,
 // byte-capped streaming, SIGTERM then SIGKILL, settled on 'close' (all output read).
 import { spawn } from 'node:child_process'
+import { constants } from 'node:os'
 import type { Readable, Writable } from 'node:stream'
+import { CappedSink } from './sink.js'
 
 export interface SpawnRequest {
   file: string
@@ -22,7 +24,8 @@ export interface SpawnRequest {
 
 export interface SpawnResult {
   exitCode: number | null
-  signal: NodeJS.Signals | null
+  /** The number of the signal that ended the process (its launcher's report undone: launch.ts). */
+  signal: number | null
   stdout: Buffer
   stderr: Buffer
   stdoutTruncated: boolean
@@ -38,33 +41,6 @@ export interface SpawnResult {
 
 /** How long to wait for 'close' after 'exit' before giving up on stray holders of the pipes. */
 const DRAIN_AFTER_EXIT_MS = 1000
-
-class CappedSink {
-  private readonly chunks: Buffer[] = []
-  private size = 0
-  truncated = false
-
-  constructor (private readonly limit: number, private readonly onOverflow?: () => void) {}
-
-  push (chunk: Buffer): void {
-    const room = this.limit - this.size
-    if (chunk.length > room) {
-      if (room > 0) this.chunks.push(chunk.subarray(0, room))
-      this.size = this.limit
-      if (!this.truncated) {
-        this.truncated = true
-        this.onOverflow?.()
-      }
-      return
-    }
-    this.chunks.push(chunk)
-    this.size += chunk.length
-  }
-
-  bytes (): Buffer {
-    return Buffer.concat(this.chunks)
-  }
-}
 
 export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
   const started = performance.now()
@@ -82,7 +58,7 @@ export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
     let settled = false
     let spawnError: Error | undefined
     let exitCode: number | null = null
-    let exitSignal: NodeJS.Signals | null = null
+    let exitSignal: number | null = null
     const timers: NodeJS.Timeout[] = []
 
     const killGroup = (signal: NodeJS.Signals): void => {
@@ -149,12 +125,12 @@ export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
       killGroup('SIGKILL')
       exited = true
       exitCode = code
-      exitSignal = signal
+      exitSignal = signal === null ? null : constants.signals[signal]
       timers.push(setTimeout(settle, DRAIN_AFTER_EXIT_MS))
     })
     child.on('close', (code, signal) => {
       exitCode = code
-      exitSignal = signal
+      exitSignal = signal === null ? null : constants.signals[signal]
       settle()
     })
   })

@@ -1,31 +1,29 @@
 // The service's errors, made once. Two families: the client's fault (4xx, a precise message)
-// and ours (5xx: an opaque message and a request id; the details go to the log only).
+// and ours (5xx: an opaque message and a request id; the details go to the log only). Each
+// status is the one codes.ts gives its code.
 import createError from '@fastify/error'
+import { ERRORS, type ErrorCode } from './codes.js'
 
-export const InvalidJsonError = createError('INVALID_JSON', 'the body is not valid JSON: %s', 400)
-export const InvalidRequestError = createError('INVALID_REQUEST', '%s', 400)
-export const NotFoundError = createError('NOT_FOUND', 'no route %s %s', 404)
-export const MethodNotAllowedError = createError('METHOD_NOT_ALLOWED', 'method %s is not allowed on %s; allowed: %s', 405)
-export const PayloadTooLargeError = createError('PAYLOAD_TOO_LARGE', 'the body is larger than the limit of %s bytes', 413)
-export const UnsupportedMediaTypeError = createError('UNSUPPORTED_MEDIA_TYPE', 'content type %s is not supported; send application/json', 415)
-export const RateLimitedError = createError('RATE_LIMITED', 'too many requests from this client: at most %s per %s; retry in %s', 429)
-export const BusyError = createError('BUSY', 'every execution slot is taken and the wait queue is full; retry later', 503)
-export const SandboxUnavailableError = createError('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)', 503)
-export const InternalError = createError('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it', 500)
+function define (code: ErrorCode, message: string): ReturnType<typeof createError> {
+  return createError(code, message, ERRORS[code].status)
+}
+
+export const InvalidJsonError = define('INVALID_JSON', 'the body is not valid JSON: %s')
+export const InvalidRequestError = define('INVALID_REQUEST', '%s')
+export const NotFoundError = define('NOT_FOUND', 'no route %s %s')
+export const MethodNotAllowedError = define('METHOD_NOT_ALLOWED', 'method %s is not allowed on %s; allowed: %s')
+export const PayloadTooLargeError = define('PAYLOAD_TOO_LARGE', 'the body is larger than the limit of %s bytes')
+export const UnsupportedMediaTypeError = define('UNSUPPORTED_MEDIA_TYPE', 'content type %s is not supported; send application/json')
+export const RateLimitedError = define('RATE_LIMITED', 'too many requests from this client: at most %s per %s; retry in %s')
+export const BusyError = define('BUSY', 'every execution slot is taken and the wait queue is full; retry later')
+export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)')
+export const InternalError = define('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it')
 // Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.
-export const RequestTimeoutError = createError('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)', 408)
-export const HeadersTooLargeError = createError('HEADERS_TOO_LARGE', 'the request headers are larger than 16 KiB', 431)
+export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)')
+export const HeadersTooLargeError = define('HEADERS_TOO_LARGE', 'the request headers are larger than 16 KiB')
 // Its client left before its script got a slot: never sent (there is nobody to send it to), only
-// logged; 499 as nginx logs a closed client. Not the script's failure, nor ours.
+// logged; 499 as nginx logs a closed client. Not the script's failure, nor ours: not a reply code.
 export const ClientClosedError = createError('CLIENT_CLOSED', 'the client closed the connection before its script ran', 499)
-
-/** Error codes a reply can carry (the route's response schema enumerates them). */
-export const ERROR_CODES = [
-  'INVALID_JSON', 'INVALID_REQUEST', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'PAYLOAD_TOO_LARGE',
-  'UNSUPPORTED_MEDIA_TYPE', 'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED',
-  'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED', 'MEMORY_LIMIT_EXCEEDED', 'CRASHED',
-  'RATE_LIMITED', 'BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR'
-] as const
 
 /** Seconds a client should wait after BUSY before retrying. */
 export const BUSY_RETRY_AFTER_S = 1

@@ -78,50 +78,23 @@ export default fp(async function metricsPlugin (app) {
     labelNames: ['status', 'code'] as const,
     registers: [own]
   })
-  new Gauge({ // eslint-disable-line no-new -- a gauge read at scrape time lives in its registry
-    name: 'pysandbox_queue_depth',
-    help: 'Requests waiting for an execution slot',
-    registers: [own],
-    collect () { this.set(sandbox.slots.queued) }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_running_sandboxes',
-    help: 'Sandboxes running now',
-    registers: [own],
-    collect () { this.set(sandbox.slots.running) }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_concurrency_limit',
-    help: 'Sandboxes that may run at once (CONCURRENCY)',
-    registers: [own],
-    collect () { this.set(sandbox.slots.size) }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_queue_limit',
-    help: 'Requests that may wait for a slot (QUEUE_SIZE); beyond, 503 BUSY',
-    registers: [own],
-    collect () { this.set(sandbox.slots.queueSize) }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_probe_ok',
-    help: 'Each probed backend\'s latest probe: 1 passed, 0 failed',
-    labelNames: ['backend'] as const,
-    registers: [own],
-    collect () {
-      this.reset()
-      for (const probe of sandbox.probes) this.set({ backend: probe.backend }, probe.ok ? 1 : 0)
-    }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_ready',
-    help: '1 while the chosen backend passes its probe and /execute runs scripts; 0 otherwise',
-    labelNames: ['backend'] as const,
-    registers: [own],
-    collect () {
-      this.reset()
-      this.set({ backend: sandbox.backend?.name ?? 'none' }, sandbox.ready ? 1 : 0)
-    }
-  })
+  /** A gauge read at scrape time: `read` sets its value(s) on the gauge it is given. */
+  function gauge (name: string, help: string, read: (gauge: Gauge) => void, labelNames: string[] = []): void {
+    new Gauge({ name, help, labelNames, registers: [own], collect () { this.reset(); read(this) } }) // eslint-disable-line no-new -- it lives in its registry
+  }
+  gauge('pysandbox_queue_depth', 'Requests waiting for an execution slot', g => g.set(sandbox.slots.queued))
+  gauge('pysandbox_running_sandboxes', 'Sandboxes running now', g => g.set(sandbox.slots.running))
+  gauge('pysandbox_concurrency_limit', 'Sandboxes that may run at once (CONCURRENCY)', g => g.set(sandbox.slots.size))
+  gauge('pysandbox_queue_limit', 'Requests that may wait for a slot (QUEUE_SIZE); beyond, 503 BUSY', g => g.set(sandbox.slots.queueSize))
+  gauge('pysandbox_probe_ok', 'Each probed backend\'s latest probe: 1 passed, 0 failed', g => {
+    for (const probe of sandbox.probes) g.set({ backend: probe.backend }, probe.ok ? 1 : 0)
+  }, ['backend'])
+  gauge('pysandbox_ready', '1 while the chosen backend passes its probe and /execute runs scripts; 0 otherwise',
+    g => g.set({ backend: sandbox.backend?.name ?? 'none' }, sandbox.ready ? 1 : 0), ['backend'])
+  gauge('pysandbox_warm_sandboxes', 'Warm sandboxes (zygote jails) by state, successors included', g => {
+    const zygotes = sandbox.backend?.warmStats?.()?.zygotes
+    for (const [state, n] of Object.entries(zygotes ?? {})) if (state !== 'dead') g.set({ state }, n)
+  }, ['state'])
 
   new Counter({ // eslint-disable-line no-new
     name: 'pysandbox_warm_runs_total',
@@ -132,17 +105,6 @@ export default fp(async function metricsPlugin (app) {
       this.reset()
       const runs = sandbox.backend?.warmStats?.()?.runs
       for (const [served, n] of Object.entries(runs ?? {})) this.inc({ served }, n)
-    }
-  })
-  new Gauge({ // eslint-disable-line no-new
-    name: 'pysandbox_warm_sandboxes',
-    help: 'Warm sandboxes (zygote jails) by state, successors included',
-    labelNames: ['state'] as const,
-    registers: [own],
-    collect () {
-      this.reset()
-      const zygotes = sandbox.backend?.warmStats?.()?.zygotes
-      for (const [state, n] of Object.entries(zygotes ?? {})) if (state !== 'dead') this.set({ state }, n)
     }
   })
   const registry = Registry.merge([processMetrics(), own])

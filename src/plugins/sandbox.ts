@@ -5,12 +5,10 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
 import type { ProbeReport, RunOutcome, SandboxBackend } from '../backends/backend.js'
-import { ClientClosedError, SandboxUnavailableError } from '../errors.js'
+import { ClientClosedError, SandboxUnavailableError } from '../errors/errors.js'
 import { Slots } from '../slots.js'
 
-export interface ProbeResult extends ProbeReport {
-  backend: BackendName
-}
+export type ProbeResult = ProbeReport & { backend: BackendName }
 
 export interface Execution {
   outcome: RunOutcome

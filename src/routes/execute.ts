@@ -1,5 +1,6 @@
 // POST /execute: validate, run in the chosen sandbox, reply with the result or a precise error.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { errorBody } from '../errors/replies.js'
 import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
 import { ExecuteBody } from '../schemas.js'
 
@@ -40,14 +41,7 @@ const execute: FastifyPluginAsyncTypebox = async app => {
     }
     reply.header('server-timing', `queue;dur=${queuedMs}, sandbox;dur=${durationMs}`)
     if (outcome.ok) return { result: outcome.result, ...output }
-    return await reply.code(422).send({
-      statusCode: 422,
-      error: 'Unprocessable Entity',
-      code: outcome.code,
-      message: outcome.message,
-      ...outcome.details,
-      ...output
-    })
+    return await reply.code(422).send(errorBody(422, outcome.code, outcome.message, request.id, { ...outcome.details, ...output }))
   })
 }
 

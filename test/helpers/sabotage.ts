@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Launch } from '../../src/backends/launch.js'
-import { NSJAIL_POLICY, NsjailBackend, nsjailOptions, type MemoryRung } from '../../src/backends/nsjail.js'
+import { nsjailOptions } from '../../src/backends/index.js'
+import { NSJAIL_POLICY, NsjailBackend } from '../../src/backends/nsjail/backend.js'
+import type { JailSpec } from '../../src/backends/nsjail/jail-args.js'
 import { limitsFrom } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
 import { TEST_LIMITS } from './server.js'
@@ -53,8 +55,8 @@ export class SabotagedNsjail extends NsjailBackend {
     return report
   }
 
-  override launch (slot: number, rung?: MemoryRung): Launch {
-    const launch = super.launch(slot, rung)
+  override launchJail (spec: JailSpec): Launch {
+    const launch = super.launchJail(spec)
     return this.armed ? { ...launch, args: sabotageArgs(launch.args, this.protection) } : launch
   }
 }

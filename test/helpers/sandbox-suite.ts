@@ -1,6 +1,7 @@
 // The HTTP suite every isolating backend must pass, over real HTTP against a listening server
-// with the real sandbox: the contract, every script error of API.md, every limit, every
-// guarantee as a deny/allow pair, each followed by a hello world that must still answer.
+// with the real sandbox: the contract (the README's API section and the served OpenAPI document),
+// every script error the README's table lists, every limit, every guarantee as a deny/allow
+// pair, each followed by a hello world that must still answer.
 import t, { type Test as TapTest } from 'tap'
 import { GUARANTEES } from './guarantees.js'
 import { readdirSync, readFileSync } from 'node:fs'
@@ -121,7 +122,7 @@ export function sandboxSuite (backend: string, env: Record<string, string> = {})
     t.match(reply.headers.get('server-timing'), /^queue;dur=\d+, sandbox;dur=\d+$/)
   })
 
-  t.test('script errors of API.md, each with its code, output and backend', async t => {
+  t.test('script errors of the README\'s table, each with its code, output and backend', async t => {
     for (const c of ERROR_CASES) {
       await t.test(c.name, async t => {
         const reply = await post(target, c.source)

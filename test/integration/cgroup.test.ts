@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { once } from 'node:events'
-import { SlotCgroups, type CgroupVersion } from '../../src/backends/cgroup.js'
+import { SlotCgroups, type CgroupVersion } from '../../src/backends/unshare/cgroup.js'
 
 const LIMITS = { memoryMiB: 64, processes: 8 }
 const SLOT = 7

@@ -1,5 +1,7 @@
+import { constants } from 'node:os'
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
+import { undoExitStatusSignal } from '../../src/backends/nsjail/backend.js'
 import { MAX_CHANNEL_DEPTH, interpret, nestsWithin } from '../../src/backends/outcome.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 
@@ -16,10 +18,12 @@ const limits: Limits = {
   resultBytes: 8 * 1024 * 1024
 }
 
-function spawned (overrides: Partial<SpawnResult> = {}): SpawnResult {
+/** A spawn result; a signal may be given by name. */
+type Overrides = Omit<Partial<SpawnResult>, 'signal'> & { signal?: NodeJS.Signals | number | null }
+
+function spawned ({ signal, ...overrides }: Overrides = {}): SpawnResult {
   return {
     exitCode: 0,
-    signal: null,
     stdout: Buffer.from('printed\n'),
     stderr: Buffer.from('warned\n'),
     stdoutTruncated: false,
@@ -29,14 +33,16 @@ function spawned (overrides: Partial<SpawnResult> = {}): SpawnResult {
     timedOut: false,
     aborted: false,
     durationMs: 120,
-    ...overrides
+    ...overrides,
+    signal: typeof signal === 'string' ? constants.signals[signal] : signal ?? null
   }
 }
 
 const channel = (message: unknown): Buffer => Buffer.from(JSON.stringify(message))
 
-function run (overrides: Partial<SpawnResult>, memoryByCgroup = false): RunOutcome {
-  return interpret(spawned(overrides), { limits, memoryByCgroup })
+/** Interpreted as a run under nsjail, which reports its child's death by signal N as 128 + N. */
+function run (overrides: Overrides, memoryByCgroup = false): RunOutcome {
+  return interpret(undoExitStatusSignal(spawned(overrides)), { limits, memoryByCgroup })
 }
 
 /** The failure's code, message and details, or a marker that the run succeeded. */
@@ -168,7 +174,7 @@ t.test('nestsWithin counts brackets outside strings only, without recursion', as
 })
 
 t.test('channel overflow is RESULT_TOO_LARGE naming the limit, whatever else happened', async t => {
-  const table: Array<Partial<SpawnResult>> = [
+  const table: Overrides[] = [
     { exitCode: null, signal: 'SIGKILL' },
     { exitCode: 0, channel: channel({ ok: true, result: 1 }) },
     { exitCode: null, signal: 'SIGTERM', timedOut: true }

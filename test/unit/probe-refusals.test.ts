@@ -2,8 +2,10 @@
 // interpreter that cannot run, the unshare backend without root or without an interpreter.
 import t, { type Test } from 'tap'
 import { limitsFrom } from '../../src/backends/backend.js'
-import { DirectBackend, directOptions } from '../../src/backends/direct.js'
-import { UnshareBackend, unshareOptions } from '../../src/backends/unshare.js'
+import { DirectBackend } from '../../src/backends/direct/backend.js'
+import { directOptions, nsjailOptions, unshareOptions } from '../../src/backends/index.js'
+import { NsjailBackend } from '../../src/backends/nsjail/backend.js'
+import { UnshareBackend } from '../../src/backends/unshare/backend.js'
 import { loadConfig } from '../../src/config.js'
 
 const config = loadConfig()
@@ -42,4 +44,18 @@ t.test('unshare: an interpreter that cannot run fails the probe before any canar
   t.equal(report.ok, false)
   t.match(report.reason, /cannot run the sandbox interpreter \/nonexistent\/pysandbox\/python3/)
   t.throws(() => backend.launch(0), /used before its probe/, 'and it cannot launch')
+})
+
+t.test('unshare: every rung fails (the sandbox\'s packages are missing): not ok, the rlimit rung\'s reason first', { skip: process.getuid?.() !== 0 ? 'builds a jail: needs root' : false }, async t => {
+  const backend = new UnshareBackend({ ...unshareOptions(config, limits), sitePackages: '/nonexistent-site-packages', rungs: ['cgroupv1', 'rlimit'] })
+  const report = await backend.probe()
+  t.equal(report.ok, false)
+  t.match(report.reason, /^rlimit: the canary failed: CRASHED: [^]*nonexistent-site-packages[^]*; cgroupv1: the canary failed/)
+  t.same(report.features, {})
+  await backend.close()
+})
+
+t.test('nsjail: launching before a probe found the interpreter is refused', async t => {
+  const backend = new NsjailBackend(nsjailOptions(config, limits))
+  t.throws(() => backend.launch(0), /used before its probe/)
 })

@@ -69,10 +69,12 @@ t.test('a canary that runs out of wall or CPU time is inconclusive (a busy host)
     { name: 'the canary raised', runs: [outcome('MAIN_RAISED')], inconclusive: false, reason: /^the canary failed: MAIN_RAISED/ },
     { name: 'a broken promise', runs: [ok({ ...GOOD_FACTS, uid: 0 })], inconclusive: false, reason: /runs as uid 0/ },
     { name: 'the memory canary not stopped', runs: [ok(GOOD_FACTS), ok(1)], inconclusive: false, reason: /^memory limit not enforced/ },
-    { name: 'the memory canary crashed', runs: [ok(GOOD_FACTS), outcome('CRASHED')], inconclusive: false, reason: /^memory limit not enforced/ }
+    { name: 'the memory canary crashed', runs: [ok(GOOD_FACTS), outcome('CRASHED')], inconclusive: false, reason: /^memory limit not enforced/ },
+    { name: 'the shared-memory canary out of time', runs: [ok(GOOD_FACTS), outcome('MEMORY_LIMIT_EXCEEDED'), outcome('TIME_LIMIT_EXCEEDED')], inconclusive: true, reason: /^inconclusive, the shared-memory canary ran out of time/ },
+    { name: 'the shared-memory canary not stopped', runs: [ok(GOOD_FACTS), outcome('MEMORY_LIMIT_EXCEEDED'), ok({ children: 4, together: 4, memoryErrors: 0, killed: 0 })], inconclusive: false, reason: /^memory limit not enforced across processes/ }
   ]
   for (const { name, runs, inconclusive, reason } of table) {
-    const report = await probeBackend(async () => runs.shift() as RunOutcome, limits, { isolated: true, seccomp: true })
+    const report = await probeBackend(async () => runs.shift() as RunOutcome, limits, { isolated: true, seccomp: true, memoryPerRun: true })
     t.equal(report.ok, false, name)
     t.equal(report.inconclusive === true, inconclusive, `${name}: ${inconclusive ? 'inconclusive' : 'conclusive'}`)
     t.match(report.reason, reason, name)

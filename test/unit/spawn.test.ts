@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { constants } from 'node:os'
 import t from 'tap'
 import { spawnCapped, type SpawnRequest, type SpawnResult } from '../../src/backends/spawn.js'
 
@@ -100,7 +101,7 @@ t.test('channel overflow kills the process group at once', async t => {
   t.ok(performance.now() - started < 5000, 'did not wait for the sleeps')
   t.equal(r.channelOverflow, true)
   t.equal(r.channel.toString(), '12345678', 'kept up to the limit')
-  t.equal(r.signal, 'SIGKILL')
+  t.equal(r.signal, constants.signals.SIGKILL)
   t.equal(r.exitCode, null)
   t.equal(r.timedOut, false)
 })
@@ -145,8 +146,8 @@ t.test('exit code and signal are reported', async t => {
     { script: 'exit 0', exitCode: 0, signal: null },
     { script: 'exit 3', exitCode: 3, signal: null },
     { script: 'exit 137', exitCode: 137, signal: null },
-    { script: 'kill -USR1 $$', exitCode: null, signal: 'SIGUSR1' },
-    { script: 'kill -SEGV $$', exitCode: null, signal: 'SIGSEGV' }
+    { script: 'kill -USR1 $$', exitCode: null, signal: constants.signals.SIGUSR1 },
+    { script: 'kill -SEGV $$', exitCode: null, signal: constants.signals.SIGSEGV }
   ]
   for (const { script, exitCode, signal } of table) {
     const r = await sh(script)
@@ -162,7 +163,7 @@ t.test('wall timeout: SIGTERM, timedOut true', async t => {
   const elapsed = performance.now() - started
   t.equal(r.timedOut, true)
   t.equal(r.aborted, false)
-  t.equal(r.signal, 'SIGTERM', 'SIGTERM was enough')
+  t.equal(r.signal, constants.signals.SIGTERM, 'SIGTERM was enough')
   t.ok(elapsed >= 190, `not before the limit (${Math.round(elapsed)} ms)`)
   t.ok(elapsed < 3000, `not after the grace either (${Math.round(elapsed)} ms)`)
   t.equal(r.stdout.toString(), 'started\n', 'output before the kill is kept')
@@ -173,7 +174,7 @@ t.test('wall timeout: a process that ignores SIGTERM is killed with SIGKILL afte
   const r = await sh('trap "" TERM; sleep 30; echo survived', { wallTimeMs: 200, killGraceMs: 300 })
   const elapsed = performance.now() - started
   t.equal(r.timedOut, true)
-  t.equal(r.signal, 'SIGKILL')
+  t.equal(r.signal, constants.signals.SIGKILL)
   t.equal(r.stdout.toString(), '', 'it never got past the sleep')
   t.ok(elapsed >= 480, `the grace was given (${Math.round(elapsed)} ms)`)
   t.ok(elapsed < 5000, `killed well before the sleep ends (${Math.round(elapsed)} ms)`)
@@ -187,7 +188,7 @@ t.test('abort via AbortSignal kills the run and flags aborted', async t => {
   const r = await pending
   t.equal(r.aborted, true)
   t.equal(r.timedOut, false)
-  t.equal(r.signal, 'SIGTERM')
+  t.equal(r.signal, constants.signals.SIGTERM)
   t.ok(performance.now() - started < 5000)
 })
 
@@ -197,7 +198,7 @@ t.test('abort escalates to SIGKILL for a process that ignores SIGTERM', async t 
   setTimeout(() => controller.abort(), 100)
   const r = await pending
   t.equal(r.aborted, true)
-  t.equal(r.signal, 'SIGKILL')
+  t.equal(r.signal, constants.signals.SIGKILL)
 })
 
 t.test('a signal aborted before the start kills the run at once', async t => {

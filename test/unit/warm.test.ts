@@ -1,49 +1,16 @@
-// The warm pool's side of the zygote protocol (src/backends/warm.ts), against small Python
+// The warm pool's side of the zygote protocol (src/backends/nsjail/warm-pool.ts, zygote.ts), against small Python
 // stand-ins for harness/zygote.py that speak the frame protocol, well or badly. Whatever a
 // zygote does wrong, the run in flight ends as CRASHED, the zygote is never served again and
 // the next run gets a fresh one. (The real zygote, in a real jail: test/integration/warm.test.ts.)
+import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import type { Limits } from '../../src/backends/backend.js'
-import { WarmPool } from '../../src/backends/warm.js'
+import { PROJECT_ROOT } from '../../src/config.js'
+import { WarmPool } from '../../src/backends/nsjail/warm-pool.js'
+import { Zygote } from '../../src/backends/nsjail/zygote.js'
 
-const FAKE_ZYGOTE = `
-import os, struct, sys
-mode = sys.argv[1]
-HEADER = struct.Struct(">IBI")
-def frame(run, stream, payload=b""):
-    os.write(1, HEADER.pack(run, stream, len(payload)) + payload)
-def read(n):
-    data = b""
-    while len(data) < n:
-        chunk = os.read(0, n - len(data))
-        if not chunk:
-            sys.exit(0)
-        data += chunk
-    return data
-if mode == "exit-at-start":
-    sys.exit(3)
-frame(0, 5, b"rss 2048 anon 1024")
-while True:
-    run, length = struct.unpack(">II", read(8))
-    script = read(length)
-    if mode == "ok":
-        frame(run, 1, b"printed " + script)
-        frame(run, 3, b'{"ok": true, "result": 7}')
-        frame(run, 4, b"exit 0")
-        frame(run, 5, b"rss 2048 anon 1024")
-    elif mode == "unknown-stream":
-        frame(run, 9, b"?")
-    elif mode == "wrong-run":
-        frame(run + 1, 1, b"?")
-    elif mode == "malformed-status":
-        frame(run, 4, b"fine, thanks")
-    elif mode == "huge-frame":
-        os.write(1, HEADER.pack(run, 1, 1 << 30))
-    elif mode == "dies":
-        os._exit(1)
-    elif mode == "hangs":
-        pass
-`
+/** A stand-in for harness/zygote.py whose behaviour its first argument names. */
+const FAKE_ZYGOTE = join(PROJECT_ROOT, 'test/fixtures/fake_zygote.py')
 
 const LIMITS: Limits = {
   wallTimeMs: 5000,
@@ -62,7 +29,7 @@ const LIMITS: Limits = {
 function pool (t: Test, modes: string[], recycleRuns = 100, limits = LIMITS): { pool: WarmPool, log: string[] } {
   const log: string[] = []
   const warm = new WarmPool({
-    launch: (_slot, generation) => ({ file: '/usr/bin/python3', args: ['-c', FAKE_ZYGOTE, modes[Math.min(generation, modes.length) - 1] ?? 'ok'], env: {} }),
+    launch: (_slot, generation) => ({ file: '/usr/bin/python3', args: [FAKE_ZYGOTE, modes[Math.min(generation, modes.length) - 1] ?? 'ok'], env: {} }),
     limits,
     channelLimit: LIMITS.resultBytes + 1024,
     recycleRuns,
@@ -87,7 +54,8 @@ for (const [mode, reason] of [
   ['wrong-run', /frame for run 2 out of turn/],
   ['malformed-status', /malformed status frame/],
   ['huge-frame', /malformed frame \(length 1073741824\)/],
-  ['dies', /exited \(1\)/]
+  ['dies', /exited \(1\)/],
+  ['ready-while-running', /unexpected ready frame/]
 ] as const) {
   t.test(`a zygote that misbehaves (${mode}) fails its run as CRASHED and is replaced`, async t => {
     const { pool: warm, log } = pool(t, [mode, 'ok'])
@@ -99,8 +67,49 @@ for (const [mode, reason] of [
   })
 }
 
-t.test('a run past its wall time is TIME_LIMIT_EXCEEDED; the jail is killed and replaced at once', async t => {
-  const { pool: warm, log } = pool(t, ['hangs', 'ok'], 100, { ...LIMITS, wallTimeMs: 300 })
+t.test('a zygote that dies mid-run: CRASHED with what the script printed until then', async t => {
+  const { pool: warm, log } = pool(t, ['dies-after-output', 'ok'])
+  const crashed = await warm.run(0, { script: 'x' })
+  t.match(crashed, { ok: false, code: 'CRASHED', stdout: 'half a line', stderr: 'a warning' })
+  t.match(log.join('\n'), /exited \(1\)/)
+  t.match(await warm.run(0, { script: 'y' }), { ok: true, result: 7 }, 'the next run has a fresh zygote')
+})
+
+t.test('a zygote whose ready frame is malformed never serves: its slot goes cold', async t => {
+  const { pool: warm, log } = pool(t, ['malformed-ready'])
+  t.equal(await warm.run(0, { script: 'x' }), undefined, 'no warm run: the backend runs it cold')
+  t.match(log.join('\n'), /malformed ready frame/)
+  t.same(warm.stats.runs, { ready: 0, waited: 0, cold: 1 })
+})
+
+t.test('a result over its cap: RESULT_TOO_LARGE, and the jail is replaced', async t => {
+  const { pool: warm, log } = pool(t, ['result-over-cap', 'ok'])
+  t.match(await warm.run(0, { script: 'x' }), { ok: false, code: 'RESULT_TOO_LARGE' })
+  t.match(log.join('\n'), /result over its cap/)
+  t.match(await warm.run(0, { script: 'y' }), { ok: true, result: 7 })
+})
+
+t.test('a run whose client left before it started is stopped at once (the stop follows its script frame)', async t => {
+  const { pool: warm } = pool(t, ['hangs'])
+  const started = performance.now()
+  const outcome = await warm.run(0, { script: 'x', signal: AbortSignal.abort() })
+  t.match(outcome, { ok: false, code: 'TIME_LIMIT_EXCEEDED', message: /shutting down/ })
+  t.ok(performance.now() - started < 1500, 'the zygote honoured the stop: no stop grace spent')
+  t.match(await warm.run(0, { script: 'y', signal: AbortSignal.abort() }), { ok: false, code: 'TIME_LIMIT_EXCEEDED' }, 'and the jail was kept')
+})
+
+t.test('one zygote: not ready yet, a run is refused; once dead, it never says ready', async t => {
+  const deaths: string[] = []
+  const zygote = new Zygote({ file: '/usr/bin/python3', args: [FAKE_ZYGOTE, 'exit-at-start'], env: {} }, LIMITS, LIMITS.resultBytes, dead => deaths.push(dead.reason))
+  await t.rejects(zygote.run({ script: 'x' }, false), /zygote not ready \(starting\)/)
+  t.equal(await zygote.whenReady(), false, 'it died while starting')
+  t.equal(await zygote.whenReady(), false, 'and stays dead')
+  await zygote.exited
+  t.match(deaths, [/exited \(3\)/])
+})
+
+t.test('a run past its wall time whose zygote ignores the stop: TIME_LIMIT_EXCEEDED; the jail is killed and replaced', async t => {
+  const { pool: warm, log } = pool(t, ['ignores-stop', 'ok'], 100, { ...LIMITS, wallTimeMs: 300 })
   t.match(await warm.run(0, { script: 'x' }), { ok: false, code: 'TIME_LIMIT_EXCEEDED' })
   t.match(log.join('\n'), /wall time expired/)
   t.match(await warm.run(0, { script: 'y' }), { ok: true, result: 7 }, 'the next run is warm again, no back-off')

@@ -4,21 +4,14 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Config } from '../config.js'
-import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend } from './backend.js'
-import { HARNESS_DIR, SANDBOX_ENV, harnessArgs, runLaunch } from './launch.js'
-import { probeBackend } from './probe.js'
-
-const MiB = 1024 * 1024
+import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend } from '../backend.js'
+import { HARNESS_DIR, SANDBOX_ENV, harnessArgs, prlimitArgs, runLaunch } from '../launch.js'
+import { probeBackend } from '../probe.js'
 
 export interface DirectOptions {
   python: string
   sitePackages: string
   limits: Limits
-}
-
-export function directOptions (config: Config, limits: Limits): DirectOptions {
-  return { python: config.SANDBOX_PYTHON, sitePackages: config.SANDBOX_SITE_PACKAGES, limits }
 }
 
 export class DirectBackend implements SandboxBackend {
@@ -39,8 +32,7 @@ export class DirectBackend implements SandboxBackend {
       return await runLaunch({
         // env -i: the environment is exactly ours, whatever a spawn hook of the server adds.
         file: '/usr/bin/env',
-        args: ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'prlimit', `--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
-          `--nproc=${limits.processes}`, `--nofile=${limits.openFiles}`, `--fsize=${limits.tmpMiB * MiB}`, '--core=0',
+        args: ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'prlimit', ...prlimitArgs(limits),
           '--', python, ...harnessArgs(join(HARNESS_DIR, 'run.py'), limits), sitePackages],
         env: { PATH: '/usr/bin:/bin' },
         cwd: scratch

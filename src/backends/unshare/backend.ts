@@ -3,21 +3,21 @@
 // seccomp filter itself (harness/seccomp.py) before the script runs. Memory, like nsjail's, is
 // bounded by the strongest rung the host allows: a cgroup v2 or v1 group per execution slot
 // (cgroup.ts) that the jail joins first, else RLIMIT_AS alone. Every rung passes the same canaries.
+import { constants } from 'node:os'
 import { resolve } from 'node:path'
-import { PROJECT_ROOT, type Config } from '../config.js'
-import { memoryFeatures, perProcessMemoryWarning, type Limits, type ProbeReport, type RunRequest, type RunOutcome, type SandboxBackend } from './backend.js'
+import { PROJECT_ROOT } from '../../config.js'
+import { MiB } from '../../units.js'
+import type { Limits, ProbeReport, RunRequest, RunOutcome, SandboxBackend } from '../backend.js'
+import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, prlimitArgs, runLaunch, type Launch } from '../launch.js'
+import { MEMORY_RUNGS, boundsWholeRun, memoryFeatures, perProcessMemoryWarning, type MemoryRung } from '../memory.js'
+import { hint, probeBackend } from '../probe.js'
+import { discoverPython, type PythonRuntime } from '../python-runtime.js'
+import type { SpawnResult } from '../spawn.js'
 import { SlotCgroups } from './cgroup.js'
-import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, runLaunch, type Launch } from './launch.js'
-import type { MemoryRung } from './nsjail.js'
-import { hint, probeBackend } from './probe.js'
-import { discoverPython, type PythonRuntime } from './python-runtime.js'
-import type { SpawnResult } from './spawn.js'
 
 export const UNSHARE_JAIL = resolve(PROJECT_ROOT, 'nsjail/unshare-jail.sh')
-const MiB = 1024 * 1024
 /** The util-linux tools the jail execs after pivot_root, bound into its root. */
 const JAIL_TOOLS = ['/usr/bin/env', '/usr/bin/prlimit', '/usr/bin/setpriv', '/usr/bin/unshare']
-const RUNGS: MemoryRung[] = ['cgroupv2', 'cgroupv1', 'rlimit']
 /** util-linux before 2.39 (Debian 12 has 2.38.1) cannot re-raise SIGKILL on itself when its child
  *  died of it: it exits 1 with this complaint instead (unshare.c, signal(SIGKILL) is EINVAL). */
 const SIGKILL_COMPLAINT = Buffer.from('unshare: sigprocmask unblock failed: Invalid argument\n')
@@ -33,17 +33,25 @@ export interface UnshareOptions {
   warn?: (message: string) => void
 }
 
-export function unshareOptions (config: Config, limits: Limits): UnshareOptions {
-  return { python: config.SANDBOX_PYTHON, sitePackages: config.SANDBOX_SITE_PACKAGES, uidBase: config.SANDBOX_UID_BASE, limits }
-}
-
 /** A jail that died of SIGKILL reported as such, as newer util-linux and nsjail do: a memory
  *  cgroup's OOM kill or the hard CPU limit, then. A script that prints the complaint last and
  *  exits 1 only misreports its own run. */
 export function undoSigkillQuirk (spawned: SpawnResult): SpawnResult {
   const { stderr } = spawned
   if (spawned.exitCode !== 1 || !stderr.subarray(-SIGKILL_COMPLAINT.length).equals(SIGKILL_COMPLAINT)) return spawned
-  return { ...spawned, exitCode: null, signal: 'SIGKILL', stderr: stderr.subarray(0, stderr.length - SIGKILL_COMPLAINT.length) }
+  return { ...spawned, exitCode: null, signal: constants.signals.SIGKILL, stderr: stderr.subarray(0, stderr.length - SIGKILL_COMPLAINT.length) }
+}
+
+/** What the jail binds read-only, as `source:target`: the interpreter, the tools it execs, the
+ *  dynamic loader at its usual name, the sandbox's packages and the harness. */
+export function jailBinds (runtime: PythonRuntime, sitePackages: string): string[] {
+  return [
+    ...runtime.readOnlyPaths.map(p => `${p}:${p}`),
+    ...JAIL_TOOLS.map(p => `${p}:${p}`),
+    ...(runtime.loader !== undefined ? [`${runtime.loader.source}:${runtime.loader.target}`] : []),
+    `${sitePackages}:${JAIL_SITE_PACKAGES}`,
+    `${HARNESS_DIR}:${JAIL_HARNESS_DIR}`
+  ]
 }
 
 export class UnshareBackend implements SandboxBackend {
@@ -72,18 +80,8 @@ export class UnshareBackend implements SandboxBackend {
     if (runtime === undefined) throw new Error('unshare backend used before its probe')
     const { limits } = this.options
     const cgroups = this.slotCgroups(rung)?.join(slot) ?? []
-    const binds = [
-      ...runtime.readOnlyPaths.map(p => `${p}:${p}`),
-      ...JAIL_TOOLS.map(p => `${p}:${p}`),
-      ...(runtime.loader !== undefined ? [`${runtime.loader.source}:${runtime.loader.target}`] : []),
-      `${this.options.sitePackages}:${JAIL_SITE_PACKAGES}`,
-      `${HARNESS_DIR}:${JAIL_HARNESS_DIR}`
-    ]
-    const prlimits = [
-      `--as=${limits.memoryMiB * MiB}`, `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 1}`,
-      `--nproc=${limits.processes}`, `--nofile=${limits.openFiles}`, `--fsize=${limits.tmpMiB * MiB}`,
-      '--core=0', '--memlock=0', '--msgqueue=0'
-    ]
+    const binds = jailBinds(runtime, this.options.sitePackages)
+    const prlimits = [...prlimitArgs(limits), '--memlock=0', '--msgqueue=0']
     return {
       file: 'unshare',
       args: ['--mount', '--pid', '--net', '--ipc', '--uts', '--fork', '--kill-child', '--',
@@ -112,12 +110,12 @@ export class UnshareBackend implements SandboxBackend {
       return { ok: false, reason: (error as Error).message, features: {} }
     }
     const failures: string[] = []
-    for (const rung of this.options.rungs ?? RUNGS) {
+    for (const rung of this.options.rungs ?? MEMORY_RUNGS) {
       const report = await this.probeRung(rung)
-      // A busy host proves nothing about this rung: neither fall to a weaker one nor fail.
-      if (report.inconclusive === true) return { ...report, reason: `${rung}: ${report.reason ?? 'inconclusive'}` }
       if (!report.ok) {
-        failures.push(`${rung}: ${report.reason ?? 'failed'}`)
+        // A busy host proves nothing about this rung: neither fall to a weaker one nor fail.
+        if (report.inconclusive === true) return { ...report, reason: `${rung}: ${report.reason}` }
+        failures.push(`${rung}: ${report.reason}`)
         continue
       }
       if (rung === 'rlimit' && this.chosen !== 'rlimit') {
@@ -141,14 +139,14 @@ export class UnshareBackend implements SandboxBackend {
    *  under RLIMIT_AS but together pass the limit (the first canaries alone would pass on it). */
   private async probeRung (rung: MemoryRung): Promise<ProbeReport> {
     return await probeBackend(request => this.runWith(request, rung), this.options.limits,
-      { isolated: true, seccomp: true, memoryPerRun: rung !== 'rlimit' })
+      { isolated: true, seccomp: true, memoryPerRun: boundsWholeRun(rung) })
   }
 
   /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns. */
   private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
     const launch = this.launch(request.slot, rung)
     try {
-      return await runLaunch(launch, request, this.options.limits, rung !== 'rlimit', undoSigkillQuirk)
+      return await runLaunch(launch, request, this.options.limits, boundsWholeRun(rung), undoSigkillQuirk)
     } finally {
       await this.slotCgroups(rung)?.settle(request.slot)
     }

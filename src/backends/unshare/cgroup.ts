@@ -8,7 +8,8 @@
 // lingers in the kernel as a dying cgroup.
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Limits } from './backend.js'
+import { MiB } from '../../units.js'
+import type { Limits } from '../backend.js'
 
 export type CgroupVersion = 1 | 2
 
@@ -22,9 +23,16 @@ const CONTROLLERS = ['memory', 'pids'] as const
 /** How long a run's processes may take to die after it ended before its slot gets a new group. */
 const SETTLE_TIMEOUT_MS = 2000
 const SETTLE_POLL_MS = 10
-const MiB = 1024 * 1024
 
 export type CgroupLimits = Pick<Limits, 'memoryMiB' | 'processes'>
+
+/** A slot's group: in v2 one directory, in v1 one per controller (memory first). */
+type Group = [string, ...string[]]
+
+export interface SlotCgroupsOptions {
+  /** The cgroup mount; only tests change it (a fake hierarchy in a temporary directory). */
+  root?: string
+}
 
 let instances = 0
 
@@ -101,15 +109,20 @@ export class SlotCgroups {
   /** Named per server process (pid namespace and pid) and backend, so that two servers on a
    *  host (or two backends in one process) never share a group. */
   private readonly namespace = pidNamespace()
-  private readonly prefix = `unshare-${this.namespace}-${process.pid}-${instances++}`
-  private readonly dirs = new Map<number, string[]>()
+  /** The start of every group name this makes: `<prefix>-<slot>`, `.<n>` after a retired one. */
+  readonly prefix = `unshare-${this.namespace}-${process.pid}-${instances++}`
+  /** The cgroup mount: CGROUP_MOUNT but in tests. */
+  private readonly root: string
+  private readonly dirs = new Map<number, Group>()
   /** Slot → how many of its groups were given up on (processes that would not die). */
   private readonly retired = new Map<number, number>()
   private readonly leftovers: string[] = []
   private swept = false
 
   constructor (readonly version: CgroupVersion, private readonly limits: CgroupLimits,
-    private readonly log?: (message: string) => void) {}
+    private readonly log?: (message: string) => void, options: SlotCgroupsOptions = {}) {
+    this.root = options.root ?? CGROUP_MOUNT
+  }
 
   /** The cgroup.procs files a run in `slot` joins; the group is made, limits written, on first use. */
   join (slot: number): string[] {
@@ -120,7 +133,7 @@ export class SlotCgroups {
       try {
         dirs = this.version === 2 ? this.makeV2(name) : this.makeV1(name)
       } catch (error) {
-        this.removeGroups(this.version === 2 ? [`${CGROUP_MOUNT}/${V2_PARENT}/${name}`] : CONTROLLERS.map(c => `${CGROUP_MOUNT}/${c}/${V1_PARENT}/${name}`))
+        this.removeGroups(this.version === 2 ? [`${this.root}/${V2_PARENT}/${name}`] : CONTROLLERS.map(c => `${this.root}/${c}/${V1_PARENT}/${name}`))
         throw error
       }
       this.dirs.set(slot, dirs)
@@ -128,8 +141,8 @@ export class SlotCgroups {
     return dirs.map(dir => `${dir}/cgroup.procs`)
   }
 
-  private makeV1 (name: string): string[] {
-    const roots = CONTROLLERS.map(c => `${CGROUP_MOUNT}/${c}`)
+  private makeV1 (name: string): Group {
+    const roots = CONTROLLERS.map(c => `${this.root}/${c}`)
     // A cgroup v1 hierarchy has `tasks`; a v2 mount or a bare tmpfs in its place must not be
     // written to: there mkdir would make a v2 group, or a plain directory that limits nothing.
     const absent = roots.filter(root => !existsSync(`${root}/tasks`))
@@ -150,18 +163,18 @@ export class SlotCgroups {
     const memsw = `${memory}/memory.memsw.limit_in_bytes`
     if (existsSync(memsw)) write(memsw, bytes)
     write(`${pids}/pids.max`, String(this.limits.processes))
-    return dirs
+    return [memory, pids]
   }
 
-  private makeV2 (name: string): string[] {
-    if (!existsSync(`${CGROUP_MOUNT}/cgroup.controllers`)) throw new Error(`no cgroup v2 hierarchy at ${CGROUP_MOUNT}`)
-    const offered = words(`${CGROUP_MOUNT}/cgroup.controllers`)
+  private makeV2 (name: string): Group {
+    if (!existsSync(`${this.root}/cgroup.controllers`)) throw new Error(`no cgroup v2 hierarchy at ${this.root}`)
+    const offered = words(`${this.root}/cgroup.controllers`)
     const missing = CONTROLLERS.filter(c => !offered.includes(c))
     if (missing.length > 0) {
-      throw new Error(`the cgroup v2 hierarchy at ${CGROUP_MOUNT} offers no ${missing.join(' or ')} controller (bound to cgroup v1, or not delegated)`)
+      throw new Error(`the cgroup v2 hierarchy at ${this.root} offers no ${missing.join(' or ')} controller (bound to cgroup v1, or not delegated)`)
     }
-    const parent = `${CGROUP_MOUNT}/${V2_PARENT}`
-    enableControllers(CGROUP_MOUNT)
+    const parent = `${this.root}/${V2_PARENT}`
+    enableControllers(this.root)
     makeDir(parent)
     if (!this.swept) sweepStale(parent, this.namespace)
     this.swept = true
@@ -212,8 +225,8 @@ export class SlotCgroups {
     }
   }
 
-  private kill (dirs: string[], pids: number[]): void {
-    const killFile = `${dirs[0] ?? ''}/cgroup.kill`
+  private kill (dirs: Group, pids: number[]): void {
+    const killFile = `${dirs[0]}/cgroup.kill`
     if (this.version === 2 && existsSync(killFile)) {
       try {
         write(killFile, '1') // the whole group at once (Linux 5.14+): no pid can be reused meanwhile

@@ -1,0 +1,40 @@
+// The real backends, made from the configuration: the one place that knows every backend.
+// A new backend is a folder beside nsjail/, unshare/ and direct/ behind SandboxBackend
+// (backend.ts), and a line here.
+import { permittedBackends, type BackendName, type Config } from '../config.js'
+import { limitsFrom, type Limits, type SandboxBackend } from './backend.js'
+import { DirectBackend, type DirectOptions } from './direct/backend.js'
+import { NsjailBackend, type NsjailOptions } from './nsjail/backend.js'
+import { UnshareBackend, type UnshareOptions } from './unshare/backend.js'
+
+export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
+  return {
+    nsjailPath: config.NSJAIL_PATH,
+    python: config.SANDBOX_PYTHON,
+    sitePackages: config.SANDBOX_SITE_PACKAGES,
+    uidBase: config.SANDBOX_UID_BASE,
+    limits,
+    warm: config.WARM_SANDBOXES ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS } : undefined
+  }
+}
+
+export function unshareOptions (config: Config, limits: Limits): UnshareOptions {
+  return { python: config.SANDBOX_PYTHON, sitePackages: config.SANDBOX_SITE_PACKAGES, uidBase: config.SANDBOX_UID_BASE, limits }
+}
+
+export function directOptions (config: Config, limits: Limits): DirectOptions {
+  return { python: config.SANDBOX_PYTHON, sitePackages: config.SANDBOX_SITE_PACKAGES, limits }
+}
+
+/** The real backends the configuration permits, strongest first. `log` hears what a backend
+ *  does between requests (a warm sandbox replaced, and why); `warn`, what weakens it (memory
+ *  bounded per process only). */
+export function createBackends (config: Config, log?: (message: string) => void, warn?: (message: string) => void): SandboxBackend[] {
+  const limits = limitsFrom(config)
+  const make: Record<BackendName, () => SandboxBackend> = {
+    nsjail: () => new NsjailBackend({ ...nsjailOptions(config, limits), log, warn }),
+    unshare: () => new UnshareBackend({ ...unshareOptions(config, limits), warn }),
+    direct: () => new DirectBackend(directOptions(config, limits))
+  }
+  return permittedBackends(config).map(name => make[name]())
+}

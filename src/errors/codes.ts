@@ -1,0 +1,56 @@
+// Every code an error reply can carry, in one list: the TypeScript types, the OpenAPI enum, the
+// result channel's schema and the harness's codes (checked by test/unit/harness-agreement.test.ts)
+// all come from here. A new code is added here first.
+
+/** The request's fault (4xx): nothing ran. */
+export const REQUEST_ERROR_CODES = [
+  'INVALID_JSON', 'INVALID_REQUEST', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
+  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'HEADERS_TOO_LARGE'
+] as const
+
+/** What harness/run.py reports on the result channel (its CODES). */
+export const HARNESS_ERROR_CODES = [
+  'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED',
+  'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED', 'MEMORY_LIMIT_EXCEEDED'
+] as const
+
+/** The script ran and failed (422): the harness's codes, and a run that ended without a report. */
+export const SCRIPT_ERROR_CODES = [...HARNESS_ERROR_CODES, 'CRASHED'] as const
+
+/** Ours (5xx): the script is not to blame. */
+export const SERVICE_ERROR_CODES = ['BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR'] as const
+
+export const ERROR_CODES = [...REQUEST_ERROR_CODES, ...SCRIPT_ERROR_CODES, ...SERVICE_ERROR_CODES] as const
+
+export type RequestErrorCode = typeof REQUEST_ERROR_CODES[number]
+export type ScriptErrorCode = typeof SCRIPT_ERROR_CODES[number]
+export type ErrorCode = typeof ERROR_CODES[number]
+
+/** Each code's status and meaning, for the OpenAPI document. */
+export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: string }>> = {
+  INVALID_JSON: { status: 400, meaning: 'the body is not valid JSON (or has a duplicate key, or invalid UTF-8)' },
+  INVALID_REQUEST: { status: 400, meaning: 'the body is JSON but not a valid request; the message names the field' },
+  NOT_FOUND: { status: 404, meaning: 'no such route' },
+  METHOD_NOT_ALLOWED: { status: 405, meaning: 'the route exists for other methods (listed in Allow)' },
+  REQUEST_TIMEOUT: { status: 408, meaning: 'the request was not received in full within REQUEST_TIMEOUT_MS' },
+  PAYLOAD_TOO_LARGE: { status: 413, meaning: 'the body is larger than LIMIT_BODY_BYTES' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'the content type is not application/json' },
+  RATE_LIMITED: { status: 429, meaning: 'too many requests from this client; retry after Retry-After' },
+  HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers are larger than 16 KiB' },
+  SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
+  MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },
+  MAIN_NOT_CALLABLE: { status: 422, meaning: 'main is not a function' },
+  MAIN_RAISED: { status: 422, meaning: 'the script raised (exception and traceback given)' },
+  RESULT_NOT_JSON: { status: 422, meaning: 'main() returned something that is not JSON' },
+  RESULT_TOO_LARGE: { status: 422, meaning: 'main() returned more than LIMIT_RESULT_BYTES of JSON' },
+  TIME_LIMIT_EXCEEDED: { status: 422, meaning: 'the script ran past LIMIT_WALL_MS or used LIMIT_CPU_S of CPU' },
+  MEMORY_LIMIT_EXCEEDED: { status: 422, meaning: 'the script used more than LIMIT_MEMORY_MB' },
+  CRASHED: { status: 422, meaning: 'the script\'s process ended without a result (a signal or an exit)' },
+  BUSY: { status: 503, meaning: 'every execution slot is taken and the queue is full; retry after Retry-After' },
+  SANDBOX_UNAVAILABLE: { status: 503, meaning: 'no permitted sandbox backend passes its probe; nothing is executed' },
+  INTERNAL_ERROR: { status: 500, meaning: 'our fault; quote the request id' }
+}
+
+export function isErrorCode (code: string): code is ErrorCode {
+  return (ERROR_CODES as readonly string[]).includes(code)
+}

@@ -1,0 +1,73 @@
+// Every error reply's body is made by errorBody(), whoever refuses: the error handler, the
+// not-found handler, the route's 422 for a script's failure, and Node's socket-level refusals.
+import { randomUUID } from 'node:crypto'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyError } from 'fastify'
+import type { ErrorObject } from 'ajv'
+import { isErrorCode, type ErrorCode } from './codes.js'
+import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
+
+export interface ErrorBody {
+  statusCode: number
+  error: string
+  code: ErrorCode
+  message: string
+  requestId: string
+  [detail: string]: unknown
+}
+
+/** The one shape of an error reply: Fastify's fields, our code, the request id, then whatever
+ *  helps (a script's output and details). */
+export function errorBody (statusCode: number, code: ErrorCode, message: string, requestId: string,
+  extra: Record<string, unknown> = {}): ErrorBody {
+  return { statusCode, error: String(STATUS_CODES[statusCode]), code, message, requestId, ...extra }
+}
+
+/** Validation errors in words a user can act on; unknown fields are named. */
+export function describeValidation (errors: ErrorObject[], dataVar: string): Error {
+  // A typo is both an unknown field and a missing one: name the unknown field first.
+  const first = errors.find(e => e.keyword === 'additionalProperties') ?? errors[0] as ErrorObject
+  const where = `${dataVar}${first.instancePath.replaceAll('/', '.')}`
+  const params = first.params as Record<string, unknown>
+  const texts: Record<string, string> = {
+    additionalProperties: `unknown field "${String(params.additionalProperty)}" in ${where}; the only field is "script"`,
+    required: `${where} must have the field "${String(params.missingProperty)}"`,
+    minLength: `${where} must not be empty`,
+    type: `${where} must be ${String(params.type)}`
+  }
+  // Those four are every keyword the request schemas use; ajv's own words would do for another.
+  /* c8 ignore next */
+  return new InvalidRequestError(texts[first.keyword] ?? `${where} ${String(first.message)}`)
+}
+
+/** Any error thrown on the way (Fastify's, a plugin's, ours) as the client's error it is, or
+ *  undefined when it is ours (a 500). */
+export function clientError (error: FastifyError, limits: { bodyBytes: number }, contentType: string | undefined): FastifyError | undefined {
+  if (error.validation !== undefined) return error // made by describeValidation
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new UnsupportedMediaTypeError(JSON.stringify(contentType ?? 'none'))
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new PayloadTooLargeError(limits.bodyBytes)
+  if (isErrorCode(error.code)) return error
+  if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return new InvalidRequestError(error.message)
+  return undefined
+}
+
+/** What Node refuses before a request reaches Fastify (a stalled body, oversized headers,
+ *  malformed HTTP), answered in the service's error shape with a request id of its own; then the
+ *  connection is closed. */
+export function socketErrorHandler (requestTimeoutMs: number): (error: Error & { code?: string }, socket: Socket) => void {
+  return (error, socket) => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return
+    const reply: FastifyError = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? new RequestTimeoutError(requestTimeoutMs)
+      : error.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new InvalidRequestError('malformed HTTP request')
+    const statusCode = reply.statusCode ?? 400
+    const requestId = randomUUID()
+    const body = JSON.stringify(errorBody(statusCode, reply.code as ErrorCode, reply.message, requestId))
+    if (socket.writable) {
+      socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `X-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    }
+    socket.destroy()
+  }
+}

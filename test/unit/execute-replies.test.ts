@@ -1,0 +1,100 @@
+// The replies of POST /execute: a success, and each script error as a 422 (the app with fake backends).
+import t from 'tap'
+import type { RunOutcome, ScriptErrorCode } from '../../src/backends/backend.js'
+import { build, execute } from '../helpers/app.js'
+import { FakeBackend, failure, success } from '../helpers/fake-backend.js'
+
+t.test('200: result, output and the backend name; the script reaches the backend unchanged', async t => {
+  const results: unknown[] = [{ msg: 'success', value: 42 }, [1, 'two', null], 'text', '', 0, 3.5, false, null, { nested: { rows: [[1], [2]] } }]
+  for (const result of results) {
+    const fake = new FakeBackend('nsjail', { run: success(result, { stdout: 'Hello from main!\n', stderr: 'warn\n', durationMs: 33 }) })
+    const { app } = await build(t, { backends: [fake] })
+    const script = 'def main():\n    print("Hello from main!")\n    return 42\n'
+    const reply = await execute(app, { script })
+    t.equal(reply.statusCode, 200, JSON.stringify(result))
+    t.same(reply.json(), { result, stdout: 'Hello from main!\n', stderr: 'warn\n', backend: 'nsjail' }, JSON.stringify(result))
+    t.equal(fake.runs.length, 1)
+    t.equal(fake.runs[0]?.script, script)
+    t.equal(fake.runs[0]?.slot, 0)
+    t.equal(fake.runs[0]?.signal?.aborted, false)
+  }
+})
+
+t.test('truncation flags appear only for the stream that was cut', async t => {
+  const table = [
+    { flags: { stdoutTruncated: false, stderrTruncated: false }, shown: {} },
+    { flags: { stdoutTruncated: true, stderrTruncated: false }, shown: { stdoutTruncated: true } },
+    { flags: { stdoutTruncated: false, stderrTruncated: true }, shown: { stderrTruncated: true } },
+    { flags: { stdoutTruncated: true, stderrTruncated: true }, shown: { stdoutTruncated: true, stderrTruncated: true } }
+  ]
+  for (const { flags, shown } of table) {
+    for (const run of [success(1, flags), failure('MAIN_RAISED', 'boom', {}, flags)]) {
+      const { app } = await build(t, { backends: [new FakeBackend('nsjail', { run })] })
+      const body = (await execute(app)).json<Record<string, unknown>>()
+      const present = Object.fromEntries(Object.entries(body).filter(([k]) => k.endsWith('Truncated')))
+      t.same(present, shown, `${run.ok ? 'success' : 'failure'} ${JSON.stringify(flags)}`)
+    }
+  }
+})
+
+t.test('timings travel in the Server-Timing header, not in the body', async t => {
+  const { app } = await build(t, { backends: [new FakeBackend('nsjail', { run: success(1, { durationMs: 33 }) })] })
+  const reply = await execute(app)
+  t.match(reply.headers['server-timing'], /^queue;dur=\d+, sandbox;dur=33$/)
+  t.notOk('durationMs' in reply.json<Record<string, unknown>>())
+})
+
+t.test('application/json with a charset is accepted', async t => {
+  const { app } = await build(t)
+  const reply = await execute(app, { script: 'x' }, { 'content-type': 'application/json; charset=utf-8' })
+  t.equal(reply.statusCode, 200)
+})
+
+t.test('a body of exactly LIMIT_BODY_BYTES is accepted', async t => {
+  const { app } = await build(t, { env: { LIMIT_BODY_BYTES: '1024' } })
+  const script = 'x'.repeat(1024 - JSON.stringify({ script: '' }).length)
+  t.equal(JSON.stringify({ script }).length, 1024)
+  const reply = await execute(app, { script })
+  t.equal(reply.statusCode, 200)
+})
+
+t.test('fields the backend adds beyond the contract do not leak into the reply', async t => {
+  const leaky: RunOutcome = Object.assign(success(1), { hostPath: '/srv/secret' })
+  const leakyFailure = failure('MAIN_RAISED', 'boom', { exception: 'ValueError', hostPath: '/srv/secret' })
+  for (const run of [leaky, leakyFailure]) {
+    const { app } = await build(t, { backends: [new FakeBackend('nsjail', { run })] })
+    const reply = await execute(app)
+    t.notOk(reply.body.includes('/srv/secret'), `${reply.statusCode}: ${reply.body}`)
+  }
+})
+
+t.test('422: a failing outcome becomes the error body with its details, output and backend', async t => {
+  const table: Array<{ code: ScriptErrorCode, details: Record<string, string | number> }> = [
+    { code: 'SYNTAX_ERROR', details: { line: 3, column: 7 } },
+    { code: 'MISSING_MAIN', details: {} },
+    { code: 'MAIN_NOT_CALLABLE', details: {} },
+    { code: 'MAIN_RAISED', details: { exception: 'ZeroDivisionError', traceback: 'File "<script>", line 2, in main' } },
+    { code: 'RESULT_NOT_JSON', details: {} },
+    { code: 'RESULT_TOO_LARGE', details: {} },
+    { code: 'TIME_LIMIT_EXCEEDED', details: {} },
+    { code: 'MEMORY_LIMIT_EXCEEDED', details: {} },
+    { code: 'CRASHED', details: { signal: 'SIGSEGV' } },
+    { code: 'CRASHED', details: { exitCode: 3 } }
+  ]
+  for (const { code, details } of table) {
+    const output = { stdout: 'partial\n', stderr: 'Traceback\n', stderrTruncated: true }
+    const fake = new FakeBackend('unshare', { run: failure(code, `message for ${code}`, details, { ...output, durationMs: 12 }) })
+    const { app } = await build(t, { backends: [fake] })
+    const reply = await execute(app)
+    t.equal(reply.statusCode, 422, code)
+    t.match(reply.json(), {
+      statusCode: 422,
+      error: 'Unprocessable Entity',
+      code,
+      message: `message for ${code}`,
+      ...details,
+      ...output,
+      backend: 'unshare'
+    }, `${code} ${JSON.stringify(details)}`)
+  }
+})
