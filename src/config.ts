@@ -37,7 +37,7 @@ export const ConfigSchema = Type.Object({
   LIMIT_RESULT_BYTES: Type.Integer({ default: 8 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes of JSON main() may return' }),
   LIMIT_BODY_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 16 * MiB, description: 'Request body size; larger bodies get 413 before being read whole' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Time a client has to send its whole request (slow bodies get 408)' }),
-  CONCURRENCY: Type.Integer({ default: availableParallelism(), minimum: 1, maximum: MAX_SLOTS, description: 'Sandboxes running at once (default: number of CPUs)' }),
+  CONCURRENCY: Type.Integer({ default: Math.min(availableParallelism(), MAX_SLOTS), minimum: 1, maximum: MAX_SLOTS, description: `Sandboxes running at once (default: number of CPUs, at most ${MAX_SLOTS})` }),
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start). A re-probe whose canary ran out of time (a busy host) is inconclusive: readiness is kept and it is retried within 10 s' }),
@@ -136,9 +136,10 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   try {
     config = envSchema<Static<typeof ConfigSchema>>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
   } catch (error) {
-    const { errors } = error as { errors?: AjvError[] }
-    if (errors === undefined) throw error // not a value's fault: env-schema's own
-    throw new ConfigError(problemsOf(errors, env))
+    // Not a value's fault (env-schema's own error, or none that names a variable): as it is.
+    const problems = problemsOf((error as { errors?: AjvError[] }).errors ?? [], env)
+    if (problems.length === 0) throw error
+    throw new ConfigError(problems)
   }
   const known = new Set(Object.keys(ConfigSchema.properties))
   const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k)))

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyInstance } from 'fastify'
 import type { ErrorObject } from 'ajv'
 import { isErrorCode, type ErrorCode } from './codes.js'
 import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
@@ -53,16 +53,17 @@ export function clientError (error: FastifyError, limits: { bodyBytes: number },
 }
 
 /** What Node refuses before a request reaches Fastify (a stalled body, oversized headers,
- *  malformed HTTP), answered in the service's error shape with a request id of its own; then the
- *  connection is closed. */
-export function socketErrorHandler (requestTimeoutMs: number): (error: Error & { code?: string }, socket: Socket) => void {
-  return (error, socket) => {
+ *  malformed HTTP), answered in the service's error shape with a request id of its own, which is
+ *  logged (Fastify calls this with the instance as `this`); then the connection is closed. */
+export function socketErrorHandler (requestTimeoutMs: number): (this: FastifyInstance, error: Error & { code?: string }, socket: Socket) => void {
+  return function (error, socket) {
     if (error.code === 'ECONNRESET' || socket.destroyed) return
     const reply: FastifyError = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? new RequestTimeoutError(requestTimeoutMs)
       : error.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new InvalidRequestError('malformed HTTP request')
     const statusCode = reply.statusCode ?? 400
     const requestId = randomUUID()
+    this.log.info({ requestId, code: reply.code, statusCode }, reply.message)
     const body = JSON.stringify(errorBody(statusCode, reply.code as ErrorCode, reply.message, requestId))
     if (socket.writable) {
       socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +

@@ -31,6 +31,9 @@ t.test('headers over 16 KiB get 431', async t => {
   const status = await raw(target, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)
   t.match(status, /^HTTP\/1\.1 431/)
   t.match(status, /\r\n\r\n\{"statusCode":431,"error":"Request Header Fields Too Large","code":"HEADERS_TOO_LARGE","message":/, 'in the service\'s error shape')
+  const id = /\r\nX-Request-Id: ([0-9a-f-]{36})\r\n/.exec(status)?.[1]
+  t.ok(id, 'a request id in the header')
+  t.match(status, new RegExp(`"requestId":"${String(id)}"\\}$`), 'and the same in the body')
 })
 
 t.test('a body announced larger than the limit is refused before it is sent', async t => {

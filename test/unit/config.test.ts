@@ -268,8 +268,10 @@ t.test('a failure of a rule no sentence describes falls back to ajv\'s words, st
 })
 
 t.test('an error of env-schema\'s own (not a value\'s) is thrown as it is', async t => {
-  const { loadConfig: load } = await t.mockImport<typeof import('../../src/config.js')>('../../src/config.js', {
-    'env-schema': { default: () => { throw new Error('env-schema broke') } }
-  })
-  t.throws(() => load({}), /env-schema broke/)
+  for (const errors of [undefined, [{ instancePath: '', keyword: 'type', message: 'must be object' }]]) {
+    const { loadConfig: load } = await t.mockImport<typeof import('../../src/config.js')>('../../src/config.js', {
+      'env-schema': { default: () => { throw Object.assign(new Error('env-schema broke'), { errors }) } }
+    })
+    t.throws(() => load({}), /env-schema broke/, JSON.stringify(errors))
+  }
 })

@@ -22,7 +22,7 @@ t.test('run.py reports exactly the harness codes of the one list, each a constan
   const names = tupleNames(run, 'CODES')
   t.same([...names].sort(), [...HARNESS_ERROR_CODES].sort())
   for (const name of names) t.match(run, new RegExp(`^${name} = "${name}"`, 'm'), `${name} is "${name}"`)
-  // Every code literal it writes is one of them: no string literal outside the constants.
+  // Every code-like literal in run.py is one of them: no code sent that the list lacks.
   const literals = [...run.matchAll(/"([A-Z][A-Z_]{4,})"/g)].map(m => m[1])
   t.same(literals.filter(code => !(HARNESS_ERROR_CODES as readonly string[]).includes(code ?? '')), [], 'no other code literal')
 })

@@ -82,6 +82,13 @@ t.test('a zygote whose ready frame is malformed never serves: its slot goes cold
   t.same(warm.stats.runs, { ready: 0, waited: 0, cold: 1 })
 })
 
+t.test('a zygote whose ready frame comes with a frame that ends it is not handed out: the run goes cold', async t => {
+  const { pool: warm, log } = pool(t, ['ready-then-dies'])
+  t.equal(await warm.run(0, { script: 'x' }), undefined)
+  t.same(warm.stats.runs, { ready: 0, waited: 0, cold: 1 })
+  t.match(log.join('\n'), /frame for run 9 out of turn/)
+})
+
 t.test('a result over its cap: RESULT_TOO_LARGE, and the jail is replaced', async t => {
   const { pool: warm, log } = pool(t, ['result-over-cap', 'ok'])
   t.match(await warm.run(0, { script: 'x' }), { ok: false, code: 'RESULT_TOO_LARGE' })

@@ -80,7 +80,8 @@ export class WarmPool {
       if (Date.now() - (this.failedAt.get(slot) ?? 0) < RESTART_BACKOFF_MS) return undefined
       zygote = this.start(slot)
     }
-    return await zygote.whenReady() ? zygote : undefined
+    // Ready, and still ready: the frame that ends a zygote may come in the chunk that said ready.
+    return await zygote.whenReady() && zygote.state === 'ready' ? zygote : undefined
   }
 
   /** After a run: recycle a zygote that served its quota (its successor takes over), or start
@@ -106,7 +107,7 @@ export class WarmPool {
       const outcome = await zygote.run(request, this.options.memoryByCgroup)
       this.runs[waited ? 'waited' : 'ready']++
       return outcome
-    } finally { // acquire() hands out a ready zygote, and nothing can end it before run() (no await)
+    } finally { // acquire() hands out a ready zygote, and nothing ends it before run() (no await between)
       this.release(slot, zygote)
     }
   }
