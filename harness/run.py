@@ -1,8 +1,9 @@
 """PySandbox harness: the only code besides the user's that runs inside the sandbox.
 
-    python3 -I -u run.py [--seccomp] CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (script on fd 4, result on fd 3)
+    python3 -I -u run.py [--seccomp] CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (request on fd 4, result on fd 3)
 
-It reads the script from fd 4, runs it as module "sandboxed_script" (not "__main__"), calls
+It reads the request from fd 4 (the script, and the input and stdin when the caller sent them:
+see parse_request), gives the script its stdin, runs it as module "sandboxed_script" (not "__main__"), calls
 main() and writes one JSON message on fd 3, a channel of its own: whatever the script prints
 goes to stdout/stderr and can never become the result. The server treats the channel as
 untrusted and parses it strictly; this file only makes honest scripts report precisely.
@@ -42,16 +43,63 @@ RESULT_NOT_JSON = "RESULT_NOT_JSON"  # main() returned something that is not str
 RESULT_TOO_LARGE = "RESULT_TOO_LARGE"  # main()'s JSON is over the result limit
 MEMORY_LIMIT_EXCEEDED = "MEMORY_LIMIT_EXCEEDED"  # a MemoryError (RLIMIT_AS)
 TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"  # SIGXCPU: over the CPU limit
+MAIN_SIGNATURE = "MAIN_SIGNATURE"  # the input was sent, and main cannot take it as its one argument
 # Every code above: the server's list of codes must hold each one.
-CODES = (SYNTAX_ERROR, MISSING_MAIN, MAIN_NOT_CALLABLE, MAIN_RAISED, RESULT_NOT_JSON, RESULT_TOO_LARGE,
-         MEMORY_LIMIT_EXCEEDED, TIME_LIMIT_EXCEEDED)
+CODES = (SYNTAX_ERROR, MISSING_MAIN, MAIN_NOT_CALLABLE, MAIN_SIGNATURE, MAIN_RAISED, RESULT_NOT_JSON,
+         RESULT_TOO_LARGE, MEMORY_LIMIT_EXCEEDED, TIME_LIMIT_EXCEEDED)
+# The request's header (src/backends/launch.ts encodes it): the magic, then the byte lengths of
+# the script, the input's JSON and stdin, -1 for a field the caller did not send.
+REQUEST_MAGIC = b"PYSANDBOX-REQUEST"
+MAX_SIGNATURE_CHARS = 1024  # the server accepts a signature of up to 4096
+EMPTY_STDIN_HINT = "stdin is empty: send it in the request's \"stdin\" field"
 
 
 class NotJson(Exception):
     pass
 
 
-def read_script():
+class Request:
+    """What the caller sent: the script's source; `args`, main()'s arguments (the input, when it
+    was sent); `stdin`, bytes or None."""
+
+    def __init__(self, source, args, stdin):
+        self.source, self.args, self.stdin = source, args, stdin
+
+
+class _JsonContext:
+    """What _json's scanner needs (json.JSONDecoder's attributes), without importing json."""
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+
+    def __init__(self):
+        self.memo = {}  # the C scanner keeps its key cache here
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+
+def parse_request(data):
+    """The request from its bytes: `PYSANDBOX-REQUEST <script> <input> <stdin>\n` (byte lengths,
+    -1 for absent), then the three parts. The server wrote it; a malformed one is its bug."""
+    header, _, body = data.partition(b"\n")
+    magic, *lengths = header.split(b" ")
+    if magic != REQUEST_MAGIC or len(lengths) != 3:
+        raise ValueError("malformed request")
+    parts, at = [], 0
+    for length in map(int, lengths):
+        parts.append(None if length < 0 else body[at:at + length])
+        at += max(length, 0)
+    script, input_json, stdin = parts
+    args = ()
+    if input_json is not None:
+        value, _ = _json.make_scanner(_JsonContext())(input_json.decode("utf-8"), 0)
+        args = (value,)
+    return Request(script.decode("utf-8"), args, stdin)
+
+
+def read_request():
     chunks = []
     while True:
         chunk = os.read(SCRIPT_FD, 1 << 16)
@@ -59,7 +107,21 @@ def read_script():
             break
         chunks.append(chunk)
     os.close(SCRIPT_FD)
-    return b"".join(chunks).decode("utf-8")
+    return parse_request(b"".join(chunks))
+
+
+def attach_stdin(stdin):
+    """The caller's stdin as fd 0: a memory file (charged to the run's memory like any of its
+    pages), read like a file. Without it, fd 0 stays /dev/null: input() meets EOF at once."""
+    if stdin is None:
+        return
+    fd = os.memfd_create("stdin", 0)
+    view = memoryview(stdin)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.dup2(fd, 0)
+    os.close(fd)
 
 
 def open_channel():
@@ -177,13 +239,27 @@ def failure(code, message, **extra):
     return {"ok": False, "code": code, "message": message, **extra}
 
 
-def raised(exc, source):
+def raised(exc, request):
     text = str(exc)
     message = f"{type_name(exc)}: {text}" if text else type_name(exc)
-    return failure(MAIN_RAISED, message, exception=type_name(exc), traceback=user_traceback(exc, source))
+    if isinstance(exc, EOFError) and request.stdin is None:
+        message += f" ({EMPTY_STDIN_HINT})"
+    return failure(MAIN_RAISED, message, exception=type_name(exc), traceback=user_traceback(exc, request.source))
 
 
-def run(source):
+def signature_failure(main, exc):
+    """main cannot take the input as its one argument."""
+    import inspect
+    try:
+        shown = f"main{inspect.signature(main)}"[:MAX_SIGNATURE_CHARS]
+    except (TypeError, ValueError):  # a callable without a signature to show
+        shown = "main"
+    message = f"{shown} cannot be called with the input as its one argument: {exc}"
+    return failure(MAIN_SIGNATURE, message, signature=shown)
+
+
+def run(request):
+    source, args = request.source, request.args
     try:
         code = compile(source, FILENAME, "exec", dont_inherit=True)
     except SyntaxError as exc:
@@ -206,11 +282,20 @@ def run(source):
             return failure(MISSING_MAIN, "the script defines no function main()")
         if not callable(main):
             return failure(MAIN_NOT_CALLABLE, f"main is a {type_name(main)}, not a function")
+        try:
+            called = main(*args)
+        except TypeError as exc:
+            # With the input sent, raised by the call itself (no frame of main's own below this
+            # one): main cannot take it. A TypeError from inside main is the script's, as any
+            # error; without input, a main() that needs arguments raises as it always did.
+            if args and exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+                return signature_failure(main, exc)
+            raise
         if getattr(getattr(main, "__code__", None), "co_flags", 0) & CO_COROUTINE:
             import asyncio
-            result = asyncio.run(main())
+            result = asyncio.run(called)
         else:
-            result = main()
+            result = called
     except MemoryError as exc:
         # The script's memory is still held through the traceback's frames: let it go first.
         exc.__traceback__ = None
@@ -218,7 +303,7 @@ def run(source):
         reserve.close()
         return failure(MEMORY_LIMIT_EXCEEDED, "the script ran out of memory (MemoryError)")
     except BaseException as exc:  # SystemExit and KeyboardInterrupt are the script's too
-        return raised(exc, source)
+        return raised(exc, request)
     try:
         check_json(result)
     except NotJson as exc:
@@ -267,12 +352,12 @@ def prepare(cpu_seconds, result_limit):
     return channel
 
 
-def conclude(source, channel, result_limit, site_packages):
+def conclude(request, channel, result_limit, site_packages):
     """Run the script, send its message on the channel and end the process (never returns)."""
     if site_packages not in sys.path:
         sys.path.append(site_packages)
     sys.argv = [FILENAME]
-    message = run(source)
+    message = run(request)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -306,9 +391,10 @@ def entry():
     cpu_seconds, result_limit = int(args[0]), int(args[1])
     site_packages = args[2] if len(args) > 2 else SANDBOX_SITE_PACKAGES
     channel = prepare(cpu_seconds, result_limit)
-    source = read_script()
+    request = read_request()
     close_inherited(channel)
-    conclude(source, channel, result_limit, site_packages)
+    attach_stdin(request.stdin)
+    conclude(request, channel, result_limit, site_packages)
 
 
 if __name__ == "__main__":

@@ -243,11 +243,12 @@ def child(pipes):
         data = read_exactly(IN_FD, length) if length <= MAX_SCRIPT_BYTES else None
         if data is None:
             os._exit(EXIT_BAD_FRAME)
-        source = data.decode("utf-8")
+        request = harness.parse_request(data)
         del data
         os.close(pipes[-1][1])  # the frame is read: from now on the zygote may read fd 0 (stops)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
+        harness.attach_stdin(request.stdin)
         for fd, (_, write) in zip((1, 2, 3), pipes, strict=False):  # pipes has a fourth: "frame read"
             os.dup2(write, fd)
         os.closerange(4, os.sysconf("SC_OPEN_MAX"))
@@ -273,7 +274,7 @@ def child(pipes):
         # frozen: collecting it would copy every page shared with the zygote.
         gc.enable()
         channel = harness.prepare(CPU_SECONDS, RESULT_LIMIT)
-        harness.conclude(source, channel, RESULT_LIMIT, SITE_PACKAGES)
+        harness.conclude(request, channel, RESULT_LIMIT, SITE_PACKAGES)
     except BaseException:  # as an uncaught exception ends a cold run: a traceback and status 1
         try:
             sys.__excepthook__(*sys.exc_info())  # the C-level printer, as the interpreter's

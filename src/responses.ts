@@ -22,7 +22,9 @@ function errorReply (description: string, examples: Example<ErrorReply>, headers
 export const REQUEST_EXAMPLES = [
   { script: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n' },
   { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "temp": [3, 19, 5]})\n    return df.groupby("city")["temp"].mean().to_dict()\n' },
-  { script: 'def main():\n    return 1 / 0\n' }
+  { script: 'def main():\n    return 1 / 0\n' },
+  { script: 'def main(data):\n    return {"total": sum(data["values"])}\n', input: { values: [1, 2, 3] } },
+  { script: 'def main():\n    name = input()\n    return f"Hello, {name}!"\n', stdin: 'Ada\n' }
 ]
 
 export const executeResponses = {
@@ -37,7 +39,7 @@ export const executeResponses = {
   }),
   400: errorReply('The body is not JSON, or not {"script": "<non-empty string>"} (unknown fields are named)', {
     INVALID_JSON: { summary: 'The body is not JSON', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_JSON', message: 'the body is not valid JSON: Body is not valid JSON but content-type is set to \'application/json\'', requestId: id } },
-    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the only field is "script"', requestId: id } },
+    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin"', requestId: id } },
     missing: { summary: 'No script', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body must have the field "script"', requestId: id } }
   }),
   413: errorReply('The body is over LIMIT_BODY_BYTES; refused before it is read whole', {
@@ -50,6 +52,7 @@ export const executeResponses = {
     SYNTAX_ERROR: { summary: 'The script does not compile', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'SYNTAX_ERROR', message: 'line 1, column 10: invalid syntax', ...ran, line: 1, column: 10 } },
     MISSING_MAIN: { summary: 'No main()', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MISSING_MAIN', message: 'the script defines no function main()', ...ran } },
     MAIN_NOT_CALLABLE: { summary: 'main is not a function', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_NOT_CALLABLE', message: 'main is a int, not a function', ...ran } },
+    MAIN_SIGNATURE: { summary: 'input sent, but main() takes none', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_SIGNATURE', message: 'main() cannot be called with the input as its one argument: main() takes 0 positional arguments but 1 was given', ...ran, signature: 'main()' } },
     MAIN_RAISED: { summary: 'main() raised', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_RAISED', message: 'ZeroDivisionError: division by zero', ...ran, exception: 'ZeroDivisionError', traceback: 'Traceback (most recent call last):\n  File "<script>", line 2, in main\n    return 1 / 0\n           ~~^~~\nZeroDivisionError: division by zero\n' } },
     RESULT_NOT_JSON: { summary: 'A numpy scalar is not JSON', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_NOT_JSON', message: 'main() returned something that is not JSON: result[\'total\'] is a numpy.int64, which is not JSON', ...ran } },
     RESULT_TOO_LARGE: { summary: 'Over LIMIT_RESULT_BYTES', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_TOO_LARGE', message: 'main() returned 9437207 bytes of JSON; the limit is 8388608', ...ran } },

@@ -4,8 +4,13 @@ import { Type, type Static } from '@sinclair/typebox'
 import { BACKEND_NAMES } from './config.js'
 import { ERRORS, ERROR_CODES } from './errors/codes.js'
 
+/** Deepest nesting of arrays and objects accepted in `input`: as in main()'s result. */
+export const MAX_INPUT_DEPTH = 200
+
 export const ExecuteBody = Type.Object({
-  script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' })
+  script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' }),
+  input: Type.Optional(Type.Unknown({ description: `Any JSON value (nested at most ${MAX_INPUT_DEPTH} deep). Present, even null: main(input) is called; absent: main()` })),
+  stdin: Type.Optional(Type.String({ description: 'The script\'s standard input (input(), sys.stdin). Absent: empty, and input() raises EOFError' }))
 }, { additionalProperties: false, $id: 'ExecuteBody' })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
@@ -42,6 +47,7 @@ export const ErrorReply = Type.Object({
   // What helps debug, by error:
   exception: Type.Optional(Type.String({ description: 'MAIN_RAISED: the exception type' })),
   traceback: Type.Optional(Type.String({ description: 'MAIN_RAISED: the user\'s frames only' })),
+  signature: Type.Optional(Type.String({ description: 'MAIN_SIGNATURE: main\'s signature, e.g. main(a, b)' })),
   line: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: line (1-based)' })),
   column: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: column (1-based)' })),
   signal: Type.Optional(Type.String({ description: 'CRASHED: the signal that ended the run' })),

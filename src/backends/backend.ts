@@ -23,8 +23,16 @@ export type RunOutcome =
     details: Record<string, string | number>
   } & RunOutput)
 
-export interface RunRequest {
+/** What the caller asked to run: the script, and what it sent for it. */
+export interface ScriptRequest {
   script: string
+  /** main()'s one argument, when the caller sent `input` (JSON null included). */
+  input?: { value: unknown }
+  /** The script's standard input, when the caller sent `stdin`. */
+  stdin?: string
+}
+
+export interface RunRequest extends ScriptRequest {
   /** Execution slot (0 ≤ slot < CONCURRENCY): backends give each slot its own host uid. */
   slot: number
   signal?: AbortSignal

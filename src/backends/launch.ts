@@ -3,7 +3,7 @@
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../config.js'
 import { MiB } from '../units.js'
-import type { Limits, RunOutcome, RunRequest } from './backend.js'
+import type { Limits, RunOutcome, RunRequest, ScriptRequest } from './backend.js'
 import { interpret } from './outcome.js'
 import { spawnCapped, type SpawnResult } from './spawn.js'
 
@@ -61,12 +61,21 @@ export function prlimitArgs (limits: Limits): string[] {
   ]
 }
 
+/** The request as the harness reads it (harness/run.py parse_request): a header naming the byte
+ *  lengths of the script, the input's JSON and stdin (-1: not sent), then the three. */
+export function harnessRequest (request: ScriptRequest): Buffer {
+  const parts = [request.script, request.input === undefined ? undefined : JSON.stringify(request.input.value), request.stdin]
+    .map(part => part === undefined ? undefined : Buffer.from(part, 'utf8'))
+  const header = `PYSANDBOX-REQUEST ${parts.map(part => part?.length ?? -1).join(' ')}\n`
+  return Buffer.concat([Buffer.from(header), ...parts.filter(part => part !== undefined)])
+}
+
 /** `normalise` undoes a launcher's quirks in reporting how its child ended. */
 export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean,
   normalise: (spawned: SpawnResult) => SpawnResult = spawned => spawned): Promise<RunOutcome> {
   const spawned = await spawnCapped({
     ...launch,
-    input: request.script,
+    input: harnessRequest(request),
     outputLimit: limits.outputBytes,
     channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
     wallTimeMs: limits.wallTimeMs,

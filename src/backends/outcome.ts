@@ -18,6 +18,7 @@ const ChannelMessage = Type.Union([
     message: Type.String({ maxLength: 65_536 }),
     exception: Type.Optional(Type.String({ maxLength: 1024 })),
     traceback: Type.Optional(Type.String()),
+    signature: Type.Optional(Type.String({ maxLength: 4096 })),
     line: Type.Optional(Type.Integer({ minimum: 0 })),
     column: Type.Optional(Type.Integer({ minimum: 0 }))
   }, { additionalProperties: false })

@@ -10,8 +10,8 @@ export interface SpawnRequest {
   args: readonly string[]
   env: Readonly<Record<string, string>>
   cwd?: string
-  /** Written to the child's fd 4, then closed: the script travels here, never through argv. */
-  input: string
+  /** Written to the child's fd 4, then closed: the request travels here, never through argv. */
+  input: string | Buffer
   /** Bytes kept of stdout and of stderr each; the rest is read and dropped. */
   outputLimit: number
   /** Bytes accepted on fd 3, the result channel; more kills the run. */

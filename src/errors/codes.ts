@@ -10,7 +10,7 @@ export const REQUEST_ERROR_CODES = [
 
 /** What harness/run.py reports on the result channel (its CODES). */
 export const HARNESS_ERROR_CODES = [
-  'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED',
+  'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_SIGNATURE', 'MAIN_RAISED',
   'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED', 'MEMORY_LIMIT_EXCEEDED'
 ] as const
 
@@ -40,6 +40,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
   MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },
   MAIN_NOT_CALLABLE: { status: 422, meaning: 'main is not a function' },
+  MAIN_SIGNATURE: { status: 422, meaning: 'input was sent, and main cannot take it as its one argument (the signature is given)' },
   MAIN_RAISED: { status: 422, meaning: 'the script raised (exception and traceback given)' },
   RESULT_NOT_JSON: { status: 422, meaning: 'main() returned something that is not JSON' },
   RESULT_TOO_LARGE: { status: 422, meaning: 'main() returned more than LIMIT_RESULT_BYTES of JSON' },

@@ -5,6 +5,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { ErrorObject } from 'ajv'
+import { ExecuteBody } from '../schemas.js'
 import { isErrorCode, type ErrorCode } from './codes.js'
 import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
 
@@ -24,6 +25,9 @@ export function errorBody (statusCode: number, code: ErrorCode, message: string,
   return { statusCode, error: String(STATUS_CODES[statusCode]), code, message, requestId, ...extra }
 }
 
+/** The request body's fields, for the message naming an unknown one. */
+const EXECUTE_FIELDS = Object.keys(ExecuteBody.properties).map(name => `"${name}"`).join(', ')
+
 /** Validation errors in words a user can act on; unknown fields are named. */
 export function describeValidation (errors: ErrorObject[], dataVar: string): Error {
   // A typo is both an unknown field and a missing one: name the unknown field first.
@@ -31,7 +35,7 @@ export function describeValidation (errors: ErrorObject[], dataVar: string): Err
   const where = `${dataVar}${first.instancePath.replaceAll('/', '.')}`
   const params = first.params as Record<string, unknown>
   const texts: Record<string, string> = {
-    additionalProperties: `unknown field "${String(params.additionalProperty)}" in ${where}; the only field is "script"`,
+    additionalProperties: `unknown field "${String(params.additionalProperty)}" in ${where}; the fields are ${EXECUTE_FIELDS}`,
     required: `${where} must have the field "${String(params.missingProperty)}"`,
     minLength: `${where} must not be empty`,
     type: `${where} must be ${String(params.type)}`

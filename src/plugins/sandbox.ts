@@ -4,7 +4,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
-import type { ProbeReport, RunOutcome, SandboxBackend } from '../backends/backend.js'
+import type { ProbeReport, RunOutcome, SandboxBackend, ScriptRequest } from '../backends/backend.js'
 import { ClientClosedError, SandboxUnavailableError } from '../errors/errors.js'
 import { Slots } from '../slots.js'
 
@@ -28,7 +28,7 @@ export interface Sandbox {
   readonly slots: Slots
   /** Runs `script` in a slot; `signal` aborts when the client leaves: a run is stopped, a request
    *  still queued (or just granted a slot) is not run and throws ClientClosedError. */
-  execute: (script: string, signal: AbortSignal) => Promise<Execution>
+  execute: (request: ScriptRequest, signal: AbortSignal) => Promise<Execution>
 }
 
 declare module 'fastify' {
@@ -146,7 +146,7 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     schedule(readyAtStart ? options.probeIntervalMs : retryMs)
   }
 
-  async function execute (script: string, signal: AbortSignal): Promise<Execution> {
+  async function execute (request: ScriptRequest, signal: AbortSignal): Promise<Execution> {
     if (backend === undefined || !ready) throw new SandboxUnavailableError()
     const queuedAt = performance.now()
     // A client that leaves while queued gives up its place at once; one that left just as its
@@ -162,7 +162,7 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     signal.addEventListener('abort', abort, { once: true })
     inFlight.add(controller)
     try {
-      const outcome = await backend.run({ script, slot: lease.slot, signal: controller.signal })
+      const outcome = await backend.run({ ...request, slot: lease.slot, signal: controller.signal })
       return { outcome, backend: backend.name, queuedMs }
     } finally {
       signal.removeEventListener('abort', abort)

@@ -2,7 +2,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorBody } from '../errors/replies.js'
 import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
-import { ExecuteBody } from '../schemas.js'
+import { nestsWithin } from '../backends/outcome.js'
+import { InvalidRequestError } from '../errors/errors.js'
+import { ExecuteBody, MAX_INPUT_DEPTH } from '../schemas.js'
 
 const execute: FastifyPluginAsyncTypebox = async app => {
   app.post('/execute', {
@@ -17,7 +19,17 @@ const execute: FastifyPluginAsyncTypebox = async app => {
     const gone = new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) gone.abort() })
 
-    const { outcome, backend, queuedMs } = await app.sandbox.execute(request.body.script, gone.signal)
+    const { script, input, stdin } = request.body
+    // `input` present, even as null, is main()'s argument: absent and null differ.
+    const hasInput = Object.hasOwn(request.body, 'input')
+    if (hasInput && !nestsWithin(Buffer.from(JSON.stringify(input)), MAX_INPUT_DEPTH)) {
+      throw new InvalidRequestError(`body.input is nested deeper than ${MAX_INPUT_DEPTH} levels`)
+    }
+    const { outcome, backend, queuedMs } = await app.sandbox.execute({
+      script,
+      ...(hasInput ? { input: { value: input } } : {}),
+      ...(stdin !== undefined ? { stdin } : {})
+    }, gone.signal)
     const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
     app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs })
     request.log.info({
@@ -25,7 +37,9 @@ const execute: FastifyPluginAsyncTypebox = async app => {
       backend,
       durationMs,
       queuedMs,
-      scriptBytes: Buffer.byteLength(request.body.script),
+      scriptBytes: Buffer.byteLength(script),
+      hasInput,
+      stdinBytes: stdin === undefined ? 0 : Buffer.byteLength(stdin),
       stdoutBytes: Buffer.byteLength(stdout),
       stderrBytes: Buffer.byteLength(stderr),
       stdoutTruncated,

@@ -5,7 +5,7 @@
 import t, { type Test as TapTest } from 'tap'
 import { GUARANTEES } from './guarantees.js'
 import { readdirSync, readFileSync } from 'node:fs'
-import { HELLO, TEST_LIMITS, externalUrl, get, post, script, startServer, type Target } from './server.js'
+import { HELLO, TEST_LIMITS, externalUrl, get, post, postBody, script, startServer, type Target } from './server.js'
 
 type Test = TapTest
 
@@ -229,6 +229,55 @@ child = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=Tr
 return [box, child.stdout.strip(), os.getcwd(), os.listdir("/tmp") == [] or True]`, 'import os, subprocess, sys, threading'))
       t.same(reply.body.result, [[1], '42', '/tmp', true])
     })
+  })
+
+  t.test('data in: input for main(), stdin for the script', async t => {
+    await t.test('input present (any JSON, null included) is main()\'s one argument; absent, main() takes none', async t => {
+      const echo = 'def main(data):\n    return {"got": data, "type": type(data).__name__}\n'
+      for (const input of [{ values: [1, 2.5, 'x', true, null] }, [1, [2, [3]]], 'text', 0, false, null]) {
+        const reply = await postBody(target, { script: echo, input })
+        t.equal(reply.status, 200, JSON.stringify(input))
+        t.same(reply.body.result.got, input, `${JSON.stringify(input)} arrives as it was sent`)
+      }
+      t.equal((await postBody(target, { script: echo, input: null })).body.result.type, 'NoneType', 'null is None, and still an argument')
+      t.same((await post(target, 'def main(data=7):\n    return data\n')).body.result, 7, 'absent: main() is called with none')
+      t.same((await postBody(target, { script: 'async def main(data):\n    return data * 2\n', input: 21 })).body.result, 42, 'async def main(data) too')
+    })
+    await t.test('deny: input sent to a main that cannot take it: 422 MAIN_SIGNATURE with the signature', async t => {
+      const sent = await postBody(target, { script: 'def main():\n    return 1\n', input: { a: 1 } })
+      t.equal(sent.status, 422)
+      t.match(sent.body, { code: 'MAIN_SIGNATURE', signature: 'main()', message: /^main\(\) cannot be called with the input as its one argument: / })
+      const two = await postBody(target, { script: 'def main(data, *, flag):\n    return 1\n', input: 1 })
+      t.match(two.body, { code: 'MAIN_SIGNATURE', signature: 'main(data, *, flag)' })
+      const unchanged = await post(target, 'def main(data):\n    return 1\n')
+      t.match(unchanged.body, { code: 'MAIN_RAISED', exception: 'TypeError' }, 'without input, as before the field existed')
+    })
+    await t.test('allow: a TypeError raised inside main(data) is the script\'s own: MAIN_RAISED with its traceback', async t => {
+      const reply = await postBody(target, { script: 'def main(data):\n    return len(data)\n', input: 5 })
+      t.match(reply.body, { code: 'MAIN_RAISED', exception: 'TypeError', traceback: /line 2, in main/ })
+    })
+    await t.test('stdin is what input() and sys.stdin read, unicode and 512 KiB included', async t => {
+      const lines = await postBody(target, { script: 'import sys\ndef main():\n    first = input()\n    return [first, sys.stdin.read()]\n', stdin: 'Ada\nLovelace ✓\n' })
+      t.same(lines.body.result, ['Ada', 'Lovelace ✓\n'])
+      const big = 'x'.repeat(512 * 1024)
+      const sized = await postBody(target, { script: 'import sys\ndef main():\n    return len(sys.stdin.buffer.read())\n', stdin: big })
+      t.equal(sized.body.result, big.length)
+    })
+    await t.test('without stdin, input() raises EOFError saying stdin is empty', async t => {
+      const reply = await post(target, 'def main():\n    return input()\n')
+      t.match(reply.body, { code: 'MAIN_RAISED', exception: 'EOFError', message: /stdin is empty: send it in the request's "stdin" field/ })
+    })
+    await t.test('deny: one run\'s stdin and input never reach the next run', async t => {
+      await postBody(target, { script: 'def main(data):\n    return input()\n', input: 'secret-input', stdin: 'secret-stdin\n' })
+      const next = await post(target, 'import sys, os\ndef main():\n    return [sys.stdin.read(), os.fstat(0).st_size]\n')
+      t.same(next.body.result, ['', 0], 'the next run\'s stdin is empty')
+    })
+    await t.test('a request header inside the script, input or stdin is only text', async t => {
+      const magic = 'PYSANDBOX-REQUEST 1 1 1\n'
+      const reply = await postBody(target, { script: `# ${magic}def main(data):\n    return [data, input()]\n`, input: magic, stdin: magic })
+      t.same(reply.body.result, [magic, magic.trim()])
+    })
+    await stillServes(t, target)
   })
 
   t.test('limits end runaway scripts and keep the service answering', async t => {

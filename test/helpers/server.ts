@@ -54,10 +54,15 @@ export interface Reply {
 }
 
 export async function post (target: Target, script: string): Promise<Reply> {
+  return await postBody(target, { script })
+}
+
+/** POST /execute with a whole body (script, input, stdin). */
+export async function postBody (target: Target, body: Record<string, unknown>): Promise<Reply> {
   const response = await fetch(`${target.url}/execute`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ script })
+    body: JSON.stringify(body)
   })
   return { status: response.status, headers: response.headers, body: await response.json() as Record<string, any> }
 }

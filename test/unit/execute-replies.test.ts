@@ -98,3 +98,34 @@ t.test('422: a failing outcome becomes the error body with its details, output a
     }, `${code} ${JSON.stringify(details)}`)
   }
 })
+
+t.test('input and stdin reach the backend as sent: input present (even null) or absent, stdin as text', async t => {
+  const fake = new FakeBackend('nsjail')
+  const { app } = await build(t, { backends: [fake] })
+  const table: Array<{ body: Record<string, unknown>, input: unknown, stdin: unknown }> = [
+    { body: { script: 'x' }, input: undefined, stdin: undefined },
+    { body: { script: 'x', input: null }, input: { value: null }, stdin: undefined },
+    { body: { script: 'x', input: { a: [1, 'b'] }, stdin: '' }, input: { value: { a: [1, 'b'] } }, stdin: '' },
+    { body: { script: 'x', stdin: 'line\n' }, input: undefined, stdin: 'line\n' }
+  ]
+  for (const [i, { body, input, stdin }] of table.entries()) {
+    t.equal((await execute(app, body)).statusCode, 200, JSON.stringify(body))
+    t.same(fake.runs[i]?.input, input, `${JSON.stringify(body)}: input`)
+    t.equal(fake.runs[i]?.stdin, stdin, `${JSON.stringify(body)}: stdin`)
+  }
+})
+
+t.test('deny: input nested past its bound, or stdin that is not text: 400 naming the field, nothing run', async t => {
+  const fake = new FakeBackend('nsjail')
+  const { app } = await build(t, { backends: [fake] })
+  const nested = (depth: number): unknown => depth === 0 ? 1 : [nested(depth - 1)]
+  const deep = await execute(app, { script: 'x', input: nested(201) })
+  t.equal(deep.statusCode, 400)
+  t.match(deep.json(), { code: 'INVALID_REQUEST', message: 'body.input is nested deeper than 200 levels' })
+  for (const stdin of [1, null, ['a'], { a: 1 }]) {
+    const reply = await execute(app, { script: 'x', stdin })
+    t.match(reply.json(), { statusCode: 400, code: 'INVALID_REQUEST', message: 'body.stdin must be string' }, JSON.stringify(stdin))
+  }
+  t.equal(fake.runs.length, 0)
+  t.equal((await execute(app, { script: 'x', input: nested(200) })).statusCode, 200, 'allow: exactly 200 levels')
+})

@@ -93,7 +93,7 @@ t.test('a re-probe that reports a broken promise refuses service at once, howeve
   const down = await readyz(app)
   t.equal(down.statusCode, 503)
   t.same(down.body.probes, [{ backend: 'unshare', ok: false, reason: 'other processes visible (pids 1,7)', features: {} }])
-  await t.rejects(app.sandbox.execute('x', new AbortController().signal), { code: 'SANDBOX_UNAVAILABLE' })
+  await t.rejects(app.sandbox.execute({ script: 'x' }, new AbortController().signal), { code: 'SANDBOX_UNAVAILABLE' })
   t.ok(logs.some(l => l.level === 50 && /FAILED ITS RE-PROBE/.test(String(l.msg))), 'logged as an error')
 
   probes.next = busy
@@ -117,7 +117,7 @@ t.test(`a probe whose canary runs out of time at start is tried ${START_PROBE_AT
   t.equal(unshare.probeCalls, 0, 'a busy host is no reason to use a weaker backend')
   t.equal(app.sandbox.ready, false, 'fail closed')
   t.equal(app.sandbox.backend?.name, 'nsjail')
-  await t.rejects(app.sandbox.execute('x', new AbortController().signal), { code: 'SANDBOX_UNAVAILABLE' })
+  await t.rejects(app.sandbox.execute({ script: 'x' }, new AbortController().signal), { code: 'SANDBOX_UNAVAILABLE' })
   const down = await readyz(app)
   t.equal(down.statusCode, 503)
   t.match(down.body, { status: 'unavailable', backend: 'nsjail', probes: [{ backend: 'nsjail', ok: false, inconclusive: true, reason: INCONCLUSIVE, features: {} }] })

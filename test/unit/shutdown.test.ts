@@ -110,11 +110,11 @@ t.test('a client gone before its request queues, or just as its slot is granted,
   const fake = new FakeBackend('nsjail')
   const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '1' }, backends: [fake] })
   const { slots } = app.sandbox
-  await t.rejects(app.sandbox.execute('x', AbortSignal.abort()), { code: 'CLIENT_CLOSED' }, 'gone before it queued')
+  await t.rejects(app.sandbox.execute({ script: 'x' }, AbortSignal.abort()), { code: 'CLIENT_CLOSED' }, 'gone before it queued')
 
   const lease = await slots.acquire()
   const client = new AbortController()
-  const late = app.sandbox.execute('x', client.signal)
+  const late = app.sandbox.execute({ script: 'x' }, client.signal)
   await until(() => slots.queued === 1, 'the request to queue')
   lease.release() // grants the slot to the queued request...
   client.abort() // ...whose client leaves before execute() resumes

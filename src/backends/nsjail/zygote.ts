@@ -6,8 +6,8 @@
 // jail and replaced; it is never served twice.
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Readable, Writable } from 'node:stream'
-import type { Limits, RunOutcome, WarmSandboxState } from '../backend.js'
-import type { Launch } from '../launch.js'
+import type { Limits, RunOutcome, ScriptRequest, WarmSandboxState } from '../backend.js'
+import { harnessRequest, type Launch } from '../launch.js'
 import { crashed, interpret, outputOf } from '../outcome.js'
 import { CappedSink } from '../sink.js'
 import type { SpawnResult } from '../spawn.js'
@@ -21,8 +21,7 @@ const STOP_GRACE_MS = 2_000
 /** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
 const KILL_GRACE_MS = 1000
 
-export interface WarmRun {
-  script: string
+export interface WarmRun extends ScriptRequest {
   signal?: AbortSignal
 }
 
@@ -215,7 +214,7 @@ export class Zygote {
     if (this.current !== 'ready') throw new Error(`zygote not ready (${this.current})`)
     this.current = 'running'
     const runId = this.nextRunId++
-    const script = Buffer.from(request.script, 'utf8')
+    const script = harnessRequest(request)
     const { limits } = this
     const started = performance.now()
     let settle!: (result: SpawnResult | undefined) => void
