@@ -7,6 +7,7 @@ import { constants } from 'node:os'
 import { HARNESS_ERROR_CODES } from '../errors/codes.js'
 import type { Limits, RunOutcome, RunOutput, ScriptErrorCode } from './backend.js'
 import type { SpawnResult } from './spawn.js'
+import { nestsWithin } from '../json-depth.js'
 
 const HarnessCode = Type.Union(HARNESS_ERROR_CODES.map(c => Type.Literal(c)))
 
@@ -33,33 +34,6 @@ const lenient = new TextDecoder('utf-8')
  *  on the channel itself is not held to that, and a message nested 200,000 deep parses but then
  *  overflows the stack when the reply is serialized (a 500). A little above the harness's bound. */
 export const MAX_CHANNEL_DEPTH = 256
-
-const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const OPENERS = new Set([0x5b, 0x7b]) // [ {
-const CLOSERS = new Set([0x5d, 0x7d]) // ] }
-
-/** Whether the JSON text nests no deeper than `max`, in one pass without recursion. Brackets
- *  inside strings do not count; UTF-8 continuation bytes never equal an ASCII byte. Whether the
- *  text is valid JSON is JSON.parse's to say. */
-export function nestsWithin (bytes: Uint8Array, max: number): boolean {
-  let depth = 0
-  let inString = false
-  for (let i = 0; i < bytes.length; i++) {
-    const byte = bytes[i] as number
-    if (inString) {
-      if (byte === BACKSLASH) i++ // the escaped character cannot end the string
-      else if (byte === QUOTE) inString = false
-    } else if (byte === QUOTE) {
-      inString = true
-    } else if (OPENERS.has(byte)) {
-      if (++depth > max) return false
-    } else if (CLOSERS.has(byte)) {
-      depth--
-    }
-  }
-  return true
-}
 
 function parseChannel (bytes: Buffer): ChannelMessage | undefined {
   // Size is bounded by the spawn wrapper (channelLimit); nesting is bounded here, before

@@ -2,8 +2,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorBody } from '../errors/replies.js'
 import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
-import { nestsWithin } from '../backends/outcome.js'
 import { InvalidRequestError } from '../errors/errors.js'
+import { nestsWithin } from '../json-depth.js'
 import { ExecuteBody, MAX_INPUT_DEPTH } from '../schemas.js'
 
 const execute: FastifyPluginAsyncTypebox = async app => {

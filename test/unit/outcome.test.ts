@@ -2,7 +2,8 @@ import { constants } from 'node:os'
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
 import { undoExitStatusSignal } from '../../src/backends/nsjail/backend.js'
-import { MAX_CHANNEL_DEPTH, interpret, nestsWithin } from '../../src/backends/outcome.js'
+import { MAX_CHANNEL_DEPTH, interpret } from '../../src/backends/outcome.js'
+import { nestsWithin } from '../../src/json-depth.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 
 const limits: Limits = {
