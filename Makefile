@@ -16,7 +16,7 @@ build: node_modules
 
 lint: node_modules .sandbox/lint/.ok
 	npm run lint
-	.sandbox/lint/bin/ruff check harness/ test/fixtures/
+	.sandbox/lint/bin/ruff check harness/ scripts/ test/fixtures/
 
 bench: deps
 	npm run bench
@@ -31,10 +31,12 @@ node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# The sandbox's own packages (numpy, pandas), apart from anything the server uses.
-.sandbox/site-packages/.ok: harness/requirements.txt
+# The sandbox's own packages (numpy, pandas, matplotlib), apart from anything the server uses,
+# and matplotlib's font cache (so no run scans fonts).
+.sandbox/site-packages/.ok: harness/requirements.txt scripts/font_cache.py
 	rm -rf $(@D)
 	$(PIP_INSTALL) $(@D) -r $<
+	$(SANDBOX_PYTHON) -I scripts/font_cache.py $(@D)
 	@touch $@
 
 # The Python linter (ruff, pinned by hash) for `make lint`; never installed in the image.
