@@ -1,12 +1,15 @@
 """PySandbox harness: the only code besides the user's that runs inside the sandbox.
 
-    python3 -I -u run.py [--seccomp] CPU_SECONDS RESULT_BYTES [SITE_PACKAGES]  (request on fd 4, result on fd 3)
+    python3 -I -u run.py [--seccomp] CPU_SECONDS RESULT_BYTES FILES_OUT FILES_OUT_BYTES [SITE_PACKAGES]
+    (request on fd 4, result on fd 3)
 
-It reads the request from fd 4 (the script, and the input and stdin when the caller sent them:
-see parse_request), gives the script its stdin, runs it as module "sandboxed_script" (not "__main__"), calls
-main() and writes one JSON message on fd 3, a channel of its own: whatever the script prints
-goes to stdout/stderr and can never become the result. The server treats the channel as
-untrusted and parses it strictly; this file only makes honest scripts report precisely.
+It reads the request from fd 4 (the script, and the input, stdin and files when the caller sent
+them: see parse_request), puts the files in the working directory, gives the script its stdin,
+runs it as module "sandboxed_script" (not "__main__"), calls main() and writes one JSON message
+on fd 3, a channel of its own: main()'s value, and the files the script left under output/ and
+its open figures (workdir.py). Whatever the script prints goes to stdout/stderr and can never
+become the result. The server treats the channel as untrusted and parses it strictly; this file
+only makes honest scripts report precisely.
 """
 
 # Only what every run needs. asyncio, traceback, json and signal (which import re and enum)
@@ -20,6 +23,12 @@ import os
 import resource
 import sys
 import types
+
+# The working directory's files (in and out), a module of its own beside this one.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workdir
+
+del sys.path[0]
 
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 
@@ -44,11 +53,12 @@ RESULT_TOO_LARGE = "RESULT_TOO_LARGE"  # main()'s JSON is over the result limit
 MEMORY_LIMIT_EXCEEDED = "MEMORY_LIMIT_EXCEEDED"  # a MemoryError (RLIMIT_AS)
 TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"  # SIGXCPU: over the CPU limit
 MAIN_SIGNATURE = "MAIN_SIGNATURE"  # the input was sent, and main cannot take it as its one argument
+OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"  # more files or bytes under output/ than the limits
 # Every code above: the server's list of codes must hold each one.
 CODES = (SYNTAX_ERROR, MISSING_MAIN, MAIN_NOT_CALLABLE, MAIN_SIGNATURE, MAIN_RAISED, RESULT_NOT_JSON,
-         RESULT_TOO_LARGE, MEMORY_LIMIT_EXCEEDED, TIME_LIMIT_EXCEEDED)
+         RESULT_TOO_LARGE, OUTPUT_TOO_LARGE, MEMORY_LIMIT_EXCEEDED, TIME_LIMIT_EXCEEDED)
 # The request's header (src/backends/launch.ts encodes it): the magic, then the byte lengths of
-# the script, the input's JSON and stdin, -1 for a field the caller did not send.
+# the script, the input's JSON, stdin and the files, -1 for a field the caller did not send.
 REQUEST_MAGIC = b"PYSANDBOX-REQUEST"
 MAX_SIGNATURE_CHARS = 1024  # the server accepts a signature of up to 4096
 EMPTY_STDIN_HINT = "stdin is empty: send it in the request's \"stdin\" field"
@@ -60,10 +70,10 @@ class NotJson(Exception):
 
 class Request:
     """What the caller sent: the script's source; `args`, main()'s arguments (the input, when it
-    was sent); `stdin`, bytes or None."""
+    was sent); `stdin`, bytes or None; `files`, a list of (relative path, bytes)."""
 
-    def __init__(self, source, args, stdin):
-        self.source, self.args, self.stdin = source, args, stdin
+    def __init__(self, source, args, stdin, files):
+        self.source, self.args, self.stdin, self.files = source, args, stdin, files
 
 
 class _JsonContext:
@@ -81,22 +91,39 @@ class _JsonContext:
 
 
 def parse_request(data):
-    """The request from its bytes: `PYSANDBOX-REQUEST <script> <input> <stdin>\n` (byte lengths,
-    -1 for absent), then the three parts. The server wrote it; a malformed one is its bug."""
+    """The request from its bytes: `PYSANDBOX-REQUEST <script> <input> <stdin> <files>\n` (byte
+    lengths, -1 for absent), then the four parts. The server wrote it (src/backends/launch.ts);
+    a malformed one is its bug."""
     header, _, body = data.partition(b"\n")
     magic, *lengths = header.split(b" ")
-    if magic != REQUEST_MAGIC or len(lengths) != 3:
+    if magic != REQUEST_MAGIC or len(lengths) != 4:
         raise ValueError("malformed request")
     parts, at = [], 0
+    body = memoryview(body)
     for length in map(int, lengths):
         parts.append(None if length < 0 else body[at:at + length])
         at += max(length, 0)
-    script, input_json, stdin = parts
+    script, input_json, stdin, files = parts
     args = ()
     if input_json is not None:
-        value, _ = _json.make_scanner(_JsonContext())(input_json.decode("utf-8"), 0)
+        value, _ = _json.make_scanner(_JsonContext())(str(input_json, "utf-8"), 0)
         args = (value,)
-    return Request(script.decode("utf-8"), args, stdin)
+    return Request(str(script, "utf-8"), args, None if stdin is None else bytes(stdin),
+                   [] if files is None else parse_files(files))
+
+
+def parse_files(data):
+    """The files part: for each file `<path bytes> <content bytes>\n`, the path, the content."""
+    files, at = [], 0
+    while at < len(data):
+        end = bytes(data[at:at + 64]).index(b"\n") + at
+        path_length, content_length = map(int, bytes(data[at:end]).split(b" "))
+        at = end + 1
+        path = str(data[at:at + path_length], "utf-8")
+        at += path_length
+        files.append((path, data[at:at + content_length]))
+        at += content_length
+    return files
 
 
 def read_request():
@@ -116,9 +143,7 @@ def attach_stdin(stdin):
     if stdin is None:
         return
     fd = os.memfd_create("stdin", 0)
-    view = memoryview(stdin)
-    while view:
-        view = view[os.write(fd, view):]
+    workdir.write_all(fd, stdin)
     os.lseek(fd, 0, os.SEEK_SET)
     os.dup2(fd, 0)
     os.close(fd)
@@ -162,19 +187,40 @@ def to_json(value, parts):
     return parts
 
 
-def send(fd, message, limit):
+def send(fd, message, limit, returned=None):
+    """The message; `returned`, the returned files' entries, joins a success within its own limits:
+    `limit` bounds the message without them (main()'s value)."""
     data = "".join(to_json(message, [])).encode("utf-8")
     if len(data) > limit:
         too_large = failure(RESULT_TOO_LARGE, f"main() returned {len(data)} bytes of JSON; the limit is {limit}")
         data = "".join(to_json(too_large, [])).encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    elif returned:
+        data = data[:-1] + b"," + "".join(to_json(returned, [])).encode("utf-8")[1:]
+    workdir.write_all(fd, data)
 
 
 def type_name(value):
     t = type(value)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def json_hint(item):
+    """How to make a common value JSON, or "" (the data-science values scripts return most)."""
+    kind, name = type(item).__module__.partition(".")[0], type(item).__name__
+    if kind == "numpy":
+        return "; return x.tolist()" if name == "ndarray" else (
+            "; convert it with x.item() (or int(x), float(x), bool(x))")
+    if kind == "pandas":
+        hints = {"DataFrame": '; return df.to_dict("records") (or df.to_dict("list"))',
+                 "Series": "; return s.tolist() or s.to_dict()"}
+        return hints.get(name, "; return x.isoformat()" if hasattr(item, "isoformat") else "")
+    if isinstance(item, (set, frozenset)):
+        return "; return sorted(x) or list(x)"
+    if isinstance(item, (bytes, bytearray)):
+        return "; return x.decode() for text, or write the bytes to a file under output/"
+    if hasattr(item, "isoformat"):
+        return "; return x.isoformat()"
+    return "; return str(x) or float(x)" if name == "Decimal" else ""
 
 
 def check_json(value):
@@ -201,7 +247,8 @@ def check_json(value):
             continue
         if type(item) is float:
             if not math.isfinite(item):
-                raise NotJson(f"{path} is {item!r}, which is not JSON (NaN and Infinity are not numbers in JSON)")
+                raise NotJson(f"{path} is {item!r}, which is not JSON (NaN and Infinity are not numbers in JSON); "
+                              "return None for a missing value")
             continue
         if type(item) in (dict, list, tuple):
             if depth >= MAX_DEPTH:
@@ -219,7 +266,7 @@ def check_json(value):
                 for index, sub in enumerate(item):
                     stack.append((sub, f"{path}[{index}]", depth + 1))
             continue
-        raise NotJson(f"{path} is a {type_name(item)}, which is not JSON")
+        raise NotJson(f"{path} is a {type_name(item)}, which is not JSON{json_hint(item)}")
 
 
 def user_traceback(exc, source):
@@ -352,12 +399,33 @@ def prepare(cpu_seconds, result_limit):
     return channel
 
 
-def conclude(request, channel, result_limit, site_packages):
-    """Run the script, send its message on the channel and end the process (never returns)."""
+def collect(message, files_limits):
+    """The returned files' entries for a success; a failure instead when they are over a limit."""
+    if not message["ok"]:
+        return message, None
+    try:
+        return message, workdir.returned_files(*files_limits)
+    except workdir.TooMuchOutput as exc:
+        return failure(OUTPUT_TOO_LARGE, str(exc), outputFiles=exc.count, outputBytes=exc.size), None
+    except MemoryError:
+        return failure(MEMORY_LIMIT_EXCEEDED, "the run ran out of memory while its files were read"), None
+
+
+def conclude(request, channel, result_limit, files_limits, site_packages):
+    """Place the caller's files, run the script, send its message and the files it returns on the
+    channel, and end the process (never returns). `files_limits`: (files, bytes) returned at most."""
     if site_packages not in sys.path:
         sys.path.append(site_packages)
     sys.argv = [FILENAME]
+    owner = os.getpid()
+    workdir.place_files(request.files)
+    request.files = None
+    workdir.make_output_dir()
+    workdir.watch_figures(site_packages)
     message = run(request)
+    if os.getpid() != owner:  # a process the script forked came back from main(): it reports nothing
+        os._exit(0)
+    message, returned = collect(message, files_limits)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -365,7 +433,7 @@ def conclude(request, channel, result_limit, site_packages):
             pass
     sys.setrecursionlimit(max(sys.getrecursionlimit(), MAX_DEPTH * 2 + 100))  # the script may have lowered it
     try:
-        send(channel, message, result_limit)
+        send(channel, message, result_limit, returned)
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         send(channel, failure(RESULT_NOT_JSON, f"main() returned something that is not JSON: {exc}"), result_limit)
     # The run is over: closing every stream tells a warm jail so before this process's teardown,
@@ -388,13 +456,13 @@ def entry():
         del sys.path[0]
         seccomp.install()
         args = args[1:]
-    cpu_seconds, result_limit = int(args[0]), int(args[1])
-    site_packages = args[2] if len(args) > 2 else SANDBOX_SITE_PACKAGES
+    cpu_seconds, result_limit, files_limits = int(args[0]), int(args[1]), (int(args[2]), int(args[3]))
+    site_packages = args[4] if len(args) > 4 else SANDBOX_SITE_PACKAGES
     channel = prepare(cpu_seconds, result_limit)
     request = read_request()
     close_inherited(channel)
     attach_stdin(request.stdin)
-    conclude(request, channel, result_limit, site_packages)
+    conclude(request, channel, result_limit, files_limits, site_packages)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """PySandbox warm-sandbox zygote: pid 1 of a long-lived jail that serves runs one at a time.
 
-    python3 -I -u -B zygote.py CPU_SECONDS RESULT_BYTES OUTPUT_BYTES CHANNEL_BYTES SITE_PACKAGES
+    python3 -I -u -B zygote.py CPU_SECONDS RESULT_BYTES OUTPUT_BYTES CHANNEL_BYTES FILES_OUT FILES_OUT_BYTES \
+        SITE_PACKAGES
 
-It imports numpy and pandas once, makes itself non-dumpable, and then never runs user code nor
+It imports numpy, pandas and matplotlib's pyplot once, makes /tmp/output (where runs leave the
+files they return; its contents are cleaned after each run like the rest of /tmp), makes itself
+non-dumpable, and then never runs user code nor
 keeps user data. It is uid 0 of the jail with four capabilities (SETUID, SETGID, KILL, SETPCAP); ahead of
 each request it forks the *child*, which drops to uid and gid 65534 with no capability at all
 (so no run shares a uid with the zygote: none can change its limits, scheduling, priority or
@@ -31,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # the same functions a cold run uses
+import workdir  # files in and out, as a cold run places and collects them
 
 STDOUT, STDERR, RESULT, STATUS, READY = 1, 2, 3, 4, 5
 HEADER = struct.Struct(">IBI")
@@ -38,7 +42,7 @@ REQUEST = struct.Struct(">II")
 MAX_SCRIPT_BYTES = 64 << 20
 STOP = 0xFFFFFFFF  # a request frame's length that means: end this run
 IN_FD, OUT_FD = 0, 1
-CLEAN_DIRS = ("/tmp", "/dev/shm")
+OUTPUT_DIR = "/tmp/" + workdir.OUTPUT_DIR
 PR_SET_DUMPABLE = 4
 IPC_RMID = 0
 SWEEPS = 50
@@ -70,8 +74,8 @@ BUFFER = bytearray(1 << 16)
 VIEW = memoryview(BUFFER)
 ZEROS = bytes(len(BUFFER))
 
-CPU_SECONDS, RESULT_LIMIT, OUTPUT_LIMIT, CHANNEL_LIMIT = (int(a) for a in sys.argv[1:5])
-SITE_PACKAGES = sys.argv[5]
+CPU_SECONDS, RESULT_LIMIT, OUTPUT_LIMIT, CHANNEL_LIMIT, FILES_OUT, FILES_OUT_BYTES = (int(a) for a in sys.argv[1:7])
+SITE_PACKAGES = sys.argv[7]
 
 # The state every child starts from, taken before numpy and pandas were imported.
 ENVIRON = dict(os.environ)
@@ -274,7 +278,7 @@ def child(pipes):
         # frozen: collecting it would copy every page shared with the zygote.
         gc.enable()
         channel = harness.prepare(CPU_SECONDS, RESULT_LIMIT)
-        harness.conclude(request, channel, RESULT_LIMIT, SITE_PACKAGES)
+        harness.conclude(request, channel, RESULT_LIMIT, (FILES_OUT, FILES_OUT_BYTES), SITE_PACKAGES)
     except BaseException:  # as an uncaught exception ends a cold run: a traceback and status 1
         try:
             sys.__excepthook__(*sys.exc_info())  # the C-level printer, as the interpreter's
@@ -378,14 +382,16 @@ def relay(run_id, pid, pipes):
 
 def clean():
     """In a process of its own with the run's uid (names the run chose never enter the zygote, and
-    the cleaner can undo exactly what the run could do): empty /tmp and /dev/shm, remove what was
-    added to /dev, remove SysV IPC objects. Unix sockets kept alive only by a message in flight
-    (an abstract name that outlives every process) cannot be removed from outside: their presence
-    fails the clean-up, so the jail is replaced. Runs after every process of the run is dead."""
+    the cleaner can undo exactly what the run could do): empty /tmp (output/ itself stays), its
+    output/ and /dev/shm, remove what was added to /dev, remove SysV IPC objects. Unix sockets
+    kept alive only by a message in flight (an abstract name that outlives every process) cannot
+    be removed from outside: their presence fails the clean-up, so the jail is replaced. Runs
+    after every process of the run is dead."""
     try:
         drop_privileges()
-        for path in CLEAN_DIRS:
-            empty_dir(path)
+        empty_dir("/tmp", keep=(workdir.OUTPUT_DIR,))
+        empty_dir(OUTPUT_DIR)
+        empty_dir("/dev/shm")
         empty_dir("/dev", keep=DEV_ENTRIES)
         remove_ipc(libc)
         with open("/proc/net/unix") as table:
@@ -456,6 +462,38 @@ def footprint():
     return b"rss %d anon %d" % (fields.get("VmRSS", 0), fields.get("RssAnon", 0))
 
 
+def import_pyplot():
+    """matplotlib's pyplot (Agg, from the environment), its font cache read from the one built at
+    install through the run's configuration directory, which is removed again: /tmp is as it was."""
+    config = os.environ["MPLCONFIGDIR"]
+    workdir.watch_figures(SITE_PACKAGES)
+    try:
+        import io
+
+        import matplotlib.pyplot as pyplot
+        # One chart drawn and closed: the fonts, their glyph caches and the renderer a run's first
+        # chart needs are loaded here, once (a run's first chart took tens of milliseconds more).
+        figure = pyplot.figure()
+        figure.gca().plot([0, 1], [0, 1], label="warm")
+        figure.gca().set_title("warm")
+        figure.legend()
+        figure.savefig(io.BytesIO(), format="png")
+        pyplot.close(figure)
+    finally:
+        if os.path.isdir(config):
+            for name in os.listdir(config):
+                os.unlink(os.path.join(config, name))
+            os.rmdir(config)
+
+
+def make_output_dir():
+    """/tmp/output, the zygote's, where every run may add files (sticky, as /tmp). Listed once so
+    its access time is past its change time: a run that only lists it changes nothing (relatime)."""
+    os.mkdir(OUTPUT_DIR)
+    os.chmod(OUTPUT_DIR, 0o1777)
+    os.listdir(OUTPUT_DIR)
+
+
 def main():
     global libc
     import _signal
@@ -465,8 +503,9 @@ def main():
         sys.exit("zygote.py runs as uid 0 of its jail, with CAP_SETUID, CAP_SETGID and CAP_KILL")
     sys.path.append(SITE_PACKAGES)
     # Imported once, before any child is forked: numpy and pandas first, then what a run may need.
-    import numpy  # noqa: F401, I001
+    import numpy  # noqa: F401
     import pandas  # noqa: F401
+    import_pyplot()
     import asyncio  # noqa: F401
     import json  # noqa: F401
     import linecache  # noqa: F401
@@ -478,8 +517,9 @@ def main():
     gc.collect()
     gc.freeze()  # fewer pages touched (copied) by the children's collector
     gc.disable()
+    make_output_dir()
     # The writable places as no run has touched them: what the clean-up restores and checks.
-    for path in ("/tmp", "/dev/shm", "/dev"):
+    for path in ("/tmp", OUTPUT_DIR, "/dev/shm", "/dev"):
         st = os.stat(path, follow_symlinks=False)
         TOPS[path] = (st.st_mode & 0o7777, st.st_atime_ns, st.st_mtime_ns)
     DEV_ENTRIES[:] = sorted(os.listdir("/dev"))

@@ -20,6 +20,7 @@ import pages from './routes/pages.js'
 import executeRoute from './routes/execute.js'
 import healthRoutes from './routes/health.js'
 import { ErrorReply } from './schemas.js'
+import { MiB } from './units.js'
 
 export interface AppOptions {
   config: Config
@@ -99,7 +100,15 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
 
   // The error layer before the routes: child contexts inherit its handlers.
   await app.register(errors, { bodyLimitBytes: config.LIMIT_BODY_BYTES, rateLimited: config.RATE_LIMIT_MAX > 0 })
-  await app.register(executeRoute)
+  await app.register(executeRoute, {
+    filesIn: {
+      count: config.LIMIT_FILES_IN,
+      fileBytes: config.LIMIT_FILE_IN_BYTES,
+      totalBytes: config.LIMIT_FILES_IN_BYTES,
+      tmpBytes: config.LIMIT_TMP_MB * MiB,
+      tmpFiles: config.LIMIT_TMP_FILES
+    }
+  })
   await app.register(healthRoutes)
   await app.register(metricsRoute)
   await app.register(pages)

@@ -35,7 +35,12 @@ export const ConfigSchema = Type.Object({
   LIMIT_TMP_FILES: Type.Integer({ default: 16_384, minimum: 64, maximum: 1_000_000, description: 'Files and directories a run can make in /tmp, and again in /dev/shm (inodes); beyond, ENOSPC' }),
   LIMIT_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes kept of stdout and of stderr each; beyond, output is dropped and flagged truncated' }),
   LIMIT_RESULT_BYTES: Type.Integer({ default: 8 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Bytes of JSON main() may return' }),
-  LIMIT_BODY_BYTES: Type.Integer({ default: MiB, minimum: 1024, maximum: 16 * MiB, description: 'Request body size; larger bodies get 413 before being read whole' }),
+  LIMIT_FILES_IN: Type.Integer({ default: 100, minimum: 0, maximum: 10_000, description: 'Files a request may send (`files`); more is a 400' }),
+  LIMIT_FILE_IN_BYTES: Type.Integer({ default: 8 * MiB, minimum: 0, maximum: 1024 * MiB, description: 'Bytes of one sent file (decoded); more is a 400' }),
+  LIMIT_FILES_IN_BYTES: Type.Integer({ default: 8 * MiB, minimum: 0, maximum: 1024 * MiB, description: 'Bytes of all the files a request sends (decoded); more is a 400. At most LIMIT_TMP_MB: they are written to the run\'s /tmp' }),
+  LIMIT_FILES_OUT: Type.Integer({ default: 100, minimum: 0, maximum: 10_000, description: 'Files a run may return (under output/, figures and files left out included); more is a 422 OUTPUT_TOO_LARGE' }),
+  LIMIT_FILES_OUT_BYTES: Type.Integer({ default: 8 * MiB, minimum: 0, maximum: 64 * MiB, description: 'Bytes of the files a run returns; more is a 422 OUTPUT_TOO_LARGE' }),
+  LIMIT_BODY_BYTES: Type.Integer({ default: 12 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Request body size; larger bodies get 413 before being read whole. The default holds 8 MiB of files in base64 (4/3 of their bytes) and a script' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Time a client has to send its whole request (slow bodies get 408)' }),
   CONCURRENCY: Type.Integer({ default: Math.min(availableParallelism(), MAX_SLOTS), minimum: 1, maximum: MAX_SLOTS, description: `Sandboxes running at once (default: number of CPUs, at most ${MAX_SLOTS})` }),
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
@@ -142,8 +147,19 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError(problems)
   }
   const known = new Set(Object.keys(ConfigSchema.properties))
-  const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k)))
-  return Object.freeze(picked) as Config
+  const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k))) as Config
+  const problems = relationProblems(picked, env)
+  if (problems.length > 0) throw new ConfigError(problems)
+  return Object.freeze(picked)
+}
+
+/** What single values cannot say: the sent files must fit in the run's /tmp. */
+function relationProblems (config: Config, env: Record<string, string | undefined>): ConfigProblem[] {
+  const tmpBytes = config.LIMIT_TMP_MB * MiB
+  if (config.LIMIT_FILES_IN_BYTES <= tmpBytes) return []
+  const variable = 'LIMIT_FILES_IN_BYTES'
+  const value = env[variable]
+  return [{ variable, value, line: `${variable}=${JSON.stringify(value ?? String(config.LIMIT_FILES_IN_BYTES))} must be at most LIMIT_TMP_MB in bytes (${tmpBytes}): the files are written to the run's /tmp` }]
 }
 
 /** The permitted backends, strongest first; a pinned backend narrows it to one. */

@@ -24,7 +24,11 @@ export const REQUEST_EXAMPLES = [
   { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "temp": [3, 19, 5]})\n    return df.groupby("city")["temp"].mean().to_dict()\n' },
   { script: 'def main():\n    return 1 / 0\n' },
   { script: 'def main(data):\n    return {"total": sum(data["values"])}\n', input: { values: [1, 2, 3] } },
-  { script: 'def main():\n    name = input()\n    return f"Hello, {name}!"\n', stdin: 'Ada\n' }
+  { script: 'def main():\n    name = input()\n    return f"Hello, {name}!"\n', stdin: 'Ada\n' },
+  {
+    script: 'import pandas as pd\nimport matplotlib.pyplot as plt\n\ndef main():\n    df = pd.read_csv("sales.csv")\n    df.plot.bar(x="month", y="units")\n    df.describe().to_csv("output/summary.csv")\n    return {"total": int(df["units"].sum())}\n',
+    files: [{ path: 'sales.csv', content: 'month,units\nJan,3\nFeb,5\nMar,4\n' }]
+  }
 ]
 
 export const executeResponses = {
@@ -34,28 +38,44 @@ export const executeResponses = {
     'x-examples': {
       hello: { summary: 'A dict, and a line on stdout', value: { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend: 'nsjail' } },
       pandas: { summary: 'A pandas group-by as a dict', value: { result: { Lima: 19, Oslo: 4 }, stdout: '', stderr: '', backend: 'nsjail' } },
+      files: {
+        summary: 'A file left under output/ and an open figure come back',
+        value: {
+          result: { total: 12 },
+          files: [
+            { path: 'figures/1.png', size: 14203, mediaType: 'image/png', encoding: 'base64', content: 'iVBORw0KGgoAAAANSUhEUgAAAoAAAAHgCAYAAAA10dzk...' },
+            { path: 'summary.csv', size: 158, mediaType: 'text/csv', encoding: 'utf8', content: ',units\ncount,3.0\nmean,4.0\n...' }
+          ],
+          filesLeftOut: [{ path: 'env', reason: 'a symbolic link (not followed)' }],
+          stdout: '',
+          stderr: '',
+          backend: 'nsjail'
+        }
+      },
       truncated: { summary: 'Output over LIMIT_OUTPUT_BYTES is cut and flagged', value: { result: null, stdout: 'xxxxxxxx...', stderr: '', stdoutTruncated: true, backend: 'nsjail' } }
     }
   }),
-  400: errorReply('The body is not JSON, or not {"script": "<non-empty string>"} (unknown fields are named)', {
+  400: errorReply('The body is not JSON, or not a valid request (an unknown field, a file path that is not a relative normalised path, a file over its limits: the message names it)', {
     INVALID_JSON: { summary: 'The body is not JSON', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_JSON', message: 'the body is not valid JSON: Body is not valid JSON but content-type is set to \'application/json\'', requestId: id } },
-    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin"', requestId: id } },
-    missing: { summary: 'No script', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body must have the field "script"', requestId: id } }
+    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin", "files"', requestId: id } },
+    missing: { summary: 'No script', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body must have the field "script"', requestId: id } },
+    path: { summary: 'A file path that leaves the working directory', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body.files[0].path "../etc/passwd" is not normalised (an empty, "." or ".." part)', requestId: id } }
   }),
   413: errorReply('The body is over LIMIT_BODY_BYTES; refused before it is read whole', {
-    PAYLOAD_TOO_LARGE: { summary: 'Over 1 MiB', value: { statusCode: 413, error: 'Payload Too Large', code: 'PAYLOAD_TOO_LARGE', message: 'the body is larger than the limit of 1048576 bytes', requestId: id } }
+    PAYLOAD_TOO_LARGE: { summary: 'Over 12 MiB', value: { statusCode: 413, error: 'Payload Too Large', code: 'PAYLOAD_TOO_LARGE', message: 'the body is larger than the limit of 12582912 bytes', requestId: id } }
   }),
   415: errorReply('The content type is not application/json', {
     UNSUPPORTED_MEDIA_TYPE: { summary: 'text/plain', value: { statusCode: 415, error: 'Unsupported Media Type', code: 'UNSUPPORTED_MEDIA_TYPE', message: 'content type "text/plain" is not supported; send application/json', requestId: id } }
   }),
-  422: errorReply('The script ran and failed: it does not compile, has no callable main(), raised, returned something that is not JSON or too much, or a limit ended it. stdout, stderr and backend are always present', {
+  422: errorReply('The script ran and failed: it does not compile, has no callable main(), raised, returned something that is not JSON or too much, left too many files, or a limit ended it. stdout, stderr and backend are always present', {
     SYNTAX_ERROR: { summary: 'The script does not compile', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'SYNTAX_ERROR', message: 'line 1, column 10: invalid syntax', ...ran, line: 1, column: 10 } },
     MISSING_MAIN: { summary: 'No main()', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MISSING_MAIN', message: 'the script defines no function main()', ...ran } },
     MAIN_NOT_CALLABLE: { summary: 'main is not a function', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_NOT_CALLABLE', message: 'main is a int, not a function', ...ran } },
     MAIN_SIGNATURE: { summary: 'input sent, but main() takes none', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_SIGNATURE', message: 'main() cannot be called with the input as its one argument: main() takes 0 positional arguments but 1 was given', ...ran, signature: 'main()' } },
     MAIN_RAISED: { summary: 'main() raised', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_RAISED', message: 'ZeroDivisionError: division by zero', ...ran, exception: 'ZeroDivisionError', traceback: 'Traceback (most recent call last):\n  File "<script>", line 2, in main\n    return 1 / 0\n           ~~^~~\nZeroDivisionError: division by zero\n' } },
-    RESULT_NOT_JSON: { summary: 'A numpy scalar is not JSON', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_NOT_JSON', message: 'main() returned something that is not JSON: result[\'total\'] is a numpy.int64, which is not JSON', ...ran } },
+    RESULT_NOT_JSON: { summary: 'A numpy scalar is not JSON', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_NOT_JSON', message: 'main() returned something that is not JSON: result[\'total\'] is a numpy.int64, which is not JSON; convert it with x.item() (or int(x), float(x), bool(x))', ...ran } },
     RESULT_TOO_LARGE: { summary: 'Over LIMIT_RESULT_BYTES', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'RESULT_TOO_LARGE', message: 'main() returned 9437207 bytes of JSON; the limit is 8388608', ...ran } },
+    OUTPUT_TOO_LARGE: { summary: 'Too many files under output/', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'OUTPUT_TOO_LARGE', message: 'the script left more than 100 files under output/ (figures included); the limits are 100 files (LIMIT_FILES_OUT) and 8388608 bytes (LIMIT_FILES_OUT_BYTES)', ...ran, outputFiles: 101, outputBytes: 0 } },
     TIME_LIMIT_EXCEEDED: { summary: 'An infinite loop', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'TIME_LIMIT_EXCEEDED', message: 'the script ran longer than the wall-time limit of 10000 ms', ...ran } },
     MEMORY_LIMIT_EXCEEDED: { summary: 'A 1 GiB bytearray', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'MEMORY_LIMIT_EXCEEDED', message: 'the script used more than 512 MiB of memory', ...ran } },
     CRASHED: { summary: 'Killed by a signal', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'CRASHED', message: 'the script was killed by SIGSEGV', ...ran, signal: 'SIGSEGV' } },

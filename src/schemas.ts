@@ -3,14 +3,32 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { BACKEND_NAMES } from './config.js'
 import { ERRORS, ERROR_CODES } from './errors/codes.js'
+import { MAX_PATH_BYTES, MAX_PATH_DEPTH, OUTPUT_DIR } from './files.js'
 
 /** Deepest nesting of arrays and objects accepted in `input`: as in main()'s result. */
 export const MAX_INPUT_DEPTH = 200
 
+/** How a file's content travels, both ways. */
+const Encoding = Type.Union([Type.Literal('utf8'), Type.Literal('base64')], {
+  description: 'utf8: the content is the file\'s text; base64: its bytes in base64 (RFC 4648, padded, no line breaks). A returned file is utf8 when its bytes are valid UTF-8 without control characters other than tab, newline and carriage return, else base64'
+})
+
+const PATH_RULES = `relative to the working directory, normalised (no empty, "." or ".." part), no control characters, at most ${MAX_PATH_BYTES} bytes and ${MAX_PATH_DEPTH} levels`
+
+export const FileIn = Type.Object({
+  path: Type.String({ minLength: 1, description: `Where the file appears: ${PATH_RULES}, not under ${OUTPUT_DIR}/` }),
+  content: Type.String({ description: 'The file\'s content, as `encoding` says' }),
+  encoding: Type.Optional(Type.Union(Encoding.anyOf, { description: 'utf8 (default) or base64' }))
+}, { additionalProperties: false })
+
 export const ExecuteBody = Type.Object({
   script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' }),
   input: Type.Optional(Type.Unknown({ description: `Any JSON value (nested at most ${MAX_INPUT_DEPTH} deep). Present, even null: main(input) is called; absent: main()` })),
-  stdin: Type.Optional(Type.String({ description: 'The script\'s standard input (input(), sys.stdin). Absent: empty, and input() raises EOFError' }))
+  stdin: Type.Optional(Type.String({ description: 'The script\'s standard input (input(), sys.stdin). Absent: empty, and input() raises EOFError' })),
+  files: Type.Optional(Type.Array(FileIn, {
+    maxItems: 10_000,
+    description: 'Files placed in the working directory before the script runs (at most LIMIT_FILES_IN, each at most LIMIT_FILE_IN_BYTES, together at most LIMIT_FILES_IN_BYTES)'
+  }))
 }, { additionalProperties: false, $id: 'ExecuteBody' })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
@@ -23,9 +41,24 @@ const Output = {
   stderrTruncated: Type.Optional(Type.Literal(true, { description: 'Present when stderr went over LIMIT_OUTPUT_BYTES and was cut' }))
 }
 
+export const ReturnedFile = Type.Object({
+  path: Type.String({ description: `Its path under ${OUTPUT_DIR}/ (open figures: figures/<number>.png)` }),
+  size: Type.Integer({ description: 'Its size in bytes' }),
+  mediaType: Type.String({ description: 'From its extension (image/png, text/csv, ...; else application/octet-stream), never from its content' }),
+  encoding: Encoding,
+  content: Type.String()
+})
+
+export const FileLeftOut = Type.Object({
+  path: Type.String({ description: `Its path under ${OUTPUT_DIR}/ (bytes that are not UTF-8 shown as \\xNN)` }),
+  reason: Type.String({ description: 'Why it did not come back: a symbolic link (not followed), a FIFO, a socket, a device, a hard link, not readable, a name that cannot travel' })
+})
+
 // Timings travel in the Server-Timing header (queue;dur=…, sandbox;dur=…), not in the body.
 export const ExecuteSuccess = Type.Object({
   result: Type.Unknown({ description: 'main()\'s return value, as JSON' }),
+  files: Type.Optional(Type.Array(ReturnedFile, { description: `The regular files the script left under ${OUTPUT_DIR}/ (OUTPUT_DIR in its environment) and its open figures that it never saved, as PNG; absent when none` })),
+  filesLeftOut: Type.Optional(Type.Array(FileLeftOut, { description: `What under ${OUTPUT_DIR}/ was not returned, and why; absent when nothing` })),
   ...Output,
   backend: Backend
 }, { $id: 'ExecuteSuccess' })
@@ -50,6 +83,8 @@ export const ErrorReply = Type.Object({
   signature: Type.Optional(Type.String({ description: 'MAIN_SIGNATURE: main\'s signature, e.g. main(a, b)' })),
   line: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: line (1-based)' })),
   column: Type.Optional(Type.Integer({ description: 'SYNTAX_ERROR: column (1-based)' })),
+  outputFiles: Type.Optional(Type.Integer({ description: 'OUTPUT_TOO_LARGE: the files the script left under output/, figures included (counted up to one past the limit)' })),
+  outputBytes: Type.Optional(Type.Integer({ description: 'OUTPUT_TOO_LARGE: their bytes' })),
   signal: Type.Optional(Type.String({ description: 'CRASHED: the signal that ended the run' })),
   exitCode: Type.Optional(Type.Integer({ description: 'CRASHED: the exit status without a result' }))
 }, { $id: 'ErrorReply' })

@@ -2,6 +2,7 @@
 // canary, and run(), which executes one script and reports the outcome.
 import type { BackendName, Config } from '../config.js'
 import type { ScriptErrorCode } from '../errors/codes.js'
+import type { InputFile, LeftOutFile, ReturnedFile } from '../files.js'
 
 export type { ScriptErrorCode }
 
@@ -14,7 +15,14 @@ export interface RunOutput {
 }
 
 export type RunOutcome =
-  | ({ ok: true, result: unknown } & RunOutput)
+  | ({
+    ok: true
+    result: unknown
+    /** The files the script left under output/ and its open figures; absent when none. */
+    files?: ReturnedFile[]
+    /** Entries under output/ that did not come back (links, FIFOs, ...), and why. */
+    filesLeftOut?: LeftOutFile[]
+  } & RunOutput)
   | ({
     ok: false
     code: ScriptErrorCode
@@ -30,6 +38,8 @@ export interface ScriptRequest {
   input?: { value: unknown }
   /** The script's standard input, when the caller sent `stdin`. */
   stdin?: string
+  /** Files placed in the working directory before the script runs (paths checked). */
+  files?: InputFile[]
 }
 
 export interface RunRequest extends ScriptRequest {
@@ -82,6 +92,9 @@ export interface Limits {
   tmpFiles: number
   outputBytes: number
   resultBytes: number
+  /** Files a run may return (under output/ and figures), and their bytes. */
+  filesOut: number
+  filesOutBytes: number
 }
 
 export function limitsFrom (config: Config): Limits {
@@ -95,6 +108,8 @@ export function limitsFrom (config: Config): Limits {
     tmpMiB: config.LIMIT_TMP_MB,
     tmpFiles: config.LIMIT_TMP_FILES,
     outputBytes: config.LIMIT_OUTPUT_BYTES,
-    resultBytes: config.LIMIT_RESULT_BYTES
+    resultBytes: config.LIMIT_RESULT_BYTES,
+    filesOut: config.LIMIT_FILES_OUT,
+    filesOutBytes: config.LIMIT_FILES_OUT_BYTES
   }
 }

@@ -15,13 +15,26 @@ export const JAIL_SITE_PACKAGES = '/sandbox/site-packages'
 /** Room on the result channel for the message around the result (traceback, error text). */
 export const CHANNEL_ENVELOPE_BYTES = 256 * 1024
 
+/** Room on the channel for one returned file's entry besides its content (its path, escaped). */
+const FILE_ENTRY_BYTES = 8 * 1024
+
+/** The most the result channel may carry: main()'s JSON, the envelope, and the returned files,
+ *  whose text can double when escaped as JSON (base64 is 4/3 of the bytes). */
+export function channelLimit (limits: Limits): number {
+  return limits.resultBytes + CHANNEL_ENVELOPE_BYTES + 2 * limits.filesOutBytes + limits.filesOut * FILE_ENTRY_BYTES
+}
+
 /** The only environment a script sees, whatever the backend. */
 export const SANDBOX_ENV: Readonly<Record<string, string>> = Object.freeze({
   PATH: '/usr/bin:/bin',
   HOME: '/tmp',
   TMPDIR: '/tmp',
   LANG: 'C.UTF-8',
-  MPLCONFIGDIR: '/tmp',
+  // Where the files to return go (harness/run.py makes it); matplotlib draws off-screen, and its
+  // configuration (the font cache) is a directory the harness makes.
+  OUTPUT_DIR: '/tmp/output',
+  MPLBACKEND: 'Agg',
+  MPLCONFIGDIR: '/tmp/.matplotlib',
   OPENBLAS_NUM_THREADS: '1',
   OMP_NUM_THREADS: '1',
   MKL_NUM_THREADS: '1',
@@ -47,10 +60,11 @@ export function pythonArgs (program: string, parameters: ReadonlyArray<string | 
   return [...PYTHON_FLAGS, program, ...parameters.map(String)]
 }
 
-/** run.py's arguments: its two parameters; `seccomp` for a launcher without a filter of its own
+/** run.py's arguments: its four parameters; `seccomp` for a launcher without a filter of its own
  *  (the harness installs the policy's). */
 export function harnessArgs (harnessPath: string, limits: Limits, options: { seccomp?: boolean } = {}): string[] {
-  return pythonArgs(harnessPath, [...(options.seccomp === true ? ['--seccomp'] : []), limits.cpuSeconds, limits.resultBytes])
+  return pythonArgs(harnessPath, [...(options.seccomp === true ? ['--seccomp'] : []),
+    limits.cpuSeconds, limits.resultBytes, limits.filesOut, limits.filesOutBytes])
 }
 
 /** prlimit(1)'s options for the limits a launcher without rlimits of its own sets. */
@@ -62,12 +76,21 @@ export function prlimitArgs (limits: Limits): string[] {
 }
 
 /** The request as the harness reads it (harness/run.py parse_request): a header naming the byte
- *  lengths of the script, the input's JSON and stdin (-1: not sent), then the three. */
+ *  lengths of the script, the input's JSON, stdin and the files (-1: not sent), then the four.
+ *  The files part holds, for each file, `<path bytes> <content bytes>\n`, the path, the content. */
 export function harnessRequest (request: ScriptRequest): Buffer {
-  const parts = [request.script, request.input === undefined ? undefined : JSON.stringify(request.input.value), request.stdin]
-    .map(part => part === undefined ? undefined : Buffer.from(part, 'utf8'))
+  const text = [request.script, request.input === undefined ? undefined : JSON.stringify(request.input.value), request.stdin]
+  const parts = [...text.map(part => part === undefined ? undefined : Buffer.from(part, 'utf8')), filesPart(request)]
   const header = `PYSANDBOX-REQUEST ${parts.map(part => part?.length ?? -1).join(' ')}\n`
   return Buffer.concat([Buffer.from(header), ...parts.filter(part => part !== undefined)])
+}
+
+function filesPart ({ files }: ScriptRequest): Buffer | undefined {
+  if (files === undefined) return undefined
+  return Buffer.concat(files.flatMap(({ path, content }) => {
+    const name = Buffer.from(path, 'utf8')
+    return [Buffer.from(`${name.length} ${content.length}\n`), name, content]
+  }))
 }
 
 /** `normalise` undoes a launcher's quirks in reporting how its child ended. */
@@ -77,7 +100,7 @@ export async function runLaunch (launch: Launch, request: RunRequest, limits: Li
     ...launch,
     input: harnessRequest(request),
     outputLimit: limits.outputBytes,
-    channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
+    channelLimit: channelLimit(limits),
     wallTimeMs: limits.wallTimeMs,
     killGraceMs: limits.killGraceMs,
     signal: request.signal

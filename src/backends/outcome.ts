@@ -8,11 +8,28 @@ import { HARNESS_ERROR_CODES } from '../errors/codes.js'
 import type { Limits, RunOutcome, RunOutput, ScriptErrorCode } from './backend.js'
 import type { SpawnResult } from './spawn.js'
 import { nestsWithin } from '../json-depth.js'
+import { mediaTypeOf, pathProblem, sizeOf, type ReturnedFile } from '../files.js'
 
 const HarnessCode = Type.Union(HARNESS_ERROR_CODES.map(c => Type.Literal(c)))
 
+const ChannelFile = Type.Object({
+  path: Type.String(),
+  encoding: Type.Union([Type.Literal('utf8'), Type.Literal('base64')]),
+  content: Type.String()
+}, { additionalProperties: false })
+
+const LeftOut = Type.Object({
+  path: Type.String({ maxLength: 4096 }),
+  reason: Type.String({ maxLength: 1024 })
+}, { additionalProperties: false })
+
 const ChannelMessage = Type.Union([
-  Type.Object({ ok: Type.Literal(true), result: Type.Unknown() }, { additionalProperties: false }),
+  Type.Object({
+    ok: Type.Literal(true),
+    result: Type.Unknown(),
+    files: Type.Optional(Type.Array(ChannelFile, { minItems: 1 })),
+    leftOut: Type.Optional(Type.Array(LeftOut, { minItems: 1 }))
+  }, { additionalProperties: false }),
   Type.Object({
     ok: Type.Literal(false),
     code: HarnessCode,
@@ -21,7 +38,9 @@ const ChannelMessage = Type.Union([
     traceback: Type.Optional(Type.String()),
     signature: Type.Optional(Type.String({ maxLength: 4096 })),
     line: Type.Optional(Type.Integer({ minimum: 0 })),
-    column: Type.Optional(Type.Integer({ minimum: 0 }))
+    column: Type.Optional(Type.Integer({ minimum: 0 })),
+    outputFiles: Type.Optional(Type.Integer({ minimum: 0 })),
+    outputBytes: Type.Optional(Type.Integer({ minimum: 0 }))
   }, { additionalProperties: false })
 ])
 type ChannelMessage = Static<typeof ChannelMessage>
@@ -45,6 +64,27 @@ function parseChannel (bytes: Buffer): ChannelMessage | undefined {
   } catch {
     return undefined
   }
+}
+
+type Success = Extract<ChannelMessage, { ok: true }>
+
+/** The returned files as the reply carries them, or undefined when the channel's list breaks the
+ *  rules the harness keeps (a path that is not one, a path twice, bad base64, over the limits):
+ *  the script wrote on the channel itself. */
+function returnedFiles (message: Success, limits: Limits): ReturnedFile[] | undefined {
+  const files = message.files ?? []
+  if (files.length + (message.leftOut?.length ?? 0) > limits.filesOut) return undefined
+  const paths = new Set<string>()
+  let total = 0
+  const returned: ReturnedFile[] = []
+  for (const { path, encoding, content } of files) {
+    const size = sizeOf(content, encoding)
+    if (size === undefined || pathProblem(path) !== undefined || paths.has(path)) return undefined
+    paths.add(path)
+    total += size
+    returned.push({ path, size, mediaType: mediaTypeOf(path), encoding, content })
+  }
+  return total > limits.filesOutBytes ? undefined : returned
 }
 
 function signalName (n: number): string {
@@ -104,7 +144,17 @@ export function interpret (spawned: SpawnResult, context: InterpretContext): Run
   if (spawned.channel.length > 0 && message === undefined) {
     return fail('CRASHED', 'the sandbox returned a malformed result message (was the result channel written to?)')
   }
-  if (message?.ok === true && spawned.exitCode === 0) return { ok: true, result: message.result, ...output }
+  if (message?.ok === true && spawned.exitCode === 0) {
+    const files = returnedFiles(message, limits)
+    if (files === undefined) return fail('CRASHED', 'the sandbox returned a malformed list of files (was the result channel written to?)')
+    return {
+      ok: true,
+      result: message.result,
+      ...(files.length > 0 ? { files } : {}),
+      ...(message.leftOut !== undefined ? { filesLeftOut: message.leftOut } : {}),
+      ...output
+    }
+  }
   if (message?.ok === false) {
     const { code, message: text, ok: _ok, ...details } = message
     return fail(code, text, details)

@@ -11,7 +11,7 @@ export const REQUEST_ERROR_CODES = [
 /** What harness/run.py reports on the result channel (its CODES). */
 export const HARNESS_ERROR_CODES = [
   'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_SIGNATURE', 'MAIN_RAISED',
-  'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED', 'MEMORY_LIMIT_EXCEEDED'
+  'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'OUTPUT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED', 'MEMORY_LIMIT_EXCEEDED'
 ] as const
 
 /** The script ran and failed (422): the harness's codes, and a run that ended without a report. */
@@ -44,6 +44,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   MAIN_RAISED: { status: 422, meaning: 'the script raised (exception and traceback given)' },
   RESULT_NOT_JSON: { status: 422, meaning: 'main() returned something that is not JSON' },
   RESULT_TOO_LARGE: { status: 422, meaning: 'main() returned more than LIMIT_RESULT_BYTES of JSON' },
+  OUTPUT_TOO_LARGE: { status: 422, meaning: 'the script left more files (figures included) or bytes under output/ than LIMIT_FILES_OUT or LIMIT_FILES_OUT_BYTES (outputFiles and outputBytes given)' },
   TIME_LIMIT_EXCEEDED: { status: 422, meaning: 'the script ran past LIMIT_WALL_MS or used LIMIT_CPU_S of CPU' },
   MEMORY_LIMIT_EXCEEDED: { status: 422, meaning: 'the script used more than LIMIT_MEMORY_MB' },
   CRASHED: { status: 422, meaning: 'the script\'s process ended without a result (a signal or an exit)' },

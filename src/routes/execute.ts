@@ -5,12 +5,15 @@ import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
 import { InvalidRequestError } from '../errors/errors.js'
 import { nestsWithin } from '../json-depth.js'
 import { ExecuteBody, MAX_INPUT_DEPTH } from '../schemas.js'
+import { inputFiles, type FilesInLimits } from '../files.js'
 
-const execute: FastifyPluginAsyncTypebox = async app => {
+export interface ExecuteOptions { filesIn: FilesInLimits }
+
+const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn }) => {
   app.post('/execute', {
     schema: {
       summary: 'Run a Python script\'s main() in a sandbox',
-      description: 'Runs `script` in a fresh sandbox, calls `main()` and returns its JSON return value with everything the script printed and the backend that ran it.',
+      description: 'Runs `script` in a fresh sandbox, calls `main()` (or `main(input)`) and returns its JSON return value with everything the script printed, the files it left under `output/` and its open figures, and the backend that ran it.',
       body: { ...ExecuteBody, examples: REQUEST_EXAMPLES },
       response: executeResponses
     }
@@ -25,10 +28,12 @@ const execute: FastifyPluginAsyncTypebox = async app => {
     if (hasInput && !nestsWithin(Buffer.from(JSON.stringify(input)), MAX_INPUT_DEPTH)) {
       throw new InvalidRequestError(`body.input is nested deeper than ${MAX_INPUT_DEPTH} levels`)
     }
+    const files = request.body.files === undefined ? undefined : inputFiles(request.body.files, filesIn)
     const { outcome, backend, queuedMs } = await app.sandbox.execute({
       script,
       ...(hasInput ? { input: { value: input } } : {}),
-      ...(stdin !== undefined ? { stdin } : {})
+      ...(stdin !== undefined ? { stdin } : {}),
+      ...(files !== undefined ? { files } : {})
     }, gone.signal)
     const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
     app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs })
@@ -40,6 +45,10 @@ const execute: FastifyPluginAsyncTypebox = async app => {
       scriptBytes: Buffer.byteLength(script),
       hasInput,
       stdinBytes: stdin === undefined ? 0 : Buffer.byteLength(stdin),
+      filesIn: files?.length ?? 0,
+      filesInBytes: files?.reduce((sum, file) => sum + file.content.length, 0) ?? 0,
+      filesOut: outcome.ok ? outcome.files?.length ?? 0 : 0,
+      filesLeftOut: outcome.ok ? outcome.filesLeftOut?.length ?? 0 : 0,
       stdoutBytes: Buffer.byteLength(stdout),
       stderrBytes: Buffer.byteLength(stderr),
       stdoutTruncated,
@@ -54,7 +63,10 @@ const execute: FastifyPluginAsyncTypebox = async app => {
       ...(stderrTruncated ? { stderrTruncated } : {})
     }
     reply.header('server-timing', `queue;dur=${queuedMs}, sandbox;dur=${durationMs}`)
-    if (outcome.ok) return { result: outcome.result, ...output }
+    if (outcome.ok) {
+      const { result, files: returned, filesLeftOut } = outcome
+      return { result, ...(returned !== undefined ? { files: returned } : {}), ...(filesLeftOut !== undefined ? { filesLeftOut } : {}), ...output }
+    }
     return await reply.code(422).send(errorBody(422, outcome.code, outcome.message, request.id, { ...outcome.details, ...output }))
   })
 }

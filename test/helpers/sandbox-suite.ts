@@ -4,6 +4,7 @@
 // pair, each followed by a hello world that must still answer.
 import t, { type Test as TapTest } from 'tap'
 import { GUARANTEES } from './guarantees.js'
+import { filesSuite } from './files-suite.js'
 import { readdirSync, readFileSync } from 'node:fs'
 import { HELLO, TEST_LIMITS, externalUrl, get, post, postBody, script, startServer, type Target } from './server.js'
 
@@ -70,7 +71,7 @@ const ERROR_CASES: ErrorCase[] = [
     code: 'RESULT_NOT_JSON',
     check: (t, body) => t.match(body.message, 'result[\'rows\'][3] is a numpy.int64')
   },
-  { name: 'NaN in the result', source: 'def main():\n    return [float("nan")]\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'result[0] is nan') },
+  { name: 'NaN in the result', source: 'def main():\n    return [float("nan")]\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'result[0] is nan, which is not JSON (NaN and Infinity are not numbers in JSON); return None for a missing value') },
   { name: 'a set in the result', source: 'def main():\n    return {1, 2}\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'result is a set') },
   { name: 'an integer JSON readers cannot hold', source: 'def main():\n    return 10**5000\n', code: 'RESULT_NOT_JSON' },
   { name: 'a result that contains itself', source: 'def main():\n    x = []\n    x.append(x)\n    return x\n', code: 'RESULT_NOT_JSON', check: (t, body) => t.match(body.message, 'contains itself') },
@@ -191,6 +192,30 @@ return x`))
       t.match(reply.body.stdout, /child/)
       t.match(reply.body.stdout, /parent/)
     })
+    await t.test('a forked process that comes back from main() (returning or raising) reports nothing: the original\'s result stands', async t => {
+      for (const ending of ['return "the child\'s"', 'raise ValueError("the child\'s")']) {
+        const reply = await post(target, `import os\ndef main():\n    pid = os.fork()\n    if pid == 0:\n        ${ending}\n    os.waitpid(pid, 0)\n    return "the parent's"\n`)
+        t.equal(reply.body.result, 'the parent\'s', ending)
+      }
+    })
+    await t.test('RESULT_NOT_JSON says how to make the common data-science values JSON', async t => {
+      const values: Array<[string, string]> = [
+        ['np.int64(3)', 'is a numpy.int64, which is not JSON; convert it with x.item() (or int(x), float(x), bool(x))'],
+        ['np.arange(3)', 'is a numpy.ndarray, which is not JSON; return x.tolist()'],
+        ['pd.DataFrame({"a": [1]})', 'is a pandas.core.frame.DataFrame, which is not JSON; return df.to_dict("records") (or df.to_dict("list"))'],
+        ['pd.Series([1])', 'is a pandas.core.series.Series, which is not JSON; return s.tolist() or s.to_dict()'],
+        ['pd.Timestamp("2026-01-01")', 'is a pandas._libs.tslibs.timestamps.Timestamp, which is not JSON; return x.isoformat()'],
+        ['{1}', 'is a set, which is not JSON; return sorted(x) or list(x)'],
+        ['b"x"', 'is a bytes, which is not JSON; return x.decode() for text, or write the bytes to a file under output/'],
+        ['datetime.date(2026, 1, 1)', 'is a datetime.date, which is not JSON; return x.isoformat()'],
+        ['decimal.Decimal("1.5")', 'is a decimal.Decimal, which is not JSON; return str(x) or float(x)'],
+        ['object()', 'is a object, which is not JSON']
+      ]
+      for (const [value, message] of values) {
+        const reply = await post(target, `import datetime, decimal\nimport numpy as np, pandas as pd\ndef main():\n    return {"v": ${value}}\n`)
+        t.match(reply.body, { code: 'RESULT_NOT_JSON', message: `main() returned something that is not JSON: result['v'] ${message}` }, value)
+      }
+    })
     await t.test('monkeypatched print, json, atexit and sys.excepthook change nothing of the result', async t => {
       const reply = await post(target, script(`
 builtins.print = lambda *a, **k: None
@@ -277,6 +302,11 @@ return [box, child.stdout.strip(), os.getcwd(), os.listdir("/tmp") == [] or True
       const reply = await postBody(target, { script: `# ${magic}def main(data):\n    return [data, input()]\n`, input: magic, stdin: magic })
       t.same(reply.body.result, [magic, magic.trim()])
     })
+    await stillServes(t, target)
+  })
+
+  t.test('files in, files and figures out', async t => {
+    await filesSuite(t, target)
     await stillServes(t, target)
   })
 

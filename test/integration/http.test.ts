@@ -2,6 +2,7 @@
 // announced larger than the limit, and a client that stops sending.
 import t from 'tap'
 import { connect } from 'node:net'
+import { loadConfig } from '../../src/config.js'
 import { externalUrl, post, startServer, type Target } from '../helpers/server.js'
 
 /** Sends raw bytes (the parts `pauseMs` apart) and returns the whole reply (or '' if the server
@@ -44,7 +45,8 @@ t.test('a body announced larger than the limit is refused before it is sent', as
 t.test('a chunked body that grows past the limit is cut off with 413', async t => {
   const chunk = 'a'.repeat(65_536)
   let request = 'POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n'
-  for (let i = 0; i < 20; i++) request += `${chunk.length.toString(16)}\r\n${chunk}\r\n`
+  const chunks = Math.ceil(loadConfig({}).LIMIT_BODY_BYTES / chunk.length) + 4 // past the default limit
+  for (let i = 0; i < chunks; i++) request += `${chunk.length.toString(16)}\r\n${chunk}\r\n`
   const status = await raw(target, request, 3000)
   t.match(status, /^HTTP\/1\.1 413/)
 })

@@ -35,7 +35,7 @@ async function settled (target: Target): Promise<number> {
 const PLANT = script(`
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
-for d in ("/tmp", "/dev/shm"):
+for d in ("/tmp", "/dev/shm", "/tmp/output"):
     os.makedirs(f"{d}/planted/deeper", exist_ok=True)
     with open(f"{d}/planted/deeper/file", "w") as f:
         f.write("left behind")
@@ -53,6 +53,8 @@ os.wait()
 # The writable directories themselves: extended attributes, times, modes, new entries in /dev.
 # They belong to the zygote's uid: all but touching the times are refused, and tried anyway.
 for change in (lambda: os.setxattr("/tmp", "user.planted", b"data for the next run"),
+               lambda: os.rmdir("/tmp/output"), lambda: os.chmod("/tmp/output", 0o777),
+               lambda: os.utime("/tmp/output", (1, 1)),
                lambda: os.utime("/tmp", (1, 1)), lambda: os.utime("/dev/shm", None),
                lambda: os.chmod("/dev", 0o777), lambda: os.chmod("/dev/shm", 0),
                lambda: os.mkdir("/dev/planted")):
@@ -90,8 +92,8 @@ def ipc(kind):
     with open(f"/proc/sysvipc/{kind}") as f:
         return len(f.readlines()) - 1
 return {
-    "tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"),
-    "dev": sorted(os.listdir("/dev")), "modes": [oct(os.stat(d).st_mode) for d in ("/tmp", "/dev", "/dev/shm")],
+    "tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "output": os.listdir("/tmp/output"),
+    "dev": sorted(os.listdir("/dev")), "modes": [oct(os.stat(d).st_mode) for d in ("/tmp", "/dev", "/dev/shm", "/tmp/output")],
     "xattr": os.listxattr("/tmp"), "mtime": os.stat("/tmp").st_mtime > 1,
     "daemon": procs(b"planted-daemon"),
     "ipc": [ipc("shm"), ipc("sem"), ipc("msg")],
@@ -106,10 +108,11 @@ return {
 }`, 'import builtins, json, os, signal, sys\nimport pandas')
 
 const CLEAN = {
-  tmp: [],
+  tmp: ['output'],
   shm: [],
+  output: [],
   dev: ['null', 'random', 'shm', 'urandom', 'zero'],
-  modes: ['0o41777', '0o40755', '0o41777'],
+  modes: ['0o41777', '0o40755', '0o41777', '0o41777'],
   xattr: [],
   mtime: true,
   daemon: [],
@@ -148,7 +151,7 @@ if (externalUrl !== undefined) {
     const first = await zygote(target)
     const planted = await post(target, PLANT)
     t.equal(planted.status, 200, JSON.stringify(planted.body).slice(0, 500))
-    t.same(planted.body.result, { ipc: [true, true, true], tmp: ['planted', 'planted-file'] }, 'the run could plant')
+    t.same(planted.body.result, { ipc: [true, true, true], tmp: ['output', 'planted', 'planted-file'] }, 'the run could plant')
     const seen = await post(target, INSPECT)
     t.equal(seen.status, 200, JSON.stringify(seen.body).slice(0, 500))
     t.same(seen.body.result, CLEAN)

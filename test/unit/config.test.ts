@@ -42,7 +42,12 @@ t.test('loadConfig({}) gives the documented defaults', async t => {
     LIMIT_TMP_MB: 64,
     LIMIT_OUTPUT_BYTES: MiB,
     LIMIT_RESULT_BYTES: 8 * MiB,
-    LIMIT_BODY_BYTES: MiB,
+    LIMIT_BODY_BYTES: 12 * MiB,
+    LIMIT_FILES_IN: 100,
+    LIMIT_FILE_IN_BYTES: 8 * MiB,
+    LIMIT_FILES_IN_BYTES: 8 * MiB,
+    LIMIT_FILES_OUT: 100,
+    LIMIT_FILES_OUT_BYTES: 8 * MiB,
     CONCURRENCY: availableParallelism(),
     QUEUE_SIZE: 2 * availableParallelism(),
     QUEUE_TIMEOUT_MS: 30_000,
@@ -110,6 +115,12 @@ t.test('string values are coerced to the schema types', async t => {
   }
 })
 
+t.test('sent files must fit in the run\'s /tmp: a relation between two variables, named with both values', async t => {
+  t.throws(() => loadConfig({ LIMIT_TMP_MB: '4' }), { message: 'LIMIT_FILES_IN_BYTES="8388608" must be at most LIMIT_TMP_MB in bytes (4194304): the files are written to the run\'s /tmp' })
+  t.throws(() => loadConfig({ LIMIT_TMP_MB: '4', LIMIT_FILES_IN_BYTES: '4194305' }), { message: /^LIMIT_FILES_IN_BYTES="4194305" must be at most/ })
+  t.equal(loadConfig({ LIMIT_TMP_MB: '4', LIMIT_FILES_IN_BYTES: '4194304' }).LIMIT_FILES_IN_BYTES, 4 * MiB, 'exactly the size of /tmp is allowed')
+})
+
 t.test('invalid values throw, naming the variable', async t => {
   const table: Array<Record<string, string>> = [
     { PORT: 'abc' },
@@ -124,7 +135,7 @@ t.test('invalid values throw, naming the variable', async t => {
     { LIMIT_MEMORY_MB: '1' },
     { LIMIT_WALL_MS: '50' },
     { LIMIT_OUTPUT_BYTES: '10' },
-    { LIMIT_BODY_BYTES: String(17 * MiB) },
+    { LIMIT_BODY_BYTES: String(65 * MiB) },
     { LOG_LEVEL: 'verbose' },
     { TRUST_PROXY: 'yes' },
     { CONCURRENCY: '0' },

@@ -129,3 +129,35 @@ t.test('deny: input nested past its bound, or stdin that is not text: 400 naming
   t.equal(fake.runs.length, 0)
   t.equal((await execute(app, { script: 'x', input: nested(200) })).statusCode, 200, 'allow: exactly 200 levels')
 })
+
+t.test('files reach the backend decoded; files returned and left out reach the reply; absent, neither field', async t => {
+  const returned = [{ path: 'figures/1.png', size: 3, mediaType: 'image/png', encoding: 'base64' as const, content: 'AAEC' }]
+  const filesLeftOut = [{ path: 'env', reason: 'a symbolic link (not followed)' }]
+  const fake = new FakeBackend('nsjail', { run: { ...success(1), files: returned, filesLeftOut } as RunOutcome })
+  const { app } = await build(t, { backends: [fake] })
+  const reply = await execute(app, { script: 'x', files: [{ path: 'a.csv', content: 'a,b\n' }, { path: 'd/b.bin', content: 'AAE=', encoding: 'base64' }] })
+  t.equal(reply.statusCode, 200)
+  t.same(fake.runs[0]?.files, [{ path: 'a.csv', content: Buffer.from('a,b\n') }, { path: 'd/b.bin', content: Buffer.from([0, 1]) }])
+  t.same(reply.json(), { result: 1, files: returned, filesLeftOut, stdout: '', stderr: '', backend: 'nsjail' })
+  await execute(app, { script: 'x' })
+  t.equal(fake.runs[1]?.files, undefined, 'no files field: none sent')
+})
+
+t.test('deny: a bad file is a 400 naming it, and nothing runs', async t => {
+  const fake = new FakeBackend('nsjail')
+  const { app } = await build(t, { backends: [fake] })
+  const cases: Array<[unknown, RegExp]> = [
+    [[{ path: '../x', content: '' }], /^body\.files\[0\]\.path "\.\.\/x" is not normalised/],
+    [[{ path: 'x' }], /^body\.files\/0 must have the field "content"|content/],
+    [[{ path: 'x', content: '', encoding: 'hex' }], /encoding/],
+    [[{ path: 'x', content: '', mode: 'rwx' }], /mode/],
+    ['x', /files/],
+    [Array.from({ length: 101 }, (_, i) => ({ path: `f${i}`, content: '' })), /the limit is 100 \(LIMIT_FILES_IN\)/]
+  ]
+  for (const [files, message] of cases) {
+    const reply = await execute(app, { script: 'x', files })
+    t.equal(reply.statusCode, 400, JSON.stringify(files).slice(0, 60))
+    t.match(reply.json(), { code: 'INVALID_REQUEST', message }, reply.json<{ message: string }>().message)
+  }
+  t.equal(fake.runs.length, 0)
+})

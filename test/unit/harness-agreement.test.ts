@@ -7,6 +7,7 @@ import { ERRORS, ERROR_CODES, HARNESS_ERROR_CODES, REQUEST_ERROR_CODES, SCRIPT_E
 import * as errors from '../../src/errors/errors.js'
 import { HARNESS_DIR } from '../../src/backends/launch.js'
 import { READY, RESULT, STATUS, STDERR, STDOUT, STOP } from '../../src/backends/nsjail/frames.js'
+import { MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_DEPTH, OUTPUT_DIR } from '../../src/files.js'
 
 const source = (name: string): string => readFileSync(join(HARNESS_DIR, name), 'utf8')
 
@@ -22,8 +23,9 @@ t.test('run.py reports exactly the harness codes of the one list, each a constan
   const names = tupleNames(run, 'CODES')
   t.same([...names].sort(), [...HARNESS_ERROR_CODES].sort())
   for (const name of names) t.match(run, new RegExp(`^${name} = "${name}"`, 'm'), `${name} is "${name}"`)
-  // Every code-like literal in run.py is one of them: no code sent that the list lacks.
-  const literals = [...run.matchAll(/"([A-Z][A-Z_]{4,})"/g)].map(m => m[1])
+  // Every code-like literal in run.py is one of them: no code sent that the list lacks (names of
+  // environment variables aside).
+  const literals = [...run.matchAll(/(?<!environ\.get\(|environ\[)"([A-Z][A-Z_]{4,})"/g)].map(m => m[1])
   t.same(literals.filter(code => !(HARNESS_ERROR_CODES as readonly string[]).includes(code ?? '')), [], 'no other code literal')
 })
 
@@ -43,6 +45,14 @@ t.test('every error class carries a code of the list and its status; only CLIENT
     t.ok((ERROR_CODES as readonly string[]).includes(error.code), `${name}: ${error.code} is listed`)
     t.equal(error.statusCode, ERRORS[error.code as keyof typeof ERRORS].status, `${name}: status`)
   }
+})
+
+t.test('workdir.py keeps the path rules of src/files.ts for what it returns', async t => {
+  const workdir = source('workdir.py')
+  t.match(workdir, new RegExp(`^OUTPUT_DIR = "${OUTPUT_DIR}"$`, 'm'))
+  t.match(workdir, new RegExp(`^MAX_PATH_BYTES = ${MAX_PATH_BYTES}$`, 'm'))
+  t.match(workdir, new RegExp(`^MAX_NAME_BYTES = ${MAX_NAME_BYTES}$`, 'm'))
+  t.match(workdir, new RegExp(`^MAX_PATH_DEPTH = ${MAX_PATH_DEPTH}$`, 'm'))
 })
 
 t.test('zygote.py speaks the frame protocol of frames.ts', async t => {

@@ -5,7 +5,7 @@ import type { Limits } from '../../src/backends/backend.js'
 import { hostIds, jailArgs, warmPoolMemory, zygoteAllowanceMiB, type JailSpec } from '../../src/backends/nsjail/jail-args.js'
 
 const MiB = 1024 * 1024
-const limits: Limits = { wallTimeMs: 10_000, killGraceMs: 500, cpuSeconds: 10, memoryMiB: 512, processes: 64, openFiles: 256, tmpMiB: 64, tmpFiles: 16_384, outputBytes: MiB, resultBytes: 8 * MiB }
+const limits: Limits = { wallTimeMs: 10_000, killGraceMs: 500, cpuSeconds: 10, memoryMiB: 512, processes: 64, openFiles: 256, tmpMiB: 64, tmpFiles: 16_384, outputBytes: MiB, resultBytes: 8 * MiB, filesOut: 100, filesOutBytes: 8 * MiB }
 const runtime = { executable: '/usr/bin/python3.11', stdlib: '/usr/lib/python3.11', readOnlyPaths: ['/usr/bin/python3.11', '/usr/lib/python3.11'], loader: { source: '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', target: '/lib64/ld-linux-x86-64.so.2' }, hostSitePackages: '/usr/lib/python3.11/site-packages', version: '3.11.2' }
 
 function spec (overrides: Partial<JailSpec> = {}): JailSpec {

@@ -16,7 +16,9 @@ const limits: Limits = {
   tmpMiB: 64,
   tmpFiles: 1024,
   outputBytes: 1024 * 1024,
-  resultBytes: 8 * 1024 * 1024
+  resultBytes: 8 * 1024 * 1024,
+  filesOut: 100,
+  filesOutBytes: 8 * 1024 * 1024
 }
 
 /** A spawn result; a signal may be given by name. */
@@ -269,4 +271,46 @@ t.test('stdout and stderr with invalid UTF-8 are decoded leniently', async t => 
   t.equal(outcome.ok, true, 'bad output bytes do not fail the run')
   t.equal(outcome.stdout, 'ok \uFFFD é')
   t.equal(outcome.stderr, '\uFFFD')
+})
+
+t.test('returned files: checked as the harness keeps them, sized and typed by the server', async t => {
+  const ok = (extra: Record<string, unknown>): RunOutcome => run({ channel: channel({ ok: true, result: 1, ...extra }) })
+  const png = Buffer.from([0x89, 0x50, 0x4e, 0x47]).toString('base64')
+  const good = ok({
+    files: [{ path: 'report.txt', encoding: 'utf8', content: 'héllo' }, { path: 'figures/1.png', encoding: 'base64', content: png }],
+    leftOut: [{ path: 'env', reason: 'a symbolic link (not followed)' }]
+  })
+  t.match(good, {
+    ok: true,
+    files: [
+      { path: 'report.txt', size: 6, mediaType: 'text/plain', encoding: 'utf8', content: 'héllo' },
+      { path: 'figures/1.png', size: 4, mediaType: 'image/png', encoding: 'base64', content: png }
+    ],
+    filesLeftOut: [{ path: 'env', reason: 'a symbolic link (not followed)' }]
+  })
+  t.notOk('files' in ok({}) || 'filesLeftOut' in ok({}), 'none: neither field')
+  t.notOk('files' in ok({ leftOut: [{ path: 'f', reason: 'a FIFO' }] }), 'only files left out: no files field')
+
+  const forged: Array<[string, Record<string, unknown>]> = [
+    ['a path that escapes', { files: [{ path: '../x', encoding: 'utf8', content: '' }] }],
+    ['an absolute path', { files: [{ path: '/etc/passwd', encoding: 'utf8', content: '' }] }],
+    ['a path twice', { files: [{ path: 'a', encoding: 'utf8', content: '' }, { path: 'a', encoding: 'utf8', content: '' }] }],
+    ['bad base64', { files: [{ path: 'a', encoding: 'base64', content: 'abc' }] }],
+    ['an unknown encoding', { files: [{ path: 'a', encoding: 'hex', content: '' }] }],
+    ['more entries than LIMIT_FILES_OUT', { files: Array.from({ length: 101 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })) }],
+    ['files and left-out entries together over the count', { files: Array.from({ length: 60 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })), leftOut: Array.from({ length: 41 }, (_, i) => ({ path: `l${i}`, reason: 'a FIFO' })) }],
+    ['more bytes than LIMIT_FILES_OUT_BYTES', { files: [{ path: 'a', encoding: 'utf8', content: 'x'.repeat(8 * 1024 * 1024 + 1) }] }],
+    ['an empty list', { files: [] }],
+    ['an extra field', { files: [{ path: 'a', encoding: 'utf8', content: '', mediaType: 'text/html' }] }]
+  ]
+  for (const [name, extra] of forged) {
+    t.match(ok(extra), { ok: false, code: 'CRASHED', message: /malformed/ }, `deny: ${name}`)
+  }
+  t.match(ok({ files: Array.from({ length: 100 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })) }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT')
+  t.match(ok({ files: [{ path: 'a', encoding: 'utf8', content: 'x'.repeat(8 * 1024 * 1024) }] }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT_BYTES')
+})
+
+t.test('OUTPUT_TOO_LARGE carries the counts as details', async t => {
+  const outcome = run({ channel: channel({ ok: false, code: 'OUTPUT_TOO_LARGE', message: 'the script left 2 files of 9 bytes', outputFiles: 2, outputBytes: 9 }) })
+  t.match(outcome, { ok: false, code: 'OUTPUT_TOO_LARGE', details: { outputFiles: 2, outputBytes: 9 } })
 })

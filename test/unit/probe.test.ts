@@ -3,7 +3,7 @@ import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
 import { checkFacts, hint, probeBackend } from '../../src/backends/probe.js'
 
-const limits: Limits = { wallTimeMs: 1000, killGraceMs: 100, cpuSeconds: 2, memoryMiB: 128, processes: 16, openFiles: 64, tmpMiB: 8, tmpFiles: 1024, outputBytes: 1024, resultBytes: 1024 }
+const limits: Limits = { wallTimeMs: 1000, killGraceMs: 100, cpuSeconds: 2, memoryMiB: 128, processes: 16, openFiles: 64, tmpMiB: 8, tmpFiles: 1024, outputBytes: 1024, resultBytes: 1024, filesOut: 100, filesOutBytes: 8 * 1024 * 1024 }
 const output = { stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 }
 const GOOD_FACTS = {
   uid: 65534,
@@ -11,7 +11,7 @@ const GOOD_FACTS = {
   caps: ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000'],
   noNewPrivs: '1',
   seccomp: '2',
-  env: ['HOME', 'LANG', 'MALLOC_ARENA_MAX', 'MKL_NUM_THREADS', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR'],
+  env: ['HOME', 'LANG', 'MALLOC_ARENA_MAX', 'MKL_NUM_THREADS', 'MPLBACKEND', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OUTPUT_DIR', 'PATH', 'TMPDIR'],
   loopback: 101,
   metadata: 101,
   interfaces: 1,

@@ -22,7 +22,9 @@ const LIMITS: Limits = {
   tmpMiB: 16,
   tmpFiles: 1024,
   outputBytes: 1 << 16,
-  resultBytes: 1 << 16
+  resultBytes: 1 << 16,
+  filesOut: 100,
+  filesOutBytes: 8 * 1024 * 1024
 }
 
 /** A pool whose zygote of generation n runs `modes[n - 1]` (the last one from then on). */

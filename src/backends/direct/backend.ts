@@ -28,7 +28,7 @@ export class DirectBackend implements SandboxBackend {
     const { limits, python, sitePackages } = this.options
     const scratch = await mkdtemp(join(tmpdir(), 'pysandbox-direct-'))
     try {
-      const env = { ...SANDBOX_ENV, HOME: scratch, TMPDIR: scratch, MPLCONFIGDIR: scratch }
+      const env = { ...SANDBOX_ENV, HOME: scratch, TMPDIR: scratch, OUTPUT_DIR: join(scratch, 'output'), MPLCONFIGDIR: join(scratch, '.matplotlib') }
       return await runLaunch({
         // env -i: the environment is exactly ours, whatever a spawn hook of the server adds.
         file: '/usr/bin/env',

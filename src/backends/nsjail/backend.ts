@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../config.js'
 import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend, WarmStats } from '../backend.js'
-import { CHANNEL_ENVELOPE_BYTES, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, pythonArgs, runLaunch, type Launch } from '../launch.js'
+import { channelLimit, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, pythonArgs, runLaunch, type Launch } from '../launch.js'
 import { MEMORY_RUNGS, boundsWholeRun, memoryFeatures, perProcessMemoryWarning, type MemoryRung } from '../memory.js'
 import { crashed } from '../outcome.js'
 import { probeBackend, type ProbeExpectations } from '../probe.js'
@@ -108,7 +108,8 @@ export class NsjailBackend implements SandboxBackend {
       extra: { memoryMiB: allowanceMiB, processes: 1 },
       passFds: [],
       command: [shared.runtime.executable, ...pythonArgs(`${JAIL_HARNESS_DIR}/zygote.py`, [
-        limits.cpuSeconds, limits.resultBytes, limits.outputBytes, limits.resultBytes + CHANNEL_ENVELOPE_BYTES, JAIL_SITE_PACKAGES
+        limits.cpuSeconds, limits.resultBytes, limits.outputBytes, channelLimit(limits), limits.filesOut, limits.filesOutBytes,
+        JAIL_SITE_PACKAGES
       ])]
     })
   }
@@ -120,7 +121,7 @@ export class NsjailBackend implements SandboxBackend {
       // hand-over never share RLIMIT_NPROC.
       launch: (slot, generation) => this.warmLaunch(slot + ((generation - 1) % 2) * SUCCESSOR_UID_OFFSET, rung, allowanceMiB),
       limits,
-      channelLimit: limits.resultBytes + CHANNEL_ENVELOPE_BYTES,
+      channelLimit: channelLimit(limits),
       recycleRuns,
       memoryByCgroup: boundsWholeRun(rung),
       log: this.options.log

@@ -1,0 +1,302 @@
+"""The run's working directory, inside the sandbox: the caller's files placed in it before the
+script runs, and what comes back after main() has returned: the regular files under output/ and
+the figures still open, within the limits. Everything here runs as the run's own user, on names
+the script chose: nothing is followed, nothing is read past the size it had when opened.
+"""
+
+import binascii
+import os
+import stat
+import sys
+
+# The directory (in the working directory) whose regular files come back, and the rules for their
+# names, as the server checks them (src/files.ts).
+OUTPUT_DIR = "output"
+FIGURES_DIR = "figures"
+MAX_PATH_BYTES = 1024
+MAX_NAME_BYTES = 255
+MAX_PATH_DEPTH = 32
+# Bytes that make a file base64 rather than text: the C0 controls but tab, newline and carriage
+# return, and DEL (each would be escaped as six bytes of JSON).
+CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+# matplotlib's font cache, built at install beside the sandbox's packages (Makefile).
+FONT_CACHE_DIR = "matplotlib-cache"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TooMuchOutput(Exception):
+    """More files or bytes under output/ than the limits: `count` and `size` as far as counted."""
+
+    def __init__(self, message, count, size):
+        super().__init__(message)
+        self.count, self.size = count, size
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def place_files(files):
+    """The caller's files at their paths in the working directory, before the script runs. The
+    server checked every path (relative, normalised, no collisions) and that they fit in /tmp."""
+    for path, content in files:
+        directory = path.rpartition("/")[0]
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            write_all(fd, content)
+        finally:
+            os.close(fd)
+
+
+def make_output_dir():
+    """output/, for the files to return (a warm jail's zygote made it already)."""
+    if not os.path.isdir(OUTPUT_DIR):
+        os.mkdir(OUTPUT_DIR)
+
+
+def link_font_cache(cache):
+    """matplotlib's configuration directory, holding the font cache built at install, so a run's
+    first chart does not scan fonts. matplotlib wants the directory writable: a directory of
+    links, made when matplotlib is first imported (so no other run sees it)."""
+    config = os.environ.get("MPLCONFIGDIR")
+    if config and not os.path.lexists(config) and os.path.isdir(cache):
+        os.mkdir(config)
+        for name in os.listdir(cache):
+            os.symlink(os.path.join(cache, name), os.path.join(config, name))
+
+
+def valid_name(name):
+    """None, or why a name cannot travel as a returned path (the server's rules, src/files.ts)."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    if len(encoded) > MAX_NAME_BYTES:
+        return f"its name is longer than {MAX_NAME_BYTES} bytes"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        return "its name holds control characters"
+    return None
+
+
+def shown(path):
+    """A path fit for the channel, whatever bytes its name holds."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def kind_of(mode):
+    for test, kind in ((stat.S_ISLNK, "a symbolic link (not followed)"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+class Returned:
+    """The files of one run being returned, within the limits: `files` and `left_out`, entries
+    ready for the channel; `count` and `size`, every file seen (read or not) and its bytes."""
+
+    def __init__(self, max_files, max_bytes):
+        self.max_files, self.max_bytes = max_files, max_bytes
+        self.files, self.left_out, self.taken = [], [], set()
+        self.count = self.size = 0
+
+    def over(self):
+        return self.count > self.max_files or self.size > self.max_bytes
+
+    def leave_out(self, path, reason):
+        self.count += 1
+        if not self.over():
+            self.left_out.append({"path": shown(path), "reason": reason})
+
+    def add(self, path, content):
+        self.count += 1
+        self.size += len(content)
+        self.taken.add(path)
+        if self.over():
+            return
+        if len(content.translate(None, CONTROL_BYTES)) == len(content):
+            try:
+                self.files.append({"path": path, "encoding": "utf8", "content": str(content, "utf-8")})
+                return
+            except UnicodeDecodeError:
+                pass
+        text = binascii.b2a_base64(content, newline=False).decode("ascii")
+        self.files.append({"path": path, "encoding": "base64", "content": text})
+
+    def read_file(self, fd, name, path):
+        """A regular file with one name, read without following anything; else left out."""
+        try:
+            file = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=fd)
+        except OSError as exc:
+            return self.leave_out(path, f"not readable ({exc.strerror})")
+        try:
+            info = os.fstat(file)
+            if not stat.S_ISREG(info.st_mode):  # replaced since it was listed
+                return self.leave_out(path, kind_of(info.st_mode))
+            if info.st_nlink != 1:
+                return self.leave_out(path, f"a hard link (the file has {info.st_nlink} names)")
+            if self.over() or self.size + info.st_size > self.max_bytes:
+                self.count += 1  # counted, not read: the run is refused anyway
+                self.size += info.st_size
+                return None
+            # What a process left behind may still write: the size when it was opened, no more.
+            chunks, left = [], info.st_size
+            while left > 0:
+                chunk = os.read(file, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return self.add(path, b"".join(chunks))
+        finally:
+            os.close(file)
+
+    def walk(self, root):
+        """Every entry under root, depth first in name order, through directory descriptors and
+        names relative to them: nothing the script made can redirect the walk."""
+        try:
+            top = os.open(root, DIR_FLAGS)
+        except FileNotFoundError:  # the script removed it: nothing to return
+            return None
+        except OSError as exc:  # e.g. replaced by a link: not followed
+            return self.leave_out(".", f"{root}/ is not a directory that can be read ({exc.strerror})")
+        stack = [(top, "")]
+        while stack:
+            fd, prefix = stack.pop()
+            try:
+                with os.scandir(fd) as listing:
+                    entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing)
+                subdirectories = []
+                for name, is_dir in entries:
+                    path = prefix + name
+                    why = valid_name(name)
+                    if why is None and (len(path.encode()) > MAX_PATH_BYTES or path.count("/") >= MAX_PATH_DEPTH):
+                        why = f"its path is longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_DEPTH} levels"
+                    if why is not None:
+                        self.leave_out(path, why)
+                    elif is_dir:
+                        subdirectories.append((name, path))
+                    else:
+                        self.read_regular(fd, name, path)
+                    if self.count > self.max_files:
+                        return None
+                for name, path in reversed(subdirectories):
+                    try:
+                        stack.append((os.open(name, DIR_FLAGS, dir_fd=fd), path + "/"))
+                    except OSError as exc:
+                        self.leave_out(path, f"the directory is not readable ({exc.strerror})")
+            finally:
+                os.close(fd)
+        return None
+
+    def read_regular(self, fd, name, path):
+        try:
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        except OSError as exc:
+            return self.leave_out(path, f"not readable ({exc.strerror})")
+        if not stat.S_ISREG(mode):
+            return self.leave_out(path, kind_of(mode))
+        return self.read_file(fd, name, path)
+
+    def add_figures(self):
+        """Figures still open that the script never saved come back as figures/<number>.png: a
+        script that saved or closed its figures gets no duplicates."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return
+        import io
+        for number in pyplot.get_fignums():
+            figure = pyplot.figure(number)
+            if getattr(figure, SAVED, False):
+                continue
+            path, copy = f"{FIGURES_DIR}/{number}.png", 1
+            while path in self.taken:
+                copy += 1
+                path = f"{FIGURES_DIR}/{number}-{copy}.png"
+            buffer = io.BytesIO()
+            try:
+                figure.savefig(buffer, format="png")
+            except Exception as exc:  # the script's figure: say why, as for any file left out
+                self.leave_out(path, f"the figure could not be saved as PNG ({type(exc).__name__}: {exc})")
+                continue
+            self.add(path, buffer.getvalue())
+
+    def entries(self):
+        """The channel's entries (files, leftOut), or TooMuchOutput."""
+        if self.over():
+            left = (f"more than {self.max_files} files" if self.count > self.max_files
+                    else f"{self.count} files of {self.size} bytes")
+            raise TooMuchOutput(f"the script left {left} under {OUTPUT_DIR}/ (figures included); the limits are "
+                                f"{self.max_files} files (LIMIT_FILES_OUT) and {self.max_bytes} bytes "
+                                "(LIMIT_FILES_OUT_BYTES)", self.count, self.size)
+        returned = {}
+        if self.files:
+            returned["files"] = self.files
+        if self.left_out:
+            returned["leftOut"] = self.left_out
+        return returned
+
+
+SAVED = "_pysandbox_saved"  # set on a figure by its savefig
+
+
+def mark_saved(figure_class):
+    """Figure.savefig, wrapped to mark the figure saved (matplotlib keeps no such record: a saved
+    figure is as stale as before)."""
+    original = figure_class.savefig
+
+    def savefig(self, *args, **kwargs):
+        setattr(self, SAVED, True)
+        return original(self, *args, **kwargs)
+
+    savefig.__doc__, savefig.__wrapped__ = original.__doc__, original
+    figure_class.savefig = savefig
+
+
+class FigureWatch:
+    """A finder ahead of the path finder: when matplotlib is imported it links the font cache
+    (link_font_cache); when matplotlib.figure is, it wraps its Figure.savefig (mark_saved) and
+    steps aside. Every import passes through to the other finders."""
+    font_cache = ""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "matplotlib":
+            link_font_cache(FigureWatch.font_cache)
+        if name != "matplotlib.figure":
+            return None
+        sys.meta_path.remove(FigureWatch)
+        spec = next(filter(None, (f.find_spec(name, path, target) for f in sys.meta_path
+                                  if hasattr(f, "find_spec"))), None)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            mark_saved(module.Figure)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def watch_figures(site_packages):
+    """FigureWatch in place, unless matplotlib is imported already (a warm run's zygote did)."""
+    FigureWatch.font_cache = os.path.join(site_packages, FONT_CACHE_DIR)
+    if "matplotlib.figure" not in sys.modules and FigureWatch not in sys.meta_path:
+        sys.meta_path.insert(0, FigureWatch)
+
+
+def returned_files(max_files, max_bytes):
+    """The files under output/ and the open figures: entries for the channel; TooMuchOutput when
+    they are over the limits."""
+    returned = Returned(max_files, max_bytes)
+    returned.walk(OUTPUT_DIR)
+    if not returned.over():
+        returned.add_figures()
+    return returned.entries()
