@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `pysandbox` executable (package.json "bin"): runs a script on a PySandbox server.
-// `pysandbox run script.py [--url URL]`; see src/client.ts.
+// `pysandbox run script.py [--url URL] [--input JSON] [--stdin FILE] [--file PATH[=NAME]]... [--out DIR]`;
+// see src/client.ts.
 import { main } from './client.js'
 
 process.exitCode = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env })

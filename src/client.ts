@@ -1,25 +1,41 @@
 // The command-line client's logic (src/cli.ts is the executable): `pysandbox run SCRIPT` sends
-// one script to a PySandbox server and prints what came back. The script's stdout goes to
-// stdout and its stderr to stderr, then the result as one line of JSON on stdout.
-// Exit status: 0 success; 1 the server refused or the script failed (`CODE: message` on stderr);
-// 2 a usage error, an unreadable script, or no PySandbox server at the URL.
-import { readFile } from 'node:fs/promises'
-import { text } from 'node:stream/consumers'
+// one script (with its input, its standard input and files for its working directory) to a
+// PySandbox server and prints what came back. The script's stdout goes to stdout and its stderr
+// to stderr, then the result as one line of JSON on stdout; the files the script returned are
+// saved under --out DIR, or only named on stderr.
+// Exit status: 0 success; 1 the server refused or the script failed (`CODE: message` on stderr),
+// or a returned file was not saved; 2 a usage error, an unreadable file, or no PySandbox server
+// at the URL.
+import { constants } from 'node:fs'
+import { lstat, mkdir, open, readFile, realpath, type FileHandle } from 'node:fs/promises'
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { buffer } from 'node:stream/consumers'
 import { parseArgs } from 'node:util'
 
 export const DEFAULT_URL = 'http://localhost:8080'
 
-export const USAGE = `usage: pysandbox run [SCRIPT | -] [--url URL]
+export const USAGE = `usage: pysandbox run [SCRIPT | -] [--url URL] [--input JSON | --input @FILE]
+         [--stdin FILE | --stdin -] [--file PATH[=NAME]]... [--out DIR]
 
 Runs SCRIPT (a Python file that defines main(); "-" or none: read standard input) on a
 PySandbox server and prints its stdout to stdout, its stderr to stderr, then main()'s
 return value as JSON on stdout.
 
-  -u, --url URL   the server (default: $PYSANDBOX_URL, else ${DEFAULT_URL})
-  -h, --help      this help
+  -u, --url URL          the server (default: $PYSANDBOX_URL, else ${DEFAULT_URL})
+      --input JSON       call main(input) with this JSON value; @FILE: the JSON in FILE
+      --stdin FILE       the script's standard input (UTF-8 text) from FILE; "-": from this
+                         command's standard input (the script must then be a file)
+      --file PATH[=NAME] put the local file PATH in the script's working directory as NAME
+                         (default: PATH's base name); repeatable. NAME cannot hold "=", so
+                         a PATH that does needs =NAME
+      --out DIR          save the files the script returns (what it left under output/, its
+                         open figures as figures/N.png) under DIR; nothing there is
+                         overwritten and no link followed. Without it they are only listed
+  -h, --help             this help
 
 exit status: 0 success; 1 the script failed or the server refused it (CODE: message on
-stderr); 2 a usage error, an unreadable script, or no server at the URL`
+stderr), or a returned file was not saved; 2 a usage error, an unreadable file, or no
+server at the URL`
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean }
@@ -36,6 +52,9 @@ interface Reply {
   stderr?: string
   stdoutTruncated?: boolean
   stderrTruncated?: boolean
+  /** Untrusted: whatever the server sent. */
+  files?: unknown
+  filesLeftOut?: unknown
   code?: string
   message?: string
   traceback?: string
@@ -44,14 +63,37 @@ interface Reply {
 
 export class UsageError extends Error {}
 
-/** The arguments; the URL is that of POST /execute. Throws UsageError. */
-export function parseCommand (argv: string[], env: Io['env']): { help: true } | { help: false, file: string, url: URL } {
+/** What to run and with what; the URL is that of POST /execute. */
+export interface Command {
+  help: false
+  /** The script's file, or "-": standard input. */
+  file: string
+  url: URL
+  /** --input: the JSON value given, or the file that holds it. */
+  input?: { value: unknown } | { file: string }
+  /** --stdin: the file, or "-": standard input. */
+  stdin?: string
+  /** --file: each local file and its name in the working directory. */
+  files: Array<{ path: string, name: string }>
+  /** --out: where returned files are saved. */
+  out?: string
+}
+
+/** The arguments. Throws UsageError. */
+export function parseCommand (argv: string[], env: Io['env']): { help: true } | Command {
   let parsed
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { url: { type: 'string', short: 'u' }, help: { type: 'boolean', short: 'h' } }
+      options: {
+        url: { type: 'string', short: 'u' },
+        input: { type: 'string' },
+        stdin: { type: 'string' },
+        file: { type: 'string', multiple: true },
+        out: { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      }
     })
   } catch (error) {
     throw new UsageError((error as Error).message)
@@ -61,6 +103,7 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
   const [command, file = '-', ...extra] = positionals
   if (command !== 'run') throw new UsageError(command === undefined ? 'no command' : `unknown command "${command}"`)
   if (extra.length > 0) throw new UsageError(`one script at a time (got also ${extra.join(' ')})`)
+  if (values.stdin === '-' && file === '-') throw new UsageError('--stdin - reads standard input, so the script must come from a file')
   const base = values.url ?? (env.PYSANDBOX_URL || DEFAULT_URL)
   let url: URL
   try {
@@ -69,7 +112,207 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     throw new UsageError(`not a URL: ${base}`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`not an http(s) URL: ${base}`)
-  return { help: false, file, url }
+  return {
+    help: false,
+    file,
+    url,
+    ...(values.input === undefined ? {} : { input: parseInput(values.input) }),
+    ...(values.stdin === undefined ? {} : { stdin: values.stdin }),
+    files: (values.file ?? []).map(parseFileOption),
+    ...(values.out === undefined ? {} : { out: values.out })
+  }
+}
+
+function parseInput (text: string): { value: unknown } | { file: string } {
+  // No JSON text starts with "@", so "@FILE" is never a JSON value.
+  if (text.startsWith('@')) {
+    if (text === '@') throw new UsageError('--input @FILE needs a file name')
+    return { file: text.slice(1) }
+  }
+  try {
+    return { value: JSON.parse(text) }
+  } catch (error) {
+    throw new UsageError(`--input is not JSON (${(error as Error).message}); --input @FILE reads it from a file`)
+  }
+}
+
+/** PATH[=NAME], split at the last "=": a local path may hold "=" (then give NAME), a NAME not. */
+function parseFileOption (option: string): { path: string, name: string } {
+  const at = option.lastIndexOf('=')
+  const path = at === -1 ? option : option.slice(0, at)
+  const name = at === -1 ? basename(option) : option.slice(at + 1)
+  if (path === '' || name === '') throw new UsageError(`--file ${option}: give PATH or PATH=NAME, neither empty`)
+  return { path, name }
+}
+
+/** A local file's bytes; throws an Error saying which file could not be read. */
+async function readLocal (path: string): Promise<Buffer> {
+  try {
+    return await readFile(path)
+  } catch (error) {
+    throw new Error(`cannot read ${path}: ${(error as Error).message}`)
+  }
+}
+
+/** A file's bytes, or standard input's for "-" (with a hint on a terminal). */
+async function readSource (io: Io, from: string, what: string): Promise<Buffer> {
+  if (from !== '-') return await readLocal(from)
+  if (io.stdin.isTTY === true) io.stderr.write(`pysandbox: reading ${what} from standard input (end it with Ctrl-D)\n`)
+  try {
+    return await buffer(io.stdin)
+  } catch (error) {
+    throw new Error(`cannot read standard input: ${(error as Error).message}`)
+  }
+}
+
+/** UTF-8 exactly as it is (a byte order mark kept); throws on bytes that are not UTF-8. */
+function strictUtf8 (bytes: Buffer): string {
+  return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes)
+}
+
+/** The body of POST /execute: every file read; throws an Error (exit 2) for one that cannot be. */
+async function requestBody (io: Io, command: Command): Promise<Record<string, unknown>> {
+  // Text as an editor means it: a byte order mark dropped, bytes that are not UTF-8 replaced.
+  const script = new TextDecoder().decode(await readSource(io, command.file, 'the script'))
+  let input: { value: unknown } | undefined
+  if (command.input !== undefined) input = 'value' in command.input ? command.input : { value: await inputFrom(command.input.file) }
+  let stdin: string | undefined
+  if (command.stdin !== undefined) {
+    const bytes = await readSource(io, command.stdin, 'the script\'s standard input')
+    try {
+      stdin = strictUtf8(bytes)
+    } catch {
+      throw new Error(`--stdin ${command.stdin}: not UTF-8 text, as the script's standard input travels; send bytes with --file`)
+    }
+  }
+  const files = []
+  for (const { path, name } of command.files) files.push(fileEntry(name, await readLocal(path)))
+  return {
+    script,
+    ...(input === undefined ? {} : { input: input.value }),
+    ...(stdin === undefined ? {} : { stdin }),
+    ...(files.length === 0 ? {} : { files })
+  }
+}
+
+async function inputFrom (file: string): Promise<unknown> {
+  const text = new TextDecoder().decode(await readLocal(file))
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new Error(`--input @${file}: not JSON (${(error as Error).message})`)
+  }
+}
+
+/** A file as it travels: its text when the bytes are UTF-8, else base64. */
+function fileEntry (name: string, bytes: Buffer): { path: string, content: string, encoding: 'utf8' | 'base64' } {
+  try {
+    return { path: name, content: strictUtf8(bytes), encoding: 'utf8' }
+  } catch {
+    return { path: name, content: bytes.toString('base64'), encoding: 'base64' }
+  }
+}
+
+// C0 and C1 controls and DEL (NUL among them), lone surrogates, and the marks that reorder text.
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]|\p{Cs}/gu
+// eslint-disable-next-line no-control-regex
+const NOT_IN_A_PATH = /[\u0000-\u001f\u007f-\u009f]|\p{Cs}/u
+
+/** Text from the server made safe to print on a terminal: what could steer it escaped as \uNNNN. */
+function printable (text: string): string {
+  return text.replace(UNPRINTABLE, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** Why a returned file's path is no place under `root` (an absolute, real directory), or
+ *  undefined when it is one: relative, no empty, "." or ".." part, no control character, well-formed
+ *  Unicode. The server's rules for the paths it returns; the client checks them again (a server
+ *  can be anything). */
+export function returnedPathProblem (path: string, root: string): string | undefined {
+  if (NOT_IN_A_PATH.test(path)) return 'holds a control character (NUL, newline, ...) or is not valid Unicode'
+  if (isAbsolute(path)) return 'is absolute'
+  const outside = relative(root, resolve(root, path)).split(sep)[0] === '..'
+  if (outside || path.split('/').some(part => part === '' || part === '.' || part === '..')) return 'has an empty, "." or ".." part'
+  return undefined
+}
+
+const CREATE_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW
+
+/** Writes `bytes` at `path` under `root`, making its directories; refuses (a reason) to go
+ *  through or replace anything already there but a real directory. Throws on other errors. */
+async function saveFile (root: string, path: string, bytes: Buffer): Promise<string | undefined> {
+  const parts = path.split('/')
+  const name = parts.pop() as string
+  let directory = root
+  for (const part of parts) {
+    directory = join(directory, part)
+    await mkdir(directory).catch((error: NodeJS.ErrnoException) => { if (error.code !== 'EEXIST') throw error })
+    // A link to a directory outside would pass for one with stat(): lstat() sees the link.
+    if (!(await lstat(directory)).isDirectory()) return `${relative(root, directory)} is already there and is not a directory (a link is never followed)`
+  }
+  const target = join(directory, name)
+  let handle: FileHandle
+  try {
+    // O_EXCL: nothing there is replaced, and a link there (even a dangling one) is an error, not followed.
+    handle = await open(target, CREATE_NEW, 0o666)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    return (await lstat(target)).isSymbolicLink() ? 'a symbolic link is already there (never followed)' : 'it already exists (nothing is overwritten)'
+  }
+  try {
+    await handle.writeFile(bytes)
+  } finally {
+    await handle.close()
+  }
+  return undefined
+}
+
+/** Reports the returned files and saves them under `out` when given; false when one was refused. */
+async function returnedFiles (io: Io, reply: Reply, out: { dir: string, root: string } | undefined): Promise<boolean> {
+  let allSaved = true
+  const files: unknown[] = Array.isArray(reply.files) ? reply.files : []
+  for (const [index, entry] of files.entries()) {
+    const { path, content, encoding, mediaType } = Object(entry) as Record<string, unknown>
+    const shown = typeof path === 'string' ? printable(path) : `files[${index}]`
+    if (typeof path !== 'string' || typeof content !== 'string' || (encoding !== 'utf8' && encoding !== 'base64')) {
+      io.stderr.write(`pysandbox: did not save ${shown}: not a file as PySandbox returns one (a path, and content in utf8 or base64)\n`)
+      allSaved = false
+      continue
+    }
+    const bytes = Buffer.from(content, encoding)
+    if (out === undefined) {
+      io.stderr.write(`pysandbox: returned ${shown} (${bytes.length} bytes); use --out DIR to save it\n`)
+      continue
+    }
+    const where = printable(join(out.dir, path))
+    let problem: string | undefined
+    try {
+      problem = returnedPathProblem(path, out.root) ?? await saveFile(out.root, path, bytes)
+    } catch (error) {
+      problem = `cannot write ${where}: ${(error as Error).message}`
+    }
+    if (problem === undefined) {
+      io.stderr.write(`pysandbox: wrote ${where} (${bytes.length} bytes, ${typeof mediaType === 'string' ? printable(mediaType) : 'no media type'})\n`)
+    } else {
+      io.stderr.write(`pysandbox: did not save ${shown}: ${problem}\n`)
+      allSaved = false
+    }
+  }
+  for (const entry of Array.isArray(reply.filesLeftOut) ? reply.filesLeftOut as unknown[] : []) {
+    const { path, reason } = Object(entry) as Record<string, unknown>
+    io.stderr.write(`pysandbox: left out ${printable(String(path))}: ${printable(String(reason))}\n`)
+  }
+  return allSaved
+}
+
+/** --out DIR made (with its parents) and resolved, before anything runs; throws an Error (exit 2). */
+async function outputDirectory (dir: string): Promise<{ dir: string, root: string }> {
+  try {
+    await mkdir(dir, { recursive: true })
+    return { dir, root: await realpath(dir) }
+  } catch (error) {
+    throw new Error(`cannot make --out ${dir}: ${(error as Error).message}`)
+  }
 }
 
 /** Writes the script's output; a missing final newline gets one so the JSON starts its own line. */
@@ -82,32 +325,33 @@ function printOutput (io: Io, reply: Reply): void {
 
 /** Runs the command; resolves to the exit status. */
 export async function main (argv: string[], io: Io): Promise<number> {
-  let file: string
-  let url: URL
+  let command: Command
   try {
     const args = parseCommand(argv, io.env)
     if (args.help) {
       io.stdout.write(`${USAGE}\n`)
       return EXIT.ok
     }
-    ({ file, url } = args)
+    command = args
   } catch (error) {
     io.stderr.write(`pysandbox: ${(error as Error).message}\n${USAGE}\n`)
     return EXIT.usage
   }
+  const { url } = command
 
-  let script: string
+  let body: Record<string, unknown>
+  let out: { dir: string, root: string } | undefined
   try {
-    if (file === '-' && io.stdin.isTTY === true) io.stderr.write('pysandbox: reading the script from standard input (end it with Ctrl-D)\n')
-    script = file === '-' ? await text(io.stdin) : await readFile(file, 'utf8')
+    body = await requestBody(io, command)
+    if (command.out !== undefined) out = await outputDirectory(command.out)
   } catch (error) {
-    io.stderr.write(`pysandbox: cannot read ${file === '-' ? 'standard input' : file}: ${(error as Error).message}\n`)
+    io.stderr.write(`pysandbox: ${(error as Error).message}\n`)
     return EXIT.usage
   }
 
   let response: Response
   try {
-    response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ script }) })
+    response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
   } catch (error) {
     // fetch() says "fetch failed" and puts the reason (ECONNREFUSED, ENOTFOUND) in `cause`.
     const { cause } = error as Error & { cause?: Error }
@@ -125,8 +369,9 @@ export async function main (argv: string[], io: Io): Promise<number> {
 
   printOutput(io, reply)
   if (response.ok) {
+    const allSaved = await returnedFiles(io, reply, out)
     io.stdout.write(`${JSON.stringify(reply.result)}\n`)
-    return EXIT.ok
+    return allSaved ? EXIT.ok : EXIT.failed
   }
   const lines = [`${reply.code ?? `HTTP_${response.status}`}: ${reply.message ?? response.statusText}`]
   if (reply.traceback !== undefined) lines.push(reply.traceback.trimEnd())

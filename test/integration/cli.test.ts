@@ -1,10 +1,12 @@
 // The `pysandbox` command as users run it (`node dist/cli.js`, built by `npm run build`) against
 // a real server with the nsjail backend (or the server at PYSANDBOX_URL): output on the right
-// streams, the result as JSON, and the documented exit statuses.
+// streams, the result as JSON, input, stdin and files sent, returned files saved with --out, and
+// the documented exit statuses.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -41,7 +43,7 @@ async function closedPort (): Promise<number> {
 const target = await startServer({ SANDBOX_BACKEND: 'nsjail' })
 t.teardown(target.close)
 const dir = mkdtempSync(join(tmpdir(), 'pysandbox-cli-'))
-function file (name: string, text: string): string {
+function file (name: string, text: string | Buffer): string {
   const path = join(dir, name)
   writeFileSync(path, text)
   return path
@@ -88,4 +90,57 @@ t.test('usage errors exit 2 with the usage', async t => {
   const run = await pysandbox(['exec', 'x.py'])
   t.equal(run.code, 2)
   t.match(run.stderr, /^pysandbox: unknown command "exec"\nusage: pysandbox run/)
+})
+
+t.test('--input, --stdin -, two --files (one binary) in; a CSV and a matplotlib figure saved with --out', async t => {
+  const chart = `import hashlib, sys
+import pandas as pd
+import matplotlib.pyplot as plt
+
+def main(options):
+    df = pd.read_csv("data/temps.csv")
+    means = df.groupby("city")["temp"].mean()
+    means.to_csv("output/means.csv")
+    means.plot.bar(title=options["title"])
+    label = sys.stdin.read()
+    print("stdin:", label.strip())
+    return {"title": options["title"], "stdin": label, "blob": hashlib.sha256(open("blob.bin", "rb").read()).hexdigest()}
+`
+  const blob = Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i))
+  const out = join(mkdtempSync(join(tmpdir(), 'pysandbox-cli-out-')), 'charts')
+  const args = ['run', file('chart.py', chart), '--url', target.url, '--input', '{"title": "Mean temperature ✓"}', '--stdin', '-',
+    '--file', `${file('temps.csv', 'city,temp\nOslo,3\nLima,19\nOslo,5\n')}=data/temps.csv`, '--file', file('blob.bin', blob), '--out', out]
+  const run = await pysandbox(args, { stdin: 'Ada\n' })
+  t.equal(run.code, 0, run.stderr)
+  t.equal(run.stdout, `stdin: Ada\n${JSON.stringify({ title: 'Mean temperature ✓', stdin: 'Ada\n', blob: createHash('sha256').update(blob).digest('hex') })}\n`)
+  const csv = 'city,temp\nLima,19.0\nOslo,4.0\n'
+  t.equal(readFileSync(join(out, 'means.csv'), 'utf8'), csv)
+  const png = readFileSync(join(out, 'figures/1.png'))
+  t.same(png.subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), 'a PNG')
+  t.ok(png.length > 1000, `${png.length} bytes`)
+  t.same(readdirSync(out).sort(), ['figures', 'means.csv'])
+  t.equal(run.stderr.split('\n').sort().join('\n'), [
+    '',
+    `pysandbox: wrote ${out}/figures/1.png (${png.length} bytes, image/png)`,
+    `pysandbox: wrote ${out}/means.csv (${csv.length} bytes, text/csv)`
+  ].join('\n'))
+
+  const again = await pysandbox(args, { stdin: 'Bob\n' })
+  t.equal(again.code, 1, 'the same DIR again: nothing is overwritten, exit 1')
+  t.match(again.stdout, /"stdin":"Bob\\n"/, 'the result is printed all the same')
+  t.match(again.stderr, /^pysandbox: did not save means\.csv: it already exists \(nothing is overwritten\)$/m)
+  t.match(again.stderr, /^pysandbox: did not save figures\/1\.png: it already exists/m)
+  t.equal(readFileSync(join(out, 'means.csv'), 'utf8'), csv)
+  t.same(readFileSync(join(out, 'figures/1.png')), png)
+
+  const listed = await pysandbox(args.slice(0, -2), { stdin: 'Cy\n' })
+  t.equal(listed.code, 0, 'without --out: the files are named, not saved')
+  t.match(listed.stderr, /^pysandbox: returned means\.csv \(\d+ bytes\); use --out DIR to save it$/m)
+  t.match(listed.stderr, /^pysandbox: returned figures\/1\.png \(\d+ bytes\); use --out DIR to save it$/m)
+})
+
+t.test('a file the server refuses: its message, exit 1', async t => {
+  const run = await pysandbox(['run', file('hello3.py', HELLO), '--url', target.url, '--file', `${file('x.csv', 'a\n')}=output/x.csv`])
+  t.equal(run.code, 1)
+  t.match(run.stderr, /^INVALID_REQUEST: body\.files\[0\]\.path "output\/x\.csv" is under output\//)
 })

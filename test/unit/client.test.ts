@@ -1,8 +1,10 @@
-// The command-line client's logic, in process: arguments, where the script comes from, what is
-// printed where, and the exit status for every kind of reply. A fake backend serves over HTTP.
+// The command-line client's logic, in process: arguments, where the script, its input, stdin and
+// files come from, what is printed where, where returned files are saved (and the hostile ones
+// refused), and the exit status for every kind of reply. A fake backend, or a bare HTTP server
+// for replies no PySandbox server sends, serves over HTTP.
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,7 +12,7 @@ import { PassThrough, Readable } from 'node:stream'
 import { buildApp } from '../../src/app.js'
 import type { RunOutcome } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
-import { DEFAULT_URL, EXIT, USAGE, main, parseCommand } from '../../src/client.js'
+import { DEFAULT_URL, EXIT, USAGE, main, parseCommand, returnedPathProblem } from '../../src/client.js'
 import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
 
 interface Ran { code: number, stdout: string, stderr: string }
@@ -181,4 +183,320 @@ t.test('no server at the URL, or a URL fetch refuses: exit 2 with the reason', a
   t.equal(credentials.code, EXIT.usage)
   t.match(credentials.stderr, /^pysandbox: cannot reach http:\/\/127\.0\.0\.1:8080: Request cannot be constructed from a URL that includes credentials/)
   t.equal(refused.stdout + credentials.stdout, '')
+})
+
+t.test('parseCommand: --input, --stdin, --file (repeatable), --out', async t => {
+  const url = new URL('http://localhost:8080/execute')
+  t.same(parseCommand(['run', 'a.py'], {}), { help: false, file: 'a.py', url, files: [] }, 'none of them')
+  t.same(parseCommand(['run', 'a.py', '--input', '{"values": [1, 2]}', '--stdin', 'in.txt', '--out', 'results'], {}),
+    { help: false, file: 'a.py', url, input: { value: { values: [1, 2] } }, stdin: 'in.txt', files: [], out: 'results' })
+  t.same(parseCommand(['run', 'a.py', '--input', 'null'], {}), { help: false, file: 'a.py', url, input: { value: null }, files: [] }, 'null is an input')
+  t.same(parseCommand(['run', 'a.py', '--input=-1'], {}), { help: false, file: 'a.py', url, input: { value: -1 }, files: [] })
+  t.same(parseCommand(['run', 'a.py', '--input', '@data/in.json'], {}), { help: false, file: 'a.py', url, input: { file: 'data/in.json' }, files: [] })
+  t.same(parseCommand(['run', 'a.py', '--stdin', '-'], {}), { help: false, file: 'a.py', url, stdin: '-', files: [] }, 'standard input for the script when the script is a file')
+  const files = ['--file', 'data/in.csv', '--file', '../x/chart.png=img/c.png', '--file', 'a=b.csv=b.csv', '--file', 'é/ü.txt']
+  t.match(parseCommand(['run', 'a.py', ...files], {}), {
+    files: [
+      { path: 'data/in.csv', name: 'in.csv' },
+      { path: '../x/chart.png', name: 'img/c.png' },
+      { path: 'a=b.csv', name: 'b.csv' },
+      { path: 'é/ü.txt', name: 'ü.txt' }
+    ]
+  }, 'the base name by default; split at the last "="')
+})
+
+t.test('usage errors of the new options exit 2 naming the problem, before anything is read or sent', async t => {
+  const table = [
+    { argv: ['run', script, '--input', '{"a": 1'], reason: /^pysandbox: --input is not JSON \(.+\); --input @FILE reads it from a file\nusage: / },
+    { argv: ['run', script, '--input', ''], reason: /^pysandbox: --input is not JSON \(Unexpected end of JSON input\)/ },
+    { argv: ['run', script, '--input', "{'a': 1}"], reason: /^pysandbox: --input is not JSON/ },
+    { argv: ['run', script, '--input', '@'], reason: /^pysandbox: --input @FILE needs a file name\n/ },
+    { argv: ['run', script, '--input', '-1'], reason: /^pysandbox: Option '--input' argument is ambiguous/ },
+    { argv: ['run', '--stdin', '-'], reason: /^pysandbox: --stdin - reads standard input, so the script must come from a file\n/ },
+    { argv: ['run', '-', '--stdin', '-'], reason: /^pysandbox: --stdin - reads standard input/ },
+    { argv: ['run', script, '--file', ''], reason: /^pysandbox: --file : give PATH or PATH=NAME, neither empty\n/ },
+    { argv: ['run', script, '--file', '=x.csv'], reason: /^pysandbox: --file =x\.csv: give PATH or PATH=NAME/ },
+    { argv: ['run', script, '--file', 'x.csv='], reason: /^pysandbox: --file x\.csv=: give PATH or PATH=NAME/ },
+    { argv: ['run', script, '--file'], reason: /^pysandbox: Option '--file <value>' argument missing/ },
+    { argv: ['run', script, '--out'], reason: /^pysandbox: Option '--out <value>' argument missing/ }
+  ]
+  for (const { argv, reason } of table) {
+    const ran = await cli(argv, { env: { PYSANDBOX_URL: 'http://127.0.0.1:9' } })
+    t.equal(ran.code, EXIT.usage, argv.join(' '))
+    t.equal(ran.stdout, '')
+    t.match(ran.stderr, reason, argv.join(' '))
+  }
+})
+
+t.test('USAGE names every option', async t => {
+  for (const option of ['--url', '--input JSON', '--input @FILE', '--stdin FILE', '--stdin -', '--file PATH[=NAME]', '--out DIR', '--help']) t.match(USAGE, option)
+})
+
+t.test('what is sent: input (inline or @FILE), stdin (a file or "-"), files (UTF-8 as text, else base64)', async t => {
+  const fake = new FakeBackend('nsjail')
+  const url = await serve(t, fake)
+  const inputs = mkdtempSync(join(tmpdir(), 'pysandbox-client-in-'))
+  const at = (name: string, content: string | Buffer): string => {
+    const path = join(inputs, name)
+    writeFileSync(path, content)
+    return path
+  }
+  const binary = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0xfe, 0x80])
+  const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('a,b\n1,2\n')])
+  const ran = await cli(['run', script, '--url', url,
+    '--input', '{"n": [1, 2.5, "x", null]}',
+    '--stdin', at('stdin.txt', 'Ada\nLovelace ✓\n'),
+    '--file', at('data.csv', 'city,temp\nOslo,3\n'),
+    '--file', `${at('blob.bin', binary)}=bin/blob.bin`,
+    '--file', `${at('bom.csv', bom)}=données/é.csv`,
+    '--file', `${at('empty', '')}`])
+  t.same(ran, { code: EXIT.ok, stdout: '{"msg":"success","value":42}\n', stderr: '' })
+  const sent = fake.runs[0]
+  t.same(sent?.input, { value: { n: [1, 2.5, 'x', null] } })
+  t.equal(sent?.stdin, 'Ada\nLovelace ✓\n')
+  t.same(sent?.files, [
+    { path: 'data.csv', content: Buffer.from('city,temp\nOslo,3\n') },
+    { path: 'bin/blob.bin', content: binary },
+    { path: 'données/é.csv', content: bom },
+    { path: 'empty', content: Buffer.alloc(0) }
+  ], 'every byte arrives, a byte order mark included')
+
+  t.equal((await cli(['run', script, '--url', url, '--input', `@${at('in.json', '\ufeff{"from": "file"}\n')}`, '--stdin', '-'], { stdin: 'piped\n' })).code, EXIT.ok)
+  t.same(fake.runs[1]?.input, { value: { from: 'file' } }, '@FILE, a byte order mark dropped')
+  t.equal(fake.runs[1]?.stdin, 'piped\n', '--stdin -: this command\'s standard input')
+  t.equal(fake.runs[1]?.files, undefined)
+
+  t.equal((await cli(['run', script, '--url', url, '--input', 'null'])).code, EXIT.ok)
+  t.same(fake.runs[2]?.input, { value: null }, 'null is sent')
+  t.equal((await cli(['run', script, '--url', url])).code, EXIT.ok)
+  t.same([fake.runs[3]?.input, fake.runs[3]?.stdin, fake.runs[3]?.files], [undefined, undefined, undefined], 'none of them: none sent')
+
+  const tty = await cli(['run', script, '--url', url, '--stdin', '-'], { stdin: 'typed', tty: true })
+  t.equal(tty.stderr, 'pysandbox: reading the script\'s standard input from standard input (end it with Ctrl-D)\n')
+  t.equal(fake.runs[4]?.stdin, 'typed')
+
+  t.test('the script\'s byte order mark is dropped, as an editor would', async t => {
+    t.equal((await cli(['run', '--url', url], { stdin: '\ufeffdef main():\n    return 1\n' })).code, EXIT.ok)
+    t.equal(fake.runs[5]?.script, 'def main():\n    return 1\n')
+  })
+})
+
+t.test('an unreadable or unusable file, or --out that cannot be made: exit 2, nothing sent', async t => {
+  const fake = new FakeBackend('nsjail')
+  const url = await serve(t, fake)
+  const inputs = mkdtempSync(join(tmpdir(), 'pysandbox-client-bad-'))
+  const at = (name: string, content: string | Buffer): string => {
+    const path = join(inputs, name)
+    writeFileSync(path, content)
+    return path
+  }
+  const missing = join(inputs, 'missing')
+  const table: Array<{ argv: string[], stdin?: Readable, message: RegExp }> = [
+    { argv: ['--file', missing], message: /^pysandbox: cannot read .*missing: ENOENT/ },
+    { argv: ['--file', inputs], message: /^pysandbox: cannot read .*: EISDIR/ },
+    { argv: ['--input', `@${missing}`], message: /^pysandbox: cannot read .*missing: ENOENT/ },
+    { argv: ['--input', `@${at('bad.json', '{"a": }')}`], message: /^pysandbox: --input @.*bad\.json: not JSON \(.+\)\n$/ },
+    { argv: ['--stdin', missing], message: /^pysandbox: cannot read .*missing: ENOENT/ },
+    { argv: ['--stdin', at('latin1.txt', Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a]))], message: /^pysandbox: --stdin .*latin1\.txt: not UTF-8 text, as the script's standard input travels; send bytes with --file\n$/ },
+    { argv: ['--stdin', '-'], stdin: new Readable({ read () { this.destroy(new Error('stdin broke')) } }), message: /^pysandbox: cannot read standard input: stdin broke\n$/ },
+    { argv: ['--out', join(at('a-file', 'x'), 'out')], message: /^pysandbox: cannot make --out .*a-file\/out: ENOTDIR/ }
+  ]
+  for (const { argv, stdin, message } of table) {
+    const stderr = new PassThrough()
+    let err = ''
+    stderr.on('data', (chunk: Buffer) => { err += chunk.toString() })
+    const code = await main(['run', script, '--url', url, ...argv], { stdin: stdin ?? Readable.from([]), stdout: new PassThrough(), stderr, env: {} })
+    t.equal(code, EXIT.usage, argv.join(' '))
+    t.match(err, message, argv.join(' '))
+  }
+  t.equal(fake.runs.length, 0, 'nothing was sent')
+})
+
+/** A server that answers every request with this 200 reply (whatever a server may send). */
+async function replying (t: Test, reply: Record<string, unknown>): Promise<string> {
+  return await listen(t, (_request, response) => {
+    response.setHeader('content-type', 'application/json')
+    response.end(JSON.stringify({ result: 'done', stdout: '', stderr: '', backend: 'nsjail', ...reply }))
+  })
+}
+
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d])
+
+function returned (path: unknown, content: string | Buffer = 'x', mediaType = 'text/plain'): Record<string, unknown> {
+  return typeof content === 'string'
+    ? { path, size: Buffer.byteLength(content), mediaType, encoding: 'utf8', content }
+    : { path, size: content.length, mediaType, encoding: 'base64', content: content.toString('base64') }
+}
+
+t.test('without --out: each returned file named on stderr, none saved; left-out ones reported', async t => {
+  const url = await replying(t, {
+    files: [returned('figures/1.png', PNG, 'image/png'), returned('report.csv', 'a,b\n')],
+    filesLeftOut: [{ path: 'link', reason: 'a symbolic link (not followed)' }]
+  })
+  t.same(await cli(['run', script, '--url', url]), {
+    code: EXIT.ok,
+    stdout: '"done"\n',
+    stderr: 'pysandbox: returned figures/1.png (12 bytes); use --out DIR to save it\n' +
+      'pysandbox: returned report.csv (4 bytes); use --out DIR to save it\n' +
+      'pysandbox: left out link: a symbolic link (not followed)\n'
+  })
+})
+
+t.test('--out: every returned file at its path under DIR, directories made, bytes exact', async t => {
+  const out = join(mkdtempSync(join(tmpdir(), 'pysandbox-client-out-')), 'new', 'results')
+  const url = await replying(t, {
+    files: [
+      returned('figures/1.png', PNG, 'image/png'),
+      returned('sub/dir/deep.csv', 'a,b\n1,2\n', 'text/csv'),
+      returned('sub/second.csv', 'c\n', 'text/csv'),
+      returned('données/é ✓.txt', 'héllo\n'),
+      returned('..data', 'dots in a name are a name'),
+      returned('empty.json', '', 'application/json')
+    ],
+    filesLeftOut: [{ path: 'fifo', reason: 'a FIFO' }]
+  })
+  const ran = await cli(['run', script, '--url', url, '--out', out])
+  t.equal(ran.code, EXIT.ok, ran.stderr)
+  t.equal(ran.stdout, '"done"\n')
+  t.equal(ran.stderr, [
+    `pysandbox: wrote ${out}/figures/1.png (12 bytes, image/png)`,
+    `pysandbox: wrote ${out}/sub/dir/deep.csv (8 bytes, text/csv)`,
+    `pysandbox: wrote ${out}/sub/second.csv (2 bytes, text/csv)`,
+    `pysandbox: wrote ${out}/données/é ✓.txt (7 bytes, text/plain)`,
+    `pysandbox: wrote ${out}/..data (25 bytes, text/plain)`,
+    `pysandbox: wrote ${out}/empty.json (0 bytes, application/json)`,
+    'pysandbox: left out fifo: a FIFO', ''
+  ].join('\n'))
+  t.same(readFileSync(join(out, 'figures/1.png')), PNG)
+  t.equal(readFileSync(join(out, 'sub/dir/deep.csv'), 'utf8'), 'a,b\n1,2\n')
+  t.equal(readFileSync(join(out, 'données/é ✓.txt'), 'utf8'), 'héllo\n')
+  t.equal(readFileSync(join(out, 'empty.json'), 'utf8'), '')
+  t.equal(statSync(join(out, 'figures/1.png')).mode & 0o111, 0, 'nothing is made executable')
+})
+
+t.test('--out refuses what is not a place under DIR, and never follows or replaces what is there (deny/allow pairs)', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'pysandbox-client-hostile-'))
+  const out = join(base, 'out')
+  const outside = join(base, 'outside')
+  mkdirSync(out)
+  mkdirSync(outside)
+  writeFileSync(join(outside, 'target.txt'), 'outside, untouched')
+  symlinkSync(outside, join(out, 'linkdir'))
+  symlinkSync(join(outside, 'target.txt'), join(out, 'link.txt'))
+  symlinkSync(join(outside, 'dangling.txt'), join(out, 'dangling.txt'))
+  writeFileSync(join(out, 'existing.txt'), 'kept')
+  mkdirSync(join(out, 'existing-dir'))
+  // Each hostile path, then the harmless one it is the twin of.
+  const pairs: Array<[unknown, string, string]> = [
+    ['../x', 'x', 'has an empty, "." or ".." part'],
+    ['../outside/target.txt', 'outside/target.txt', 'has an empty, "." or ".." part'],
+    [join(outside, 'abs.txt'), 'abs.txt', 'is absolute'],
+    ['a/../../x', 'a/x', 'has an empty, "." or ".." part'],
+    ['a/../b', 'a/b', 'has an empty, "." or ".." part'],
+    ['./c', 'c', 'has an empty, "." or ".." part'],
+    ['d//e', 'd/e', 'has an empty, "." or ".." part'],
+    ['f/', 'f', 'has an empty, "." or ".." part'],
+    ['', 'g', 'has an empty, "." or ".." part'],
+    ['.', 'h', 'has an empty, "." or ".." part'],
+    ['nul\u0000.txt', 'nul.txt', 'holds a control character (NUL, newline, ...) or is not valid Unicode'],
+    ['line\nfeed.txt', 'linefeed.txt', 'holds a control character (NUL, newline, ...) or is not valid Unicode'],
+    ['c1\u009b.txt', 'c1.txt', 'holds a control character (NUL, newline, ...) or is not valid Unicode'],
+    ['lone\ud800.txt', 'lone.txt', 'holds a control character (NUL, newline, ...) or is not valid Unicode'],
+    ['linkdir/planted.txt', 'realdir/planted.txt', 'linkdir is already there and is not a directory (a link is never followed)'],
+    ['link.txt', 'link2.txt', 'a symbolic link is already there (never followed)'],
+    ['dangling.txt', 'dangling2.txt', 'a symbolic link is already there (never followed)'],
+    ['existing.txt', 'existing2.txt', 'it already exists (nothing is overwritten)'],
+    ['existing-dir', 'existing-dir/inside.txt', 'it already exists (nothing is overwritten)'],
+    ['existing.txt/under', 'existing2-dir/under', 'existing.txt is already there and is not a directory (a link is never followed)']
+  ]
+  const url = await replying(t, { files: pairs.flatMap(([bad, good]) => [returned(bad, `bad ${String(bad)}`), returned(good, `good ${good}`)]) })
+  const ran = await cli(['run', script, '--url', url, '--out', out])
+  t.equal(ran.code, EXIT.failed, 'exit 1: files were refused')
+  t.equal(ran.stdout, '"done"\n', 'the result is printed all the same')
+  const lines = ran.stderr.split('\n')
+  for (const [bad, good, reason] of pairs) {
+    // eslint-disable-next-line no-control-regex
+    const shown = String(bad).replace(/[\u0000-\u001f\u007f-\u009f]|\p{Cs}/gu, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    t.ok(lines.includes(`pysandbox: did not save ${shown}: ${reason}`), `deny ${JSON.stringify(bad)}: ${reason}`)
+    t.equal(readFileSync(join(out, good), 'utf8'), `good ${good}`, `allow ${good}`)
+  }
+  t.same(readdirSync(outside).sort(), ['target.txt'], 'nothing was written outside DIR')
+  t.equal(readFileSync(join(outside, 'target.txt'), 'utf8'), 'outside, untouched')
+  t.equal(readFileSync(join(out, 'existing.txt'), 'utf8'), 'kept')
+  t.ok(lstatSync(join(out, 'link.txt')).isSymbolicLink(), 'the planted link is still a link')
+  t.notOk(existsSync(join(base, 'x')))
+  t.equal(lines.filter(line => line.startsWith('pysandbox: did not save')).length, pairs.length)
+})
+
+t.test('--out: a reply that is not what PySandbox sends is refused, and nothing it says reaches the terminal raw', async t => {
+  const out = mkdtempSync(join(tmpdir(), 'pysandbox-client-odd-'))
+  const url = await replying(t, {
+    files: [
+      null,
+      'figures/1.png',
+      { content: 'x', encoding: 'utf8' },
+      { path: 'no-content.txt', encoding: 'utf8' },
+      { path: 'hex.txt', content: '00', encoding: 'hex' },
+      returned(`${'n'.repeat(300)}.txt`),
+      returned(`${'d'.repeat(300)}/x.txt`),
+      returned('\u001b]0;owned\u0007title.txt'),
+      returned('bidi\u202etxt.exe', 'x', 'text/plain\u001b[2J'),
+      { path: 'no-type.txt', content: 'x', encoding: 'utf8' }
+    ],
+    filesLeftOut: [{ path: 'evil\u001b[31m', reason: 'red\u009b1m' }, null]
+  })
+  const ran = await cli(['run', script, '--url', url, '--out', out])
+  t.equal(ran.code, EXIT.failed)
+  t.equal(ran.stderr, [
+    'pysandbox: did not save files[0]: not a file as PySandbox returns one (a path, and content in utf8 or base64)',
+    'pysandbox: did not save files[1]: not a file as PySandbox returns one (a path, and content in utf8 or base64)',
+    'pysandbox: did not save files[2]: not a file as PySandbox returns one (a path, and content in utf8 or base64)',
+    'pysandbox: did not save no-content.txt: not a file as PySandbox returns one (a path, and content in utf8 or base64)',
+    'pysandbox: did not save hex.txt: not a file as PySandbox returns one (a path, and content in utf8 or base64)',
+    `pysandbox: did not save ${'n'.repeat(300)}.txt: cannot write ${out}/${'n'.repeat(300)}.txt: ENAMETOOLONG: name too long, open '${out}/${'n'.repeat(300)}.txt'`,
+    `pysandbox: did not save ${'d'.repeat(300)}/x.txt: cannot write ${out}/${'d'.repeat(300)}/x.txt: ENAMETOOLONG: name too long, mkdir '${out}/${'d'.repeat(300)}'`,
+    'pysandbox: did not save \\u001b]0;owned\\u0007title.txt: holds a control character (NUL, newline, ...) or is not valid Unicode',
+    `pysandbox: wrote ${out}/bidi\\u202etxt.exe (1 bytes, text/plain\\u001b[2J)`,
+    `pysandbox: wrote ${out}/no-type.txt (1 bytes, no media type)`,
+    'pysandbox: left out evil\\u001b[31m: red\\u009b1m',
+    'pysandbox: left out undefined: undefined',
+    ''
+  ].join('\n'))
+  // eslint-disable-next-line no-control-regex
+  t.notMatch(ran.stderr, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/u, 'no control character but the newlines')
+})
+
+t.test('--out with a reply of no files, or files that are not a list: nothing written', async t => {
+  const out = mkdtempSync(join(tmpdir(), 'pysandbox-client-none-'))
+  for (const reply of [{}, { files: 'figures/1.png', filesLeftOut: { path: 'x' } }]) {
+    t.same(await cli(['run', script, '--url', await replying(t, reply), '--out', out]), { code: EXIT.ok, stdout: '"done"\n', stderr: '' })
+  }
+  t.same(readdirSync(out), [])
+})
+
+t.test('a failed script\'s reply is not searched for files', async t => {
+  const out = mkdtempSync(join(tmpdir(), 'pysandbox-client-failed-'))
+  const url = await listen(t, (_request, response) => {
+    response.statusCode = 422
+    response.setHeader('content-type', 'application/json')
+    response.end(JSON.stringify({ code: 'MAIN_RAISED', message: 'ValueError: late', files: [returned('x.txt')] }))
+  })
+  t.same(await cli(['run', script, '--url', url, '--out', out]), { code: EXIT.failed, stdout: '', stderr: 'MAIN_RAISED: ValueError: late\n' })
+  t.same(readdirSync(out), [])
+})
+
+t.test('returnedPathProblem: deny/allow pairs', async t => {
+  const root = '/srv/out'
+  const pairs: Array<[string, string]> = [
+    ['../x', 'x'], ['/abs', 'abs'], ['a/../../x', 'a/x'], ['a/..', 'a'], ['a/.', 'a/b'], ['a//b', 'a/b'],
+    ['', 'e'], ['\u0000', 'z'], ['tab\tname', 'tab name'], ['del\u007f', 'del'], ['\udc80', '\u{1f600}']
+  ]
+  for (const [bad, good] of pairs) {
+    t.type(returnedPathProblem(bad, root), 'string', `deny ${JSON.stringify(bad)}`)
+    t.equal(returnedPathProblem(good, root), undefined, `allow ${JSON.stringify(good)}`)
+  }
+  for (const good of ['figures/1.png', 'données/é.csv', '..data', 'a..b/c', '.hidden', '日本語/ファイル.txt', 'x\\..\\y']) {
+    t.equal(returnedPathProblem(good, root), undefined, `allow ${good}`)
+    t.equal(returnedPathProblem(good, '/'), undefined, `allow ${good} under /`)
+  }
 })
