@@ -1,21 +1,25 @@
 // The playground end to end in headless Chromium against a real server with the nsjail backend
-// (or the server at PYSANDBOX_URL): type a script, Ctrl+Enter, read the panes. Under helmet's
-// Content-Security-Policy, so any inline script or style would show up as a violation here.
+// (or the server at PYSANDBOX_URL): type a script, Ctrl+Enter, read the panes; input, stdin and
+// files (picked and dropped) go with it, and returned files come back as images or downloads.
+// Under helmet's Content-Security-Policy, so any inline script or style would show up as a
+// violation here. Returned files are hostile: an SVG or HTML file a script made must never run.
 // Chromium is Debian's package (/usr/bin/chromium), a test-only dependency: .ci/run and
 // `make test` install it. Without it this test fails; it never skips silently.
 import t, { type Test } from 'tap'
-import { existsSync, mkdirSync } from 'node:fs'
-import { resolve } from 'node:path'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { chromium, type Browser, type Download, type Page, type Request } from 'playwright-core'
 import { PROJECT_ROOT } from '../../src/config.js'
 import { startServer } from '../helpers/server.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const SCREENSHOT = resolve(PROJECT_ROOT, 'docs/playground.png')
 /**
- * The README's screenshot is written when it is missing or PYSANDBOX_SCREENSHOT=1 (the timings
- * in it differ every run: rewriting it each time would leave every work tree modified); each
- * run's own screenshot goes to .tap/playground.png.
+ * The README's screenshot (the CSV-and-chart example's result) is written when it is missing or
+ * PYSANDBOX_SCREENSHOT=1 (the timings in it differ every run: rewriting it each time would leave
+ * every work tree modified); each run's own screenshot goes to .tap/playground.png.
  */
 const screenshotPath = !existsSync(SCREENSHOT) || process.env.PYSANDBOX_SCREENSHOT === '1' ? SCREENSHOT : resolve(PROJECT_ROOT, '.tap/playground.png')
 
@@ -30,17 +34,56 @@ if (!existsSync(CHROMIUM)) {
   })
   t.teardown(async () => { await browser.close() })
 
-  /** The page, and every console error, page error and failed request it has had. */
-  async function open (t: Test, path: string): Promise<{ page: Page, problems: string[] }> {
-    const page = await browser.newPage({ viewport: { width: 1100, height: 600 } })
+  /**
+   * The page, every console error, page error and failed request it has had, and the bodies it
+   * has POSTed to /execute. Every Blob the page makes a blob: URL of has its type noted in
+   * window.blobTypes (by an init script: the test's, not the page's), so a test can tell what a
+   * download link would hand over.
+   */
+  async function open (t: Test, path: string, viewport = { width: 1100, height: 600 }): Promise<{ page: Page, problems: string[], sent: Array<Record<string, unknown>> }> {
+    const page = await browser.newPage({ viewport, acceptDownloads: true })
     const problems: string[] = []
+    const sent: Array<Record<string, unknown>> = []
     page.on('console', message => { if (message.type() === 'error') problems.push(`console: ${message.text()}`) })
     page.on('pageerror', error => problems.push(`page error: ${error.message}`))
     page.on('requestfailed', request => problems.push(`request failed: ${request.url()} ${request.failure()?.errorText ?? ''}`))
+    page.on('request', (request: Request) => { if (request.method() === 'POST' && request.url().endsWith('/execute')) sent.push(request.postDataJSON()) })
+    await page.addInitScript(() => {
+      const types: Record<string, string> = {}
+      Object.assign(window, { blobTypes: types })
+      const create = URL.createObjectURL.bind(URL)
+      URL.createObjectURL = (object: Blob | MediaSource) => {
+        const url = create(object)
+        types[url] = object instanceof Blob ? object.type : 'not a Blob'
+        return url
+      }
+    })
     const response = await page.goto(`${target.url}${path}`)
     t.equal(response?.status(), 200, `GET ${path}`)
-    return { page, problems }
+    return { page, problems, sent }
   }
+
+  /** Run what the page holds and wait for the reply to be shown. */
+  async function runAndWait (page: Page, state: 'ok' | 'error'): Promise<void> {
+    await page.locator('#script').press('Control+Enter')
+    await page.locator(`#output[data-state="${state}"]`).waitFor({ timeout: 30_000 })
+  }
+
+  /** Click a download link: the download's name and bytes (and the page stays where it was). */
+  async function download (page: Page, selector: string): Promise<{ name: string, bytes: Buffer }> {
+    const [started] = await Promise.all([page.waitForEvent('download'), page.locator(selector).click()])
+    const saved: Download = started
+    const path = await saved.path()
+    return { name: saved.suggestedFilename(), bytes: readFileSync(path) }
+  }
+
+  /** The type of the Blob behind a blob: URL the page made. */
+  async function blobType (page: Page, selector: string): Promise<string | undefined> {
+    const href = await page.locator(selector).getAttribute('href') ?? ''
+    return await page.evaluate(url => (window as unknown as { blobTypes: Record<string, string> }).blobTypes[url], href)
+  }
+
+  const sha256 = (bytes: Buffer | string): string => createHash('sha256').update(bytes).digest('hex')
 
   const backend = (await (await fetch(`${target.url}/readyz`)).json() as { backend: string }).backend
 
@@ -62,8 +105,6 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await page.locator('#backend').textContent(), backend, 'the backend that ran it')
     t.match(await page.locator('#status').textContent(), /^200 OK$/)
     t.match(await page.locator('#timing').textContent(), /^queue \d+ ms · sandbox \d+ ms · total \d+ ms$/, 'the Server-Timing durations')
-    mkdirSync(resolve(screenshotPath, '..'), { recursive: true })
-    await page.screenshot({ path: screenshotPath })
     t.same(problems, [], 'no CSP violation, script error or failed request')
   })
 
@@ -81,6 +122,214 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await page.locator('#result').textContent(), '')
     t.equal(await page.locator('#backend').textContent(), backend)
     t.same(problems, ['console: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'], 'Chromium notes the 422; nothing else')
+  })
+
+  t.test('input and stdin reach the script; input that is not JSON is reported and nothing is sent', async t => {
+    const { page, problems, sent } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+
+    await page.locator('#examples').selectOption('input and stdin')
+    t.equal(await page.locator('#input').inputValue(), '{"name": "Ada", "n": 3}', 'the example brings its input')
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { hello: 'Ada', times: 3, lines: ['first line', 'second line'] }, 'the example\'s input and stdin')
+
+    await page.locator('#script').fill('import sys\n\n\ndef main(data):\n    return {"data": data, "line": input(), "rest": sys.stdin.read()}\n')
+    await page.locator('#input').fill('{"n": [1, 2.5, null], "s": "é ✓"}')
+    await page.locator('#stdin').fill('first\nsecond\nthird')
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { data: { n: [1, 2.5, null], s: 'é ✓' }, line: 'first', rest: 'second\nthird' })
+    t.same(sent.at(-1), { script: await page.locator('#script').inputValue(), input: { n: [1, 2.5, null], s: 'é ✓' }, stdin: 'first\nsecond\nthird' }, 'input as JSON, stdin as text')
+
+    await page.locator('#input').fill('null')
+    await page.locator('#stdin').fill('')
+    await page.locator('#script').fill('import sys\n\n\ndef main(data):\n    return {"data": data, "stdin": sys.stdin.read()}\n')
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { data: null, stdin: '' }, 'null is an input: main(None)')
+    t.same(Object.keys(sent.at(-1) ?? {}).sort(), ['input', 'script'], 'an empty stdin box sends no stdin')
+
+    const before = sent.length
+    await page.locator('#input').fill('{"n": ')
+    await page.locator('#input').press('Control+Enter')
+    await page.locator('#output[data-state="error"]').waitFor({ timeout: 5_000 })
+    t.equal(await page.locator('#status').textContent(), 'Not sent: the input is not JSON')
+    t.match(await page.locator('#error').textContent(), /^The input box must hold one JSON value/)
+    t.equal(await page.locator('#result').textContent(), '', 'the last result is gone')
+    t.equal(await page.locator('#input').getAttribute('aria-invalid'), 'true', 'the box is marked')
+    await page.waitForTimeout(300)
+    t.equal(sent.length, before, 'no request was sent')
+
+    await page.locator('#input').fill('')
+    t.equal(await page.locator('#input').getAttribute('aria-invalid'), null, 'typing clears the mark')
+    await page.locator('#script').fill('def main():\n    return "no input"\n')
+    await runAndWait(page, 'ok')
+    t.same(sent.at(-1), { script: 'def main():\n    return "no input"\n' }, 'empty boxes: neither input nor stdin is sent, main() is called')
+    t.same(problems, [], 'no CSP violation, script error or failed request')
+  })
+
+  t.test('files picked and dropped are sent; a returned PNG is an image, a CSV a download, a symbolic link is left out', async t => {
+    const { page, problems, sent } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const dir = mkdtempSync(join(tmpdir(), 'pysandbox-playground-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const csv = 'name,score\nAda,3\nGrace,5\n'
+    const binary = Buffer.from([...Array.from({ length: 256 }, (_, i) => i), 0xff, 0xfe, 0xc3])
+    writeFileSync(join(dir, 'scores.csv'), csv)
+    writeFileSync(join(dir, 'blob.bin'), binary)
+    const bom = Buffer.from('\ufeffwith a BOM\n')
+    writeFileSync(join(dir, 'bom.txt'), bom)
+
+    await page.locator('#file-picker').setInputFiles([join(dir, 'scores.csv'), join(dir, 'blob.bin'), join(dir, 'bom.txt')])
+    await page.locator('#uploads li').nth(2).waitFor()
+    t.same(await page.locator('#uploads li .name').allTextContents(), ['scores.csv', 'blob.bin', 'bom.txt'], 'the picked files are listed')
+    t.same(await page.locator('#uploads li .size').allTextContents(), [`${csv.length} B`, '259 B', `${bom.length} B`], 'with their sizes')
+
+    // A drop onto the page, as a browser makes it: dragenter marks the drop area, drop adds.
+    await page.evaluate(() => {
+      const carry = (names: string[]): DataTransfer => {
+        const transfer = new DataTransfer()
+        for (const name of names) transfer.items.add(new File([`${name} came by drop\n`], name, { type: 'text/plain' }))
+        return transfer
+      }
+      document.querySelector('#script')?.dispatchEvent(new DragEvent('dragenter', { dataTransfer: carry(['dropped.txt']), bubbles: true, cancelable: true }))
+    })
+    t.equal(await page.locator('#drop').getAttribute('data-over'), 'true', 'a drag of files over the page marks the drop area')
+    const dropped = await page.evaluate(() => {
+      const transfer = new DataTransfer()
+      for (const name of ['dropped.txt', 'extra.txt']) transfer.items.add(new File([`${name} came by drop\n`], name, { type: 'text/plain' }))
+      const event = new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true })
+      document.querySelector('#script')?.dispatchEvent(event)
+      return event.defaultPrevented
+    })
+    t.ok(dropped, 'the page takes the drop (the browser does not open the file instead)')
+    await page.locator('#uploads li').nth(4).waitFor()
+    t.equal(await page.locator('#drop').getAttribute('data-over'), null, 'the mark goes')
+    await page.locator('#uploads button[aria-label="Remove extra.txt"]').click()
+    t.same(await page.locator('#uploads li .name').allTextContents(), ['scores.csv', 'blob.bin', 'bom.txt', 'dropped.txt'], 'a removed file is gone')
+
+    await page.locator('#script').fill([
+      'import hashlib',
+      'import os',
+      'import matplotlib.pyplot as plt',
+      '',
+      '',
+      'def main():',
+      '    plt.plot([1, 3, 2])  # left open: figures/1.png',
+      '    with open("output/report.csv", "w") as out:',
+      '        out.write(open("scores.csv").read().upper())',
+      '    os.symlink("/etc/passwd", "output/passwd")',
+      '    return {',
+      '        "csv": open("scores.csv").read(),',
+      '        "bin": hashlib.sha256(open("blob.bin", "rb").read()).hexdigest(),',
+      '        "bom": open("bom.txt", "rb").read().hex(),',
+      '        "dropped": open("dropped.txt").read(),',
+      '        "extra": os.path.exists("extra.txt"),',
+      '    }',
+      ''
+    ].join('\n'))
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), {
+      csv,
+      bin: sha256(binary),
+      bom: bom.toString('hex'),
+      dropped: 'dropped.txt came by drop\n',
+      extra: false
+    }, 'every file arrived byte for byte (a BOM kept); the removed one did not go')
+    t.same((sent.at(-1)?.files as Array<{ path: string, encoding: string }>).map(({ path, encoding }) => ({ path, encoding })), [
+      { path: 'scores.csv', encoding: 'utf8' },
+      { path: 'blob.bin', encoding: 'base64' },
+      { path: 'bom.txt', encoding: 'utf8' },
+      { path: 'dropped.txt', encoding: 'utf8' }
+    ], 'UTF-8 files as text, the rest as base64')
+
+    const image = page.locator('#files img')
+    t.equal(await image.count(), 1, 'one image: the figure')
+    t.equal(await image.getAttribute('alt'), 'figures/1.png')
+    t.match(await image.getAttribute('src'), /^data:image\/png;base64,iVBORw0KGgo/, 'a data: URL of the PNG')
+    t.ok(await image.evaluate((element: HTMLImageElement) => element.complete && element.naturalWidth > 0), 'the browser decoded it (img-src allows data:)')
+    t.equal(await page.locator('#files a').count(), 2, 'every returned file is a download (the figure too)')
+
+    t.equal(await page.locator('#files a[download="report.csv"]').textContent(), 'report.csv')
+    t.match(await page.locator('#files a[download="report.csv"]').getAttribute('href'), /^blob:/)
+    t.equal(await blobType(page, '#files a[download="report.csv"]'), 'application/octet-stream', 'the CSV is opaque bytes')
+    t.same(await download(page, '#files a[download="report.csv"]'), { name: 'report.csv', bytes: Buffer.from(csv.toUpperCase()) }, 'the CSV downloads as it was left')
+    const figure = await download(page, '#files a[download="figures_1.png"]')
+    t.equal(figure.bytes.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', 'the figure downloads as a PNG')
+    t.match(await page.locator('#left-out').textContent(), /passwd left out: .*symbolic link/, 'a file left out, with its reason')
+    t.same(problems, [], 'no CSP violation, script error or failed request')
+  })
+
+  t.test('a file whose name the server refuses: the 400 names it, and the file can be removed', async t => {
+    const { page, problems } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    await page.locator('#file-picker').setInputFiles({ name: 'output', mimeType: 'text/plain', buffer: Buffer.from('x') })
+    await page.locator('#uploads li').waitFor()
+    await runAndWait(page, 'error')
+    t.equal(await page.locator('#status').textContent(), '400 INVALID_REQUEST')
+    t.match(await page.locator('#error').textContent(), /^INVALID_REQUEST: body\.files\[0\]\.path "output" is under output\//)
+    await page.locator('#uploads button[aria-label="Remove output"]').click()
+    await runAndWait(page, 'ok')
+    t.same(problems, ['console: Failed to load resource: the server responded with a status of 400 (Bad Request)'], 'Chromium notes the 400; nothing else')
+  })
+
+  t.test('returned SVG and HTML with scripts: offered as octet-stream downloads only, never rendered, nothing runs', async t => {
+    const { page, problems } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const svg = '<svg xmlns="http://www.w3.org/2000/svg" onload="window.pwned = \'svg onload\'; top.document.title = \'pwned\'">' +
+      '<script>window.pwned = \'svg script\'; top.document.title = \'pwned\'</script><rect width="10" height="10"/></svg>\n'
+    const html = '<!doctype html><title>pwned</title><script>window.pwned = \'html script\'; top.document.title = \'pwned\'</script>' +
+      '<img src="x" onerror="window.pwned = \'html onerror\'">\n'
+    await page.locator('#script').fill([
+      'import json',
+      '',
+      '',
+      'def main():',
+      `    open("output/evil.svg", "w").write(json.loads(${JSON.stringify(JSON.stringify(svg))}))`,
+      `    open("output/evil.html", "w").write(json.loads(${JSON.stringify(JSON.stringify(html))}))`,
+      '    return "written"',
+      ''
+    ].join('\n'))
+    await runAndWait(page, 'ok')
+    t.same(await page.locator('#files figcaption a').allTextContents(), ['evil.html', 'evil.svg'], 'both came back')
+    t.same(await page.locator('#files figcaption .size').allTextContents(), [`text/html · ${html.length} B`, `image/svg+xml · ${svg.length} B`])
+
+    for (const [name, content] of [['evil.svg', svg], ['evil.html', html]] as const) {
+      const link = `#files a[download="${name}"]`
+      t.match(await page.locator(link).getAttribute('href'), /^blob:/, `${name}: a blob: link`)
+      t.equal(await blobType(page, link), 'application/octet-stream', `${name}: its Blob is application/octet-stream, not its own type`)
+      t.same(await download(page, link), { name, bytes: Buffer.from(content) }, `${name}: clicking it downloads it`)
+    }
+    await page.waitForTimeout(500)
+    t.equal(await page.locator('#files img').count(), 0, 'no <img> of either')
+    t.equal(await page.locator('object, embed, iframe, frame, svg').count(), 0, 'no <object>, <embed>, <iframe> or inline <svg> anywhere')
+    t.equal(page.frames().length, 1, 'no frame was made')
+    t.equal(page.url(), `${target.url}/`, 'the page never navigated')
+    t.equal(await page.title(), 'PySandbox playground', 'no script of theirs changed the title')
+    t.equal(await page.evaluate(() => (window as unknown as { pwned?: string }).pwned), undefined, 'no script of theirs ran')
+    t.same(problems, [], 'and none was even tried (a CSP refusal would be a console error)')
+  })
+
+  t.test('the CSV-and-chart example: its CSV is attached, pandas summarises it, the bar chart comes back as an image', async t => {
+    const { page, problems, sent } = await open(t, '/', { width: 1200, height: 860 })
+    t.teardown(async () => { await page.close() })
+    await page.locator('#examples').selectOption('a CSV in, a chart out (pandas, matplotlib)')
+    t.match(await page.locator('#script').inputValue(), /pd\.read_csv\("sales\.csv"\)/)
+    t.same(await page.locator('#uploads li .name').allTextContents(), ['sales.csv'], 'the example attaches its CSV')
+    await runAndWait(page, 'ok')
+    const result = JSON.parse(await page.locator('#result').textContent() ?? '')
+    t.equal(result.rows, 48, 'every row of the CSV')
+    t.same(Object.keys(result.by_region).sort(), ['East', 'North', 'South', 'West'])
+    const csv = (sent.at(-1)?.files as Array<{ path: string, content: string, encoding: string }>)[0]
+    t.equal(csv?.path, 'sales.csv')
+    t.equal(csv?.encoding, 'utf8')
+    t.match(csv?.content, /^month,region,product,units,amount\n2024-01,North,tea,\d+,\d+\.\d\d\n/)
+    t.match(await page.locator('#stdout').textContent(), /units\s+amount/, 'pandas\' summary')
+    const chart = page.locator('#files img[alt="figures/1.png"]')
+    t.match(await chart.getAttribute('src'), /^data:image\/png;base64,/)
+    t.same(await chart.evaluate((element: HTMLImageElement) => [element.naturalWidth, element.naturalHeight]), [640, 480], 'the bar chart, decoded')
+    t.equal(await page.locator('#files a[download="by_region.csv"]').count(), 1, 'and the CSV it wrote, as a download')
+    mkdirSync(resolve(screenshotPath, '..'), { recursive: true })
+    await page.screenshot({ path: screenshotPath })
+    t.same(problems, [], 'no CSP violation, script error or failed request')
   })
 
   t.test('the docs page renders Swagger UI from this server alone', async t => {
