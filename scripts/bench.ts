@@ -1,10 +1,13 @@
 // The benchmark (not a test): starts the server with the real sandbox, warm sandboxes on and then
-// off (two servers in sequence), and reports latency percentiles and throughput for three
-// scripts at concurrency 1 and at twice the slot count, next to the bare interpreter's start-up
-// as a baseline, as ratios so figures compare across machines. Writes bench-report.json.
+// off (two servers in sequence), and reports latency percentiles and throughput for each request
+// below at concurrency 1 and at twice the slot count, next to the bare interpreter doing the same
+// (start-up, import pandas, the chart) as a baseline, as ratios so figures compare across
+// machines. Writes bench-report.json.
 // Usage: npm run bench [-- --requests 30]
 import { spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Agent, request } from 'node:http'
 import { parseArgs } from 'node:util'
 import { buildApp } from '../src/app.js'
@@ -13,10 +16,30 @@ import { loadConfig } from '../src/config.js'
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '60' }, out: { type: 'string', default: 'bench-report.json' } } })
 const REQUESTS = Number(values.requests)
 
-const SCRIPTS: Record<string, string> = {
-  hello: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n',
-  numpy: 'import numpy as np\ndef main():\n    a = np.arange(10000, dtype=float).reshape(100, 100)\n    return float((a @ a.T).trace())\n',
-  pandas: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"g": [i % 10 for i in range(1000)], "v": range(1000)})\n    return {str(k): int(v) for k, v in df.groupby("g")["v"].sum().items()}\n'
+/** A CSV of about 1 MiB, for the upload row. */
+function csv (bytes: number): string {
+  const rows = ['g,v']
+  for (let i = 0, size = 4; size < bytes; i++) {
+    const row = `${i % 10},${i}`
+    rows.push(row)
+    size += row.length + 1
+  }
+  return `${rows.join('\n')}\n`
+}
+
+/** The chart of the chart row, and of its bare baseline: a line plot with a title, as PNG. */
+const CHART = 'plt.plot([1, 3, 2, 5, 4])\nplt.title("bench")'
+
+const BODIES: Record<string, Record<string, unknown>> = {
+  hello: { script: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n' },
+  numpy: { script: 'import numpy as np\ndef main():\n    a = np.arange(10000, dtype=float).reshape(100, 100)\n    return float((a @ a.T).trace())\n' },
+  pandas: { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"g": [i % 10 for i in range(1000)], "v": range(1000)})\n    return {str(k): int(v) for k, v in df.groupby("g")["v"].sum().items()}\n' },
+  input: { script: 'def main(data):\n    return sum(data["values"])\n', input: { values: Array.from({ length: 1000 }, (_, i) => i) } },
+  'csv upload (1 MiB)': {
+    script: 'import pandas as pd\ndef main():\n    return {str(k): int(v) for k, v in pd.read_csv("data.csv").groupby("g")["v"].sum().items()}\n',
+    files: [{ path: 'data.csv', content: csv(1024 * 1024) }]
+  },
+  'matplotlib chart (PNG returned)': { script: `import matplotlib.pyplot as plt\ndef main():\n    ${CHART.replaceAll('\n', '\n    ')}\n    return 1\n` }
 }
 
 function percentile (sorted: number[], p: number): number {
@@ -47,10 +70,10 @@ async function execute (url: URL, agent: Agent, body: string): Promise<void> {
   })
 }
 
-async function load (url: string, script: string, concurrency: number, requests: number): Promise<Figures> {
+async function load (url: string, request: Record<string, unknown>, concurrency: number, requests: number): Promise<Figures> {
   const latencies: number[] = []
   let next = 0
-  const body = JSON.stringify({ script })
+  const body = JSON.stringify(request)
   const target = new URL('/execute', url)
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
   const started = performance.now()
@@ -66,12 +89,12 @@ async function load (url: string, script: string, concurrency: number, requests:
   return summarize(latencies, elapsed)
 }
 
-function bare (python: string, args: string[], runs: number): Figures {
+function bare (python: string, args: string[], runs: number, env: Record<string, string> = {}): Figures {
   const latencies: number[] = []
   const started = performance.now()
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now()
-    const run = spawnSync(python, args, { env: { PATH: '/usr/bin:/bin', OPENBLAS_NUM_THREADS: '1' } })
+    const run = spawnSync(python, args, { env: { PATH: '/usr/bin:/bin', OPENBLAS_NUM_THREADS: '1', ...env } })
     if (run.status !== 0) throw new Error(`baseline failed: ${run.stderr.toString()}`)
     latencies.push(performance.now() - t0)
   }
@@ -79,10 +102,18 @@ function bare (python: string, args: string[], runs: number): Figures {
 }
 
 const config = loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent' })
+const site = `import sys; sys.path.append(${JSON.stringify(config.SANDBOX_SITE_PACKAGES)})`
+// matplotlib's own configuration directory, kept across the baseline's runs: its font cache is
+// built by the first run only, as on a machine where matplotlib has run before.
+const mplConfig = mkdtempSync(join(tmpdir(), 'pysandbox-bench-mpl-'))
+bare(config.SANDBOX_PYTHON, ['-c', `${site}; import matplotlib.pyplot`], 1, { MPLCONFIGDIR: mplConfig })
 const baselines = {
   'python -c pass': bare(config.SANDBOX_PYTHON, ['-c', 'pass'], REQUESTS),
-  'python -c "import pandas"': bare(config.SANDBOX_PYTHON, ['-c', `import sys; sys.path.append(${JSON.stringify(config.SANDBOX_SITE_PACKAGES)}); import pandas`], REQUESTS)
+  'python -c "import pandas"': bare(config.SANDBOX_PYTHON, ['-c', `${site}; import pandas`], REQUESTS),
+  'python -c <the chart, saved as PNG>': bare(config.SANDBOX_PYTHON, ['-c', `${site}\nimport io\nimport matplotlib.pyplot as plt\n${CHART}\nplt.gcf().savefig(io.BytesIO(), format="png")`],
+    Math.min(REQUESTS, 20), { MPLCONFIGDIR: mplConfig, MPLBACKEND: 'Agg' })
 }
+rmSync(mplConfig, { recursive: true, force: true })
 const heavy = 2 * config.CONCURRENCY
 
 interface Measured { backend: string, memoryRung: unknown, warm: unknown, warmRuns: unknown, results: Record<string, Record<string, Figures>> }
@@ -97,13 +128,13 @@ async function measure (warm: boolean): Promise<Measured> {
     const backend = app.sandbox.backend?.name ?? 'none'
     if (backend === 'none') throw new Error('no sandbox backend passed its probe: see /readyz')
     const features = app.sandbox.probes.at(-1)?.features ?? {}
-    await load(url, SCRIPTS.hello ?? '', heavy, 2 * heavy) // every slot once: its warm sandbox is up
+    await load(url, BODIES.hello ?? {}, heavy, 2 * heavy) // every slot once: its warm sandbox is up
     const results: Record<string, Record<string, Figures>> = {}
-    for (const [name, script] of Object.entries(SCRIPTS)) {
-      await load(url, script, 1, 2) // warm the page cache
+    for (const [name, body] of Object.entries(BODIES)) {
+      await load(url, body, 1, 2) // warm the page cache
       results[name] = {
-        'concurrency 1': await load(url, script, 1, REQUESTS),
-        [`concurrency ${heavy}`]: await load(url, script, heavy, REQUESTS)
+        'concurrency 1': await load(url, body, 1, REQUESTS),
+        [`concurrency ${heavy}`]: await load(url, body, heavy, REQUESTS)
       }
     }
     return { backend, memoryRung: features.memory, warm: features.warm, warmRuns: app.sandbox.backend?.warmStats?.()?.runs, results }
@@ -121,6 +152,7 @@ const ratios: Record<string, number> = {}
 for (const [label, run] of Object.entries(runs)) {
   ratios[`${label}: hello p50 / bare python p50`] = ratio(run.results.hello?.[c1]?.p50, baselines['python -c pass'].p50)
   ratios[`${label}: pandas p50 / bare import pandas p50`] = ratio(run.results.pandas?.[c1]?.p50, baselines['python -c "import pandas"'].p50)
+  ratios[`${label}: chart p50 / bare chart p50`] = ratio(run.results['matplotlib chart (PNG returned)']?.[c1]?.p50, baselines['python -c <the chart, saved as PNG>'].p50)
 }
 ratios[`pandas throughput at ${heavy} clients, warm on / warm off`] = ratio(runs['warm on'].results.pandas?.[cHeavy]?.throughput, runs['warm off'].results.pandas?.[cHeavy]?.throughput)
 ratios['pandas p50 at concurrency 1, warm off / warm on'] = ratio(runs['warm off'].results.pandas?.[c1]?.p50, runs['warm on'].results.pandas?.[c1]?.p50)
