@@ -22,6 +22,7 @@ CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 # matplotlib's font cache, built at install beside the sandbox's packages (Makefile).
 FONT_CACHE_DIR = "matplotlib-cache"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_REASON_CHARS = 512  # of a script's own words in a reason (the server takes 1024)
 
 
 class TooMuchOutput(Exception):
@@ -82,9 +83,12 @@ def valid_name(name):
     return None
 
 
-def shown(path):
-    """A path fit for the channel, whatever bytes its name holds."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def shown(text):
+    """Text fit for the channel (valid UTF-8), whatever a name's bytes or a script's words hold."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def kind_of(mode):
@@ -222,7 +226,8 @@ class Returned:
             try:
                 figure.savefig(buffer, format="png")
             except Exception as exc:  # the script's figure: say why, as for any file left out
-                self.leave_out(path, f"the figure could not be saved as PNG ({type(exc).__name__}: {exc})")
+                why = shown(f"{type(exc).__name__}: {exc}")[:MAX_REASON_CHARS]
+                self.leave_out(path, f"the figure could not be saved as PNG ({why})")
                 continue
             self.add(path, buffer.getvalue())
 

@@ -192,6 +192,22 @@ return plt.get_fignums()`, 'import io, os\nimport matplotlib.pyplot as plt\nos.m
     t.equal(files.get('figures/9.png')?.size, 0, 'the script\'s own file keeps its name; the figure takes the next')
   })
 
+  await t.test('a figure that cannot be saved is named with the script\'s words, bounded and valid UTF-8', async t => {
+    const reply = await post(target, script(`
+figure = plt.figure()
+figure.gca().plot([1, 2])
+def broken(*args, **kwargs):
+    raise ValueError("\\ud800" + "x" * 5000)
+figure.savefig = broken
+plt.figure().gca().plot([2, 1])
+return 1`, 'import matplotlib.pyplot as plt'))
+    t.equal(reply.status, 200, JSON.stringify(reply.body).slice(0, 300))
+    const reason = leftOut(reply)['figures/1.png'] ?? ''
+    t.match(reason, /^the figure could not be saved as PNG \(ValueError: \\ud800x+\)$/)
+    t.ok(reason.length < 600, `bounded (${reason.length} characters)`)
+    t.same([...filesOf(reply).keys()], ['figures/2.png'], 'the other figure still comes back')
+  })
+
   await t.test('files come back only with a result: a run that fails returns none', async t => {
     const reply = await post(target, script('open("output/partial.txt", "w").write("x")\nraise ValueError("late")'))
     t.equal(reply.status, 422)
