@@ -31,6 +31,7 @@ import workdir
 del sys.path[0]
 
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
+GETPID = os.getpid  # as it is now: the script may replace os.getpid
 
 RESULT_FD = 3
 SCRIPT_FD = 4
@@ -61,6 +62,8 @@ CODES = (SYNTAX_ERROR, MISSING_MAIN, MAIN_NOT_CALLABLE, MAIN_SIGNATURE, MAIN_RAI
 # the script, the input's JSON, stdin and the files, -1 for a field the caller did not send.
 REQUEST_MAGIC = b"PYSANDBOX-REQUEST"
 MAX_SIGNATURE_CHARS = 1024  # the server accepts a signature of up to 4096
+MAX_MESSAGE_CHARS, MAX_EXCEPTION_CHARS = 16_384, 1000  # it accepts 65,536 and 1,024
+MAX_TRACEBACK_CHARS = 65_536
 EMPTY_STDIN_HINT = "stdin is empty: send it in the request's \"stdin\" field"
 
 
@@ -286,12 +289,25 @@ def failure(code, message, **extra):
     return {"ok": False, "code": code, "message": message, **extra}
 
 
+def valid_text(text, limit):
+    """At most `limit` characters of valid UTF-8 (a lone surrogate shown as \\udNNN): the
+    server's channel schema bounds a message to 64 KiB and an exception's name to 1 KiB."""
+    if len(text) > limit:
+        text = f"{text[:limit - 40]}... ({len(text)} characters in all)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def raised(exc, request):
-    text = str(exc)
-    message = f"{type_name(exc)}: {text}" if text else type_name(exc)
+    try:
+        text = str(exc)
+    except BaseException:  # an exception whose str() raises: its type says what it can
+        text = ""
+    name = valid_text(type_name(exc), MAX_EXCEPTION_CHARS)
+    message = f"{name}: {text}" if text else name
     if isinstance(exc, EOFError) and request.stdin is None:
         message += f" ({EMPTY_STDIN_HINT})"
-    return failure(MAIN_RAISED, message, exception=type_name(exc), traceback=user_traceback(exc, request.source))
+    return failure(MAIN_RAISED, valid_text(message, MAX_MESSAGE_CHARS), exception=name,
+                   traceback=valid_text(user_traceback(exc, request.source), MAX_TRACEBACK_CHARS))
 
 
 def signature_failure(main, exc):
@@ -399,8 +415,11 @@ def prepare(cpu_seconds, result_limit):
     return channel
 
 
-def collect(message, files_limits):
-    """The returned files' entries for a success; a failure instead when they are over a limit."""
+def collect(message, files_limits, reserve):
+    """The returned files' entries for a success; a failure instead when they are over a limit,
+    or when what the script left behind (a replaced function, a broken object) made collecting
+    them raise."""
+    reserve.release()
     if not message["ok"]:
         return message, None
     try:
@@ -409,6 +428,9 @@ def collect(message, files_limits):
         return failure(OUTPUT_TOO_LARGE, str(exc), outputFiles=exc.count, outputBytes=exc.size), None
     except MemoryError:
         return failure(MEMORY_LIMIT_EXCEEDED, "the run ran out of memory while its files were read"), None
+    except BaseException as exc:
+        text = f"collecting the files under {workdir.OUTPUT_DIR}/ after main() returned raised {workdir.described(exc)}"
+        return failure(MAIN_RAISED, text, exception=valid_text(type_name(exc), MAX_EXCEPTION_CHARS)), None
 
 
 def conclude(request, channel, result_limit, files_limits, site_packages):
@@ -417,15 +439,16 @@ def conclude(request, channel, result_limit, files_limits, site_packages):
     if site_packages not in sys.path:
         sys.path.append(site_packages)
     sys.argv = [FILENAME]
-    owner = os.getpid()
+    owner = GETPID()
     workdir.place_files(request.files)
     request.files = None
     workdir.make_output_dir()
     workdir.watch_figures(site_packages)
+    reserve = workdir.Reserve()
     message = run(request)
-    if os.getpid() != owner:  # a process the script forked came back from main(): it reports nothing
+    if GETPID() != owner:  # a process the script forked came back from main(): it reports nothing
         os._exit(0)
-    message, returned = collect(message, files_limits)
+    message, returned = collect(message, files_limits, reserve)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -436,6 +459,10 @@ def conclude(request, channel, result_limit, files_limits, site_packages):
         send(channel, message, result_limit, returned)
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         send(channel, failure(RESULT_NOT_JSON, f"main() returned something that is not JSON: {exc}"), result_limit)
+    except MemoryError:  # what main() returned and its files do not fit in memory once encoded
+        message = returned = None
+        send(channel, failure(MEMORY_LIMIT_EXCEEDED, "the run ran out of memory while its reply was encoded"),
+             result_limit)
     # The run is over: closing every stream tells a warm jail so before this process's teardown,
     # which costs milliseconds with numpy and pandas mapped.
     for fd in (channel, 1, 2):

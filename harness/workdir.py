@@ -23,6 +23,14 @@ CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 FONT_CACHE_DIR = "matplotlib-cache"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_REASON_CHARS = 512  # of a script's own words in a reason (the server takes 1024)
+# Descriptors set aside before the script runs and given back to collect its files: a script
+# that leaves every descriptor open would otherwise leave the collection none.
+RESERVED_FDS = 8
+# Characters no name may hold: C0 and C1 controls, DEL, and the bidirectional controls that make
+# a name display as another (src/files.ts refuses the same).
+BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# Two-byte UTF-8 of the C1 controls: text holding one comes back as base64, as a C0 control does.
+C1_BYTES = tuple(bytes((0xC2, c)) for c in range(0x80, 0xA0))
 
 
 class TooMuchOutput(Exception):
@@ -78,17 +86,43 @@ def valid_name(name):
         return "its name is not valid UTF-8"
     if len(encoded) > MAX_NAME_BYTES:
         return f"its name is longer than {MAX_NAME_BYTES} bytes"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in BIDI for c in name):
         return "its name holds control characters"
     return None
 
 
 def shown(text):
-    """Text fit for the channel (valid UTF-8), whatever a name's bytes or a script's words hold."""
+    """Text fit for the channel and a terminal: valid UTF-8 (bytes that are not shown as \\xNN),
+    controls shown as \\xNN or \\uNNNN, whatever a name's bytes or a script's words hold."""
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a surrogate no file name makes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def described(exc):
+    """An exception as `Type: words`, bounded and shown, even one whose str() raises."""
+    try:
+        words = f"{type(exc).__name__}: {exc}"
+    except BaseException:
+        words = type(exc).__name__
+    return shown(words[:MAX_REASON_CHARS])
+
+
+class Reserve:
+    """Descriptors held while the script runs, released to collect its files."""
+
+    def __init__(self):
+        self.fds = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(RESERVED_FDS)]
+
+    def release(self):
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:  # the script closed it: its own loss
+                pass
+        self.fds = []
 
 
 def kind_of(mode):
@@ -106,7 +140,8 @@ class Returned:
 
     def __init__(self, max_files, max_bytes):
         self.max_files, self.max_bytes = max_files, max_bytes
-        self.files, self.left_out, self.taken = [], [], set()
+        self.files, self.left_out = [], []
+        self.paths, self.directories = set(), set()  # returned so far, and their parents
         self.count = self.size = 0
 
     def over(self):
@@ -117,13 +152,25 @@ class Returned:
         if not self.over():
             self.left_out.append({"path": shown(path), "reason": reason})
 
+    def take(self, path):
+        self.paths.add(path)
+        parts = path.split("/")
+        self.directories.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+
+    def free(self, path):
+        """Whether a path of ours (a figure) clashes with nothing returned: not a path, not a
+        directory of one, not under one."""
+        parts = path.split("/")
+        parents = ("/".join(parts[:depth]) for depth in range(1, len(parts)))
+        return path not in self.paths and path not in self.directories and not any(p in self.paths for p in parents)
+
     def add(self, path, content):
         self.count += 1
         self.size += len(content)
-        self.taken.add(path)
+        self.take(path)
         if self.over():
             return
-        if len(content.translate(None, CONTROL_BYTES)) == len(content):
+        if len(content.translate(None, CONTROL_BYTES)) == len(content) and not any(c in content for c in C1_BYTES):
             try:
                 self.files.append({"path": path, "encoding": "utf8", "content": str(content, "utf-8")})
                 return
@@ -162,41 +209,55 @@ class Returned:
 
     def walk(self, root):
         """Every entry under root, depth first in name order, through directory descriptors and
-        names relative to them: nothing the script made can redirect the walk."""
+        names relative to them: nothing the script made can redirect the walk. Only the current
+        directory and its ancestors are open (at most MAX_PATH_DEPTH + 1 descriptors)."""
         try:
             top = os.open(root, DIR_FLAGS)
         except FileNotFoundError:  # the script removed it: nothing to return
-            return None
+            return
         except OSError as exc:  # e.g. replaced by a link: not followed
             return self.leave_out(".", f"{root}/ is not a directory that can be read ({exc.strerror})")
-        stack = [(top, "")]
-        while stack:
-            fd, prefix = stack.pop()
-            try:
-                with os.scandir(fd) as listing:
-                    entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing)
-                subdirectories = []
-                for name, is_dir in entries:
-                    path = prefix + name
-                    why = valid_name(name)
-                    if why is None and (len(path.encode()) > MAX_PATH_BYTES or path.count("/") >= MAX_PATH_DEPTH):
-                        why = f"its path is longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_DEPTH} levels"
-                    if why is not None:
-                        self.leave_out(path, why)
-                    elif is_dir:
-                        subdirectories.append((name, path))
-                    else:
-                        self.read_regular(fd, name, path)
-                    if self.count > self.max_files:
-                        return None
-                for name, path in reversed(subdirectories):
-                    try:
-                        stack.append((os.open(name, DIR_FLAGS, dir_fd=fd), path + "/"))
-                    except OSError as exc:
-                        self.leave_out(path, f"the directory is not readable ({exc.strerror})")
-            finally:
+        stack = [(top, "", self.listed(top, "", "."))]  # (descriptor, its path + "/", subdirectories left)
+        try:
+            while stack and self.count <= self.max_files:
+                fd, prefix, subdirectories = stack[-1]
+                if not subdirectories:
+                    os.close(stack.pop()[0])
+                    continue
+                name = subdirectories.pop()
+                try:
+                    child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    self.leave_out(prefix + name, f"the directory is not readable ({exc.strerror})")
+                    continue
+                stack.append((child, f"{prefix}{name}/", self.listed(child, prefix + name + "/", prefix + name)))
+        finally:
+            for fd, _, _ in stack:
                 os.close(fd)
-        return None
+
+    def listed(self, fd, prefix, shown_as):
+        """The directory's files read (or left out); its subdirectories' names, last first."""
+        try:
+            with os.scandir(fd) as listing:
+                entries = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing)
+        except OSError as exc:
+            self.leave_out(shown_as, f"the directory is not readable ({exc.strerror})")
+            return []
+        subdirectories = []
+        for name, is_dir in entries:
+            if self.count > self.max_files:
+                break
+            path = prefix + name
+            why = valid_name(name)
+            if why is None and (len(path.encode()) > MAX_PATH_BYTES or path.count("/") >= MAX_PATH_DEPTH):
+                why = f"its path is longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_DEPTH} levels"
+            if why is not None:
+                self.leave_out(path, why)
+            elif is_dir:
+                subdirectories.append(name)
+            else:
+                self.read_regular(fd, name, path)
+        return subdirectories[::-1]
 
     def read_regular(self, fd, name, path):
         try:
@@ -209,27 +270,60 @@ class Returned:
 
     def add_figures(self):
         """Figures still open that the script never saved come back as figures/<number>.png: a
-        script that saved or closed its figures gets no duplicates."""
+        script that saved or closed its figures gets no duplicates. Each is closed once saved (its
+        renderer's memory goes with it); figures past the count limit are counted, not drawn."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
             return
         import io
-        for number in pyplot.get_fignums():
-            figure = pyplot.figure(number)
-            if getattr(figure, SAVED, False):
-                continue
-            path, copy = f"{FIGURES_DIR}/{number}.png", 1
-            while path in self.taken:
-                copy += 1
-                path = f"{FIGURES_DIR}/{number}-{copy}.png"
+        try:
+            figures = [(number, pyplot.figure(number)) for number in pyplot.get_fignums()]
+        except BaseException as exc:  # the script replaced pyplot or broke it
+            return self.leave_out(FIGURES_DIR, f"the open figures could not be listed ({described(exc)})")
+        figures = [(number, figure) for number, figure in figures if not getattr(figure, SAVED, False)]
+        if self.count + len(figures) > self.max_files:
+            self.count += len(figures)
+            return
+        for position, (number, figure) in enumerate(figures, 1):
+            path = self.figure_path(number, position)
             buffer = io.BytesIO()
             try:
                 figure.savefig(buffer, format="png")
-            except Exception as exc:  # the script's figure: say why, as for any file left out
-                why = shown(f"{type(exc).__name__}: {exc}")[:MAX_REASON_CHARS]
-                self.leave_out(path, f"the figure could not be saved as PNG ({why})")
+            except BaseException as exc:  # the script's figure: say why, as for any file left out
+                self.take(path)
+                self.leave_out(path, f"the figure could not be saved as PNG ({described(exc)})")
                 continue
+            finally:
+                try:
+                    pyplot.close(figure)
+                except BaseException:
+                    pass
             self.add(path, buffer.getvalue())
+            if self.over():
+                return
+
+    def count_figures(self):
+        """Over a limit already: the open figures only counted, for the error's figures."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        try:
+            numbers = [] if pyplot is None else pyplot.get_fignums()
+            self.count += sum(not getattr(pyplot.figure(number), SAVED, False) for number in numbers)
+        except BaseException:  # the script broke pyplot: the limit is exceeded anyway
+            pass
+
+    def figure_path(self, number, position):
+        """figures/<number>.png, or the next free name: never a returned path or directory."""
+        directory = FIGURES_DIR
+        for copy in range(2, 10_000):
+            if directory not in self.paths:
+                break
+            directory = f"{FIGURES_DIR}-{copy}"
+        name = str(number) if len(str(number)) <= 32 else f"figure-{position}"
+        path, copy = f"{directory}/{name}.png", 1
+        while not self.free(path):
+            copy += 1
+            path = f"{directory}/{name}-{copy}.png"
+        return path
 
     def entries(self):
         """The channel's entries (files, leftOut), or TooMuchOutput."""
@@ -302,6 +396,8 @@ def returned_files(max_files, max_bytes):
     they are over the limits."""
     returned = Returned(max_files, max_bytes)
     returned.walk(OUTPUT_DIR)
-    if not returned.over():
+    if returned.over():
+        returned.count_figures()
+    else:
         returned.add_figures()
     return returned.entries()

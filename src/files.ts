@@ -13,9 +13,10 @@ export const OUTPUT_DIR = 'output'
 /** tmpfs gives every file whole pages: what a file costs of the run's /tmp. */
 const PAGE_BYTES = 4096
 
-// C0 and C1 controls and DEL; NUL among them.
+// C0 and C1 controls and DEL (NUL among them), and the bidirectional controls that make a name
+// display as another (harness/workdir.py refuses the same).
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u
 const LONE_SURROGATE = /\p{Cs}/u
 
 /** Why `path` is not a file's place in the working directory, or undefined when it is one:
@@ -24,7 +25,7 @@ const LONE_SURROGATE = /\p{Cs}/u
 export function pathProblem (path: string): string | undefined {
   if (path === '') return 'is empty'
   if (LONE_SURROGATE.test(path)) return 'is not valid Unicode (a lone surrogate)'
-  if (CONTROL.test(path)) return 'holds a control character (NUL, newline, ...)'
+  if (CONTROL.test(path)) return 'holds a control character (NUL, newline, a bidirectional control, ...)'
   if (path.startsWith('/')) return 'is absolute; paths are relative to the working directory'
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) return `is longer than ${MAX_PATH_BYTES} bytes`
   const parts = path.split('/')
@@ -62,7 +63,11 @@ export function base64Bytes (text: string): number | undefined {
 }
 
 function decode (file: FileIn, where: string): Buffer {
-  if (file.encoding !== 'base64') return Buffer.from(file.content, 'utf8')
+  if (file.encoding !== 'base64') {
+    // JSON can carry a lone surrogate, which UTF-8 cannot: never a silent U+FFFD.
+    if (LONE_SURROGATE.test(file.content)) throw new InvalidRequestError(`${where}.content is not valid Unicode (a lone surrogate); send bytes as base64`)
+    return Buffer.from(file.content, 'utf8')
+  }
   if (base64Bytes(file.content) === undefined) throw new InvalidRequestError(`${where}.content is not base64 (RFC 4648, padded, no line breaks)`)
   return Buffer.from(file.content, 'base64')
 }
@@ -124,6 +129,19 @@ const MEDIA_TYPES: Readonly<Record<string, string>> = {
   '.parquet': 'application/vnd.apache.parquet',
   '.xlsx': 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
   '.zip': 'application/zip'
+}
+
+/** A path that clashes with another of the list (one is a directory of the other), or undefined. */
+export function clash (paths: readonly string[]): string | undefined {
+  const files = new Set(paths)
+  for (const path of paths) {
+    const parts = path.split('/')
+    for (let depth = 1; depth < parts.length; depth++) {
+      const directory = parts.slice(0, depth).join('/')
+      if (files.has(directory)) return directory
+    }
+  }
+  return undefined
 }
 
 /** Bytes of a file's content as it travels. */

@@ -8,7 +8,7 @@ import { HARNESS_ERROR_CODES } from '../errors/codes.js'
 import type { Limits, RunOutcome, RunOutput, ScriptErrorCode } from './backend.js'
 import type { SpawnResult } from './spawn.js'
 import { nestsWithin } from '../json-depth.js'
-import { mediaTypeOf, pathProblem, sizeOf, type ReturnedFile } from '../files.js'
+import { clash, mediaTypeOf, pathProblem, sizeOf, type ReturnedFile } from '../files.js'
 
 const HarnessCode = Type.Union(HARNESS_ERROR_CODES.map(c => Type.Literal(c)))
 
@@ -69,7 +69,8 @@ function parseChannel (bytes: Buffer): ChannelMessage | undefined {
 type Success = Extract<ChannelMessage, { ok: true }>
 
 /** The returned files as the reply carries them, or undefined when the channel's list breaks the
- *  rules the harness keeps (a path that is not one, a path twice, bad base64, over the limits):
+ *  rules the harness keeps (a path that is not one, a path twice, a file where another needs a
+ *  directory, bad base64, over the limits):
  *  the script wrote on the channel itself. */
 function returnedFiles (message: Success, limits: Limits): ReturnedFile[] | undefined {
   const files = message.files ?? []
@@ -84,7 +85,7 @@ function returnedFiles (message: Success, limits: Limits): ReturnedFile[] | unde
     total += size
     returned.push({ path, size, mediaType: mediaTypeOf(path), encoding, content })
   }
-  return total > limits.filesOutBytes ? undefined : returned
+  return total > limits.filesOutBytes || clash([...paths]) !== undefined ? undefined : returned
 }
 
 function signalName (n: number): string {

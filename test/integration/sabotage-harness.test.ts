@@ -86,7 +86,7 @@ const CASES: Array<{ protection: string, edits: Edit[], breached: (target: Targe
   },
   {
     protection: 'a forked process back from main() reports nothing',
-    edits: [{ file: 'run.py', from: 'if os.getpid() != owner:', to: 'if False:' }],
+    edits: [{ file: 'run.py', from: 'if GETPID() != owner:', to: 'if False:' }],
     breached: async target => {
       const reply = await post(target, 'import os\ndef main():\n    pid = os.fork()\n    if pid == 0:\n        return "child"\n    os.waitpid(pid, 0)\n    return "parent"\n')
       return reply.body.code === 'CRASHED'

@@ -1,7 +1,7 @@
 // The rules for files in and out (src/files.ts) and how files travel to the harness.
 import t from 'tap'
 import { harnessRequest } from '../../src/backends/launch.js'
-import { base64Bytes, inputFiles, mediaTypeOf, pathProblem, sizeOf, type FilesInLimits } from '../../src/files.js'
+import { base64Bytes, clash, inputFiles, mediaTypeOf, pathProblem, sizeOf, type FilesInLimits } from '../../src/files.js'
 
 const limits: FilesInLimits = { count: 3, fileBytes: 10, totalBytes: 15, tmpBytes: 4 * 4096, tmpFiles: 20 }
 
@@ -18,6 +18,9 @@ t.test('a path is a place in the working directory: deny/allow pairs', async t =
     ['a\rb', /control character/],
     ['a\u0085b', /control character/],
     ['a\u007fb', /control character/],
+    ['ok\u202etxt.exe', /control character/],
+    ['a\u2066b', /control character/],
+    ['a\u200fb', /control character/],
     ['\udc00', /lone surrogate/],
     ['x'.repeat(256), /part longer than 255 bytes/],
     ['é'.repeat(128), /part longer than 255 bytes/],
@@ -45,7 +48,8 @@ t.test('input files are decoded and checked against every limit, naming the offe
     [[{ path: 'a', content: '' }, { path: 'a/b/c', content: '' }], /"a\/b\/c" is under "a", which is a file/],
     [[{ path: 'a', content: 'x'.repeat(11) }], /^body\.files\[0\] \("a"\) is 11 bytes; the limit is 10 \(LIMIT_FILE_IN_BYTES\)$/],
     [[{ path: 'a', content: 'x'.repeat(8) }, { path: 'b', content: 'x'.repeat(8) }], /^body\.files hold more than 15 bytes \(LIMIT_FILES_IN_BYTES\); body\.files\[1\] \("b"\) goes over$/],
-    [[{ path: 'a', content: 'a', encoding: 'base64' }], /^body\.files\[0\]\.content is not base64/]
+    [[{ path: 'a', content: 'a', encoding: 'base64' }], /^body\.files\[0\]\.content is not base64/],
+    [[{ path: 'a', content: 'A\udc80B' }], /^body\.files\[0\]\.content is not valid Unicode \(a lone surrogate\); send bytes as base64$/]
   ]
   for (const [files, message] of refusals) t.throws(() => inputFiles(files as never, limits), { code: 'INVALID_REQUEST', statusCode: 400, message }, String(message))
   // tmpfs pages: five 1-byte files take five pages; the run's /tmp holds four.
@@ -83,4 +87,12 @@ t.test('the harness request carries the files as a fourth part: lengths, path, b
   t.same(withFiles, expected)
   t.equal(harnessRequest({ script: 's' }).toString(), 'PYSANDBOX-REQUEST 1 -1 -1 -1\ns')
   t.equal(harnessRequest({ script: 's', files: [] }).toString(), 'PYSANDBOX-REQUEST 1 -1 -1 0\ns', 'an empty list is sent as such')
+})
+
+t.test('a clash: a path that is also a directory of another', async t => {
+  t.equal(clash(['a', 'a/b']), 'a')
+  t.equal(clash(['x/y/z', 'x/y']), 'x/y')
+  t.equal(clash(['figures/1.png/a.txt', 'figures/1.png']), 'figures/1.png')
+  t.equal(clash(['a', 'b/a', 'ab/c']), undefined)
+  t.equal(clash([]), undefined)
 })

@@ -295,6 +295,7 @@ t.test('returned files: checked as the harness keeps them, sized and typed by th
     ['a path that escapes', { files: [{ path: '../x', encoding: 'utf8', content: '' }] }],
     ['an absolute path', { files: [{ path: '/etc/passwd', encoding: 'utf8', content: '' }] }],
     ['a path twice', { files: [{ path: 'a', encoding: 'utf8', content: '' }, { path: 'a', encoding: 'utf8', content: '' }] }],
+    ['a file where another needs a directory', { files: [{ path: 'f/1.png/a.txt', encoding: 'utf8', content: '' }, { path: 'f/1.png', encoding: 'utf8', content: '' }] }],
     ['bad base64', { files: [{ path: 'a', encoding: 'base64', content: 'abc' }] }],
     ['an unknown encoding', { files: [{ path: 'a', encoding: 'hex', content: '' }] }],
     ['more entries than LIMIT_FILES_OUT', { files: Array.from({ length: 101 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })) }],
