@@ -2,12 +2,12 @@
 // one script (with its input, its standard input and files for its working directory) to a
 // PySandbox server and prints what came back. The script's stdout goes to stdout and its stderr
 // to stderr, then the result as one line of JSON on stdout; the files the script returned are
-// saved under --out DIR, or only named on stderr.
+// saved under --out DIR (a new or empty directory), or only named on stderr.
 // Exit status: 0 success; 1 the server refused or the script failed (`CODE: message` on stderr),
-// or a returned file was not saved; 2 a usage error, an unreadable file, or no PySandbox server
-// at the URL.
+// or a returned file was not saved; 2 a usage error, an unreadable file, an --out DIR that is not
+// new or empty, or no PySandbox server at the URL.
 import { constants } from 'node:fs'
-import { lstat, mkdir, open, readFile, realpath, type FileHandle } from 'node:fs/promises'
+import { lstat, mkdir, open, readFile, readdir, realpath, type FileHandle } from 'node:fs/promises'
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { parseArgs } from 'node:util'
@@ -29,13 +29,14 @@ return value as JSON on stdout.
                          (default: PATH's base name); repeatable. NAME cannot hold "=", so
                          a PATH that does needs =NAME
       --out DIR          save the files the script returns (what it left under output/, its
-                         open figures as figures/N.png) under DIR; nothing there is
+                         open figures as figures/N.png) under DIR, which must be new (it is
+                         made) or empty, else exit 2 before anything is sent; nothing is
                          overwritten and no link followed. Without it they are only listed
   -h, --help             this help
 
 exit status: 0 success; 1 the script failed or the server refused it (CODE: message on
-stderr), or a returned file was not saved; 2 a usage error, an unreadable file, or no
-server at the URL`
+stderr), or a returned file was not saved; 2 a usage error, an unreadable file, an --out
+DIR that is not new or empty, or no server at the URL`
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean }
@@ -305,14 +306,22 @@ async function returnedFiles (io: Io, reply: Reply, out: { dir: string, root: st
   return allSaved
 }
 
-/** --out DIR made (with its parents) and resolved, before anything runs; throws an Error (exit 2). */
+/** --out DIR made (with its parents) and resolved, before anything runs; throws an Error (exit 2)
+ *  unless it is empty. The files are the script's: in a directory already in use (a project, say)
+ *  they could plant new files that mean something there (conftest.py, .envrc, .git/hooks/...),
+ *  which no per-file check can tell. */
 async function outputDirectory (dir: string): Promise<{ dir: string, root: string }> {
+  let root: string
+  let entries: string[]
   try {
     await mkdir(dir, { recursive: true })
-    return { dir, root: await realpath(dir) }
+    root = await realpath(dir)
+    entries = await readdir(root)
   } catch (error) {
-    throw new Error(`cannot make --out ${dir}: ${(error as Error).message}`)
+    throw new Error(`cannot make or read --out ${dir}: ${(error as Error).message}`)
   }
+  if (entries.length > 0) throw new Error(`--out ${dir} is not empty: returned files are the script's, so they go to a new or empty directory`)
+  return { dir, root }
 }
 
 /** Writes the script's output; a missing final newline gets one so the JSON starts its own line. */

@@ -126,12 +126,14 @@ def main(options):
   ].join('\n'))
 
   const again = await pysandbox(args, { stdin: 'Bob\n' })
-  t.equal(again.code, 1, 'the same DIR again: nothing is overwritten, exit 1')
-  t.match(again.stdout, /"stdin":"Bob\\n"/, 'the result is printed all the same')
-  t.match(again.stderr, /^pysandbox: did not save means\.csv: it already exists \(nothing is overwritten\)$/m)
-  t.match(again.stderr, /^pysandbox: did not save figures\/1\.png: it already exists/m)
-  t.equal(readFileSync(join(out, 'means.csv'), 'utf8'), csv)
+  t.same(again, {
+    code: 2,
+    stdout: '',
+    stderr: `pysandbox: --out ${out} is not empty: returned files are the script's, so they go to a new or empty directory\n`
+  }, 'the same DIR again: refused before anything is sent, exit 2')
+  t.equal(readFileSync(join(out, 'means.csv'), 'utf8'), csv, 'the first run\'s files are unchanged')
   t.same(readFileSync(join(out, 'figures/1.png')), png)
+  t.same(readdirSync(out).sort(), ['figures', 'means.csv'])
 
   const listed = await pysandbox(args.slice(0, -2), { stdin: 'Cy\n' })
   t.equal(listed.code, 0, 'without --out: the files are named, not saved')

@@ -299,7 +299,7 @@ t.test('an unreadable or unusable file, or --out that cannot be made: exit 2, no
     { argv: ['--stdin', missing], message: /^pysandbox: cannot read .*missing: ENOENT/ },
     { argv: ['--stdin', at('latin1.txt', Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a]))], message: /^pysandbox: --stdin .*latin1\.txt: not UTF-8 text, as the script's standard input travels; send bytes with --file\n$/ },
     { argv: ['--stdin', '-'], stdin: new Readable({ read () { this.destroy(new Error('stdin broke')) } }), message: /^pysandbox: cannot read standard input: stdin broke\n$/ },
-    { argv: ['--out', join(at('a-file', 'x'), 'out')], message: /^pysandbox: cannot make --out .*a-file\/out: ENOTDIR/ }
+    { argv: ['--out', join(at('a-file', 'x'), 'out')], message: /^pysandbox: cannot make or read --out .*a-file\/out: ENOTDIR/ }
   ]
   for (const { argv, stdin, message } of table) {
     const stderr = new PassThrough()
@@ -312,9 +312,11 @@ t.test('an unreadable or unusable file, or --out that cannot be made: exit 2, no
   t.equal(fake.runs.length, 0, 'nothing was sent')
 })
 
-/** A server that answers every request with this 200 reply (whatever a server may send). */
-async function replying (t: Test, reply: Record<string, unknown>): Promise<string> {
+/** A server that answers every request with this 200 reply (whatever a server may send), after
+ *  `meanwhile` (what another local process may do while the request is in flight). */
+async function replying (t: Test, reply: Record<string, unknown>, meanwhile?: () => void): Promise<string> {
   return await listen(t, (_request, response) => {
+    meanwhile?.()
     response.setHeader('content-type', 'application/json')
     response.end(JSON.stringify({ result: 'done', stdout: '', stderr: '', backend: 'nsjail', ...reply }))
   })
@@ -381,11 +383,17 @@ t.test('--out refuses what is not a place under DIR, and never follows or replac
   mkdirSync(out)
   mkdirSync(outside)
   writeFileSync(join(outside, 'target.txt'), 'outside, untouched')
-  symlinkSync(outside, join(out, 'linkdir'))
-  symlinkSync(join(outside, 'target.txt'), join(out, 'link.txt'))
-  symlinkSync(join(outside, 'dangling.txt'), join(out, 'dangling.txt'))
-  writeFileSync(join(out, 'existing.txt'), 'kept')
-  mkdirSync(join(out, 'existing-dir'))
+  // DIR must be empty when the command starts; another local process plants these while the
+  // request is in flight, after that check (and before any file is written).
+  let planted = 0
+  const plant = (): void => {
+    planted++
+    symlinkSync(outside, join(out, 'linkdir'))
+    symlinkSync(join(outside, 'target.txt'), join(out, 'link.txt'))
+    symlinkSync(join(outside, 'dangling.txt'), join(out, 'dangling.txt'))
+    writeFileSync(join(out, 'existing.txt'), 'kept')
+    mkdirSync(join(out, 'existing-dir'))
+  }
   // Each hostile path, then the harmless one it is the twin of.
   const pairs: Array<[unknown, string, string]> = [
     ['../x', 'x', 'has an empty, "." or ".." part'],
@@ -409,8 +417,9 @@ t.test('--out refuses what is not a place under DIR, and never follows or replac
     ['existing-dir', 'existing-dir/inside.txt', 'it already exists (nothing is overwritten)'],
     ['existing.txt/under', 'existing2-dir/under', 'existing.txt is already there and is not a directory (a link is never followed)']
   ]
-  const url = await replying(t, { files: pairs.flatMap(([bad, good]) => [returned(bad, `bad ${String(bad)}`), returned(good, `good ${good}`)]) })
+  const url = await replying(t, { files: pairs.flatMap(([bad, good]) => [returned(bad, `bad ${String(bad)}`), returned(good, `good ${good}`)]) }, plant)
   const ran = await cli(['run', script, '--url', url, '--out', out])
+  t.equal(planted, 1, 'planted once, while the request was in flight')
   t.equal(ran.code, EXIT.failed, 'exit 1: files were refused')
   t.equal(ran.stdout, '"done"\n', 'the result is printed all the same')
   const lines = ran.stderr.split('\n')
@@ -426,6 +435,49 @@ t.test('--out refuses what is not a place under DIR, and never follows or replac
   t.ok(lstatSync(join(out, 'link.txt')).isSymbolicLink(), 'the planted link is still a link')
   t.notOk(existsSync(join(base, 'x')))
   t.equal(lines.filter(line => line.startsWith('pysandbox: did not save')).length, pairs.length)
+})
+
+t.test('--out DIR must be new or empty: one already in use exits 2, nothing sent or written (deny/allow pairs)', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'pysandbox-client-used-'))
+  let requests = 0
+  const url = await replying(t, { files: [returned('conftest.py', 'import os\n'), returned('.git/hooks/pre-commit', 'evil\n')] }, () => { requests++ })
+  const refuse = async (out: string, what: string): Promise<void> => {
+    const before = readdirSync(out, { recursive: true }).map(String).sort()
+    const sent = requests
+    const ran = await cli(['run', script, '--url', url, '--out', out])
+    t.same(ran, {
+      code: EXIT.usage,
+      stdout: '',
+      stderr: `pysandbox: --out ${out} is not empty: returned files are the script's, so they go to a new or empty directory\n`
+    }, `deny ${what}`)
+    t.equal(requests, sent, `deny ${what}: nothing sent`)
+    t.same(readdirSync(out, { recursive: true }).map(String).sort(), before, `deny ${what}: nothing written`)
+  }
+  const allow = async (out: string, what: string): Promise<void> => {
+    const sent = requests
+    const ran = await cli(['run', script, '--url', url, '--out', out])
+    t.equal(ran.code, EXIT.ok, `allow ${what}: ${ran.stderr}`)
+    t.equal(requests, sent + 1, `allow ${what}: sent`)
+    t.equal(readFileSync(join(out, 'conftest.py'), 'utf8'), 'import os\n', `allow ${what}: written`)
+    t.equal(readFileSync(join(out, '.git/hooks/pre-commit'), 'utf8'), 'evil\n', `allow ${what}: written`)
+  }
+  const made = (name: string, fill: (dir: string) => void): string => {
+    const dir = join(base, name)
+    mkdirSync(dir)
+    fill(dir)
+    return dir
+  }
+  // Each directory in use, then its harmless twin.
+  const project = made('project', dir => { mkdirSync(join(dir, '.git/hooks'), { recursive: true }) })
+  await refuse(project, 'a DIR holding .git/')
+  t.notOk(existsSync(join(project, 'conftest.py')), 'no conftest.py planted in the project')
+  await allow(join(base, 'new', 'results'), 'a new DIR (its parents made too)')
+  await refuse(made('dotfile', dir => { writeFileSync(join(dir, '.envrc'), 'export A=1\n') }), 'a DIR holding only a dotfile')
+  const empty = made('empty', () => {})
+  await allow(empty, 'an empty DIR')
+  await refuse(made('dangling', dir => { symlinkSync(join(base, 'nowhere'), join(dir, 'link')) }), 'a DIR holding only a dangling link')
+  await refuse(empty, 'the DIR of an earlier run')
+  t.equal(readFileSync(join(empty, 'conftest.py'), 'utf8'), 'import os\n', 'the earlier run\'s files are unchanged')
 })
 
 t.test('--out: a reply that is not what PySandbox sends is refused, and nothing it says reaches the terminal raw', async t => {
