@@ -81,6 +81,8 @@ while time.monotonic() < deadline and any(p not in holding and not gone(p) for p
         record = os.read(ready_r, 4)
         if len(record) == 4:
             holding.add(int.from_bytes(record, "little"))
+# A child the OOM killer ended a moment ago may not have exited yet: let it, then count.
+time.sleep(0.3)
 together = sum(1 for pid in holding if not gone(pid))
 os.close(gate_w)
 for pid in pids:
