@@ -22,6 +22,7 @@ import mmap
 import os
 import resource
 import sys
+import time
 import types
 
 # The working directory's files (in and out), a module of its own beside this one.
@@ -415,7 +416,7 @@ def prepare(cpu_seconds, result_limit):
     return channel
 
 
-def collect(message, files_limits, reserve):
+def collect(message, files_limits, reserve, started_ns):
     """The returned files' entries for a success; a failure instead when they are over a limit,
     or when what the script left behind (a replaced function, a broken object) made collecting
     them raise."""
@@ -423,7 +424,7 @@ def collect(message, files_limits, reserve):
     if not message["ok"]:
         return message, None
     try:
-        return message, workdir.returned_files(*files_limits)
+        return message, workdir.returned_files(*files_limits, started_ns)
     except workdir.TooMuchOutput as exc:
         return failure(OUTPUT_TOO_LARGE, str(exc), outputFiles=exc.count, outputBytes=exc.size), None
     except MemoryError:
@@ -439,7 +440,7 @@ def conclude(request, channel, result_limit, files_limits, site_packages):
     if site_packages not in sys.path:
         sys.path.append(site_packages)
     sys.argv = [FILENAME]
-    owner = GETPID()
+    owner, started_ns = GETPID(), time.time_ns()
     workdir.place_files(request.files)
     request.files = None
     workdir.make_output_dir()
@@ -448,7 +449,7 @@ def conclude(request, channel, result_limit, files_limits, site_packages):
     message = run(request)
     if GETPID() != owner:  # a process the script forked came back from main(): it reports nothing
         os._exit(0)
-    message, returned = collect(message, files_limits, reserve)
+    message, returned = collect(message, files_limits, reserve, started_ns)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

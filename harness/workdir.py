@@ -26,6 +26,7 @@ MAX_REASON_CHARS = 512  # of a script's own words in a reason (the server takes 
 # Descriptors set aside before the script runs and given back to collect its files: a script
 # that leaves every descriptor open would otherwise leave the collection none.
 RESERVED_FDS = 8
+UNCHANGED_MARGIN_NS = 1_000_000_000
 # Characters no name may hold: C0 and C1 controls, DEL, and the bidirectional controls that make
 # a name display as another (src/files.ts refuses the same).
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -207,16 +208,21 @@ class Returned:
         finally:
             os.close(file)
 
-    def walk(self, root):
+    def walk(self, root, unchanged_before_ns):
         """Every entry under root, depth first in name order, through directory descriptors and
         names relative to them: nothing the script made can redirect the walk. Only the current
-        directory and its ancestors are open (at most MAX_PATH_DEPTH + 1 descriptors)."""
+        directory and its ancestors are open (at most MAX_PATH_DEPTH + 1 descriptors). A root
+        whose entries have not changed since `unchanged_before_ns` (a warm jail's output/, emptied
+        before the run) is not listed: listing it would touch its access time."""
         try:
             top = os.open(root, DIR_FLAGS)
         except FileNotFoundError:  # the script removed it: nothing to return
             return
         except OSError as exc:  # e.g. replaced by a link: not followed
             return self.leave_out(".", f"{root}/ is not a directory that can be read ({exc.strerror})")
+        if os.fstat(top).st_mtime_ns < unchanged_before_ns:
+            os.close(top)
+            return
         stack = [(top, "", self.listed(top, "", "."))]  # (descriptor, its path + "/", subdirectories left)
         try:
             while stack and self.count <= self.max_files:
@@ -391,11 +397,12 @@ def watch_figures(site_packages):
         sys.meta_path.insert(0, FigureWatch)
 
 
-def returned_files(max_files, max_bytes):
+def returned_files(max_files, max_bytes, run_started_ns):
     """The files under output/ and the open figures: entries for the channel; TooMuchOutput when
-    they are over the limits."""
+    they are over the limits. output/ is listed unless its entries last changed a second or more
+    before the run started (the file system's clock is coarse: a margin, never a file missed)."""
     returned = Returned(max_files, max_bytes)
-    returned.walk(OUTPUT_DIR)
+    returned.walk(OUTPUT_DIR, run_started_ns - UNCHANGED_MARGIN_NS)
     if returned.over():
         returned.count_figures()
     else:

@@ -147,6 +147,19 @@ if (externalUrl !== undefined) {
     t.equal(features.warmPoolMemoryMiB, features.warmJailMemoryMiB + allowance)
   })
 
+  t.test('a run that leaves nothing behind is not cleaned up after: the next run is the next fork (pid + 1)', async t => {
+    // The clean-up is a process of its own: had it run, the next run's pid would be one further.
+    // Listing an unchanged output/ (a run's own harness collects its files) once touched the
+    // directory's access time, and every run was cleaned up after: hello took twice as long.
+    await post(target, HELLO) // a jail's first run is cleaned up after once (something of its start-up touches /tmp)
+    const pids: number[] = []
+    for (let i = 0; i < 4; i++) pids.push((await post(target, 'import os\ndef main():\n    return os.getpid()\n')).body.result as number)
+    t.same(pids.slice(1).map((pid, i) => pid - (pids[i] ?? 0)), [1, 1, 1], `pids ${pids.join(', ')}`)
+    const wrote = (await post(target, 'import os\ndef main():\n    open("output/x", "w").close()\n    return os.getpid()\n')).body.result as number
+    const after = (await post(target, 'import os\ndef main():\n    return os.getpid()\n')).body.result as number
+    t.equal(after - wrote, 2, 'allow: a run that left a file is cleaned up after (one process more)')
+  })
+
   t.test('what one run plants, the next run in the same slot does not see', async t => {
     const first = await zygote(target)
     const planted = await post(target, PLANT)
