@@ -101,8 +101,8 @@ const CASES: Array<{ protection: string, edits: Edit[], breached: (target: Targe
     breached: async target => {
       await postBody(target, { script: 'def main():\n    open("output/left.txt", "w").write("run A")\n    return 1\n' })
       for (let i = 0; i < 4; i++) {
-        const next = await post(target, 'import os\ndef main():\n    return 1\n')
-        if (returnedPaths(next.body).includes('left.txt')) return true
+        const next = await post(target, 'import os\ndef main():\n    return os.listdir("output")\n')
+        if ((next.body.result as string[] | undefined)?.includes('left.txt') === true) return true
       }
       return false
     }
