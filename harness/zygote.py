@@ -83,14 +83,8 @@ UMASK = os.umask(0o022)
 os.umask(UMASK)
 
 
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def frame(run_id, stream, payload=b""):
-    write_all(OUT_FD, HEADER.pack(run_id, stream, len(payload)) + payload)
+    workdir.write_all(OUT_FD, HEADER.pack(run_id, stream, len(payload)) + payload)
 
 
 def read_exactly(fd, size):
@@ -330,8 +324,8 @@ def relay(run_id, pid, pipes):
         if room[stream] > 0:
             n = min(n, room[stream])
             room[stream] -= n
-            write_all(OUT_FD, HEADER.pack(run_id, stream, n))
-            write_all(OUT_FD, VIEW[:n])
+            workdir.write_all(OUT_FD, HEADER.pack(run_id, stream, n))
+            workdir.write_all(OUT_FD, VIEW[:n])
         elif stream == RESULT:  # the server ends a run whose result is over the cap
             try:
                 os.kill(pid, 9)
