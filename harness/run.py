@@ -76,8 +76,9 @@ class Request:
     """What the caller sent: the script's source; `args`, main()'s arguments (the input, when it
     was sent); `stdin`, bytes or None; `files`, a list of (relative path, bytes)."""
 
-    def __init__(self, source, args, stdin, files):
+    def __init__(self, source, args, stdin, files, cpu_seconds=None):
         self.source, self.args, self.stdin, self.files = source, args, stdin, files
+        self.cpu_seconds = cpu_seconds  # a warm run's own CPU limit (a cold run's is an argument)
 
 
 class _JsonContext:
@@ -95,13 +96,14 @@ class _JsonContext:
 
 
 def parse_request(data):
-    """The request from its bytes: `PYSANDBOX-REQUEST <script> <input> <stdin> <files>\n` (byte
-    lengths, -1 for absent), then the four parts. The server wrote it (src/backends/launch.ts);
-    a malformed one is its bug."""
+    """The request from its bytes: `PYSANDBOX-REQUEST <script> <input> <stdin> <files>[ <cpu>]\n`
+    (byte lengths, -1 for absent; then, for a warm run, its CPU seconds), then the four parts.
+    The server wrote it (src/backends/launch.ts); a malformed one is its bug."""
     header, _, body = data.partition(b"\n")
     magic, *lengths = header.split(b" ")
-    if magic != REQUEST_MAGIC or len(lengths) != 4:
+    if magic != REQUEST_MAGIC or len(lengths) not in (4, 5):
         raise ValueError("malformed request")
+    cpu_seconds = int(lengths.pop()) if len(lengths) == 5 else None
     parts, at = [], 0
     body = memoryview(body)
     for length in map(int, lengths):
@@ -113,7 +115,7 @@ def parse_request(data):
         value, _ = _json.make_scanner(_JsonContext())(str(input_json, "utf-8"), 0)
         args = (value,)
     return Request(str(script, "utf-8"), args, None if stdin is None else bytes(stdin),
-                   [] if files is None else parse_files(files))
+                   [] if files is None else parse_files(files), cpu_seconds)
 
 
 def parse_files(data):

@@ -263,7 +263,9 @@ def child(pipes):
         _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-        resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 1))
+        # The run's own CPU limit, never above the jail's ceiling (the zygote's argument).
+        cpu_seconds = min(request.cpu_seconds or CPU_SECONDS, CPU_SECONDS)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         # POSIX message queues outlive their processes and cannot be listed without an mqueue
         # mount: no run of a warm jail may create one (the policy says so too; this holds even if not).
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
@@ -271,7 +273,7 @@ def child(pipes):
         # -u), now the run's pipes; the zygote never wrote to them. The frozen generation stays
         # frozen: collecting it would copy every page shared with the zygote.
         gc.enable()
-        channel = harness.prepare(CPU_SECONDS, RESULT_LIMIT)
+        channel = harness.prepare(cpu_seconds, RESULT_LIMIT)
         harness.conclude(request, channel, RESULT_LIMIT, (FILES_OUT, FILES_OUT_BYTES), SITE_PACKAGES)
     except BaseException:  # as an uncaught exception ends a cold run: a traceback and status 1
         try:

@@ -7,7 +7,10 @@ import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import type { Config } from './config.js'
+import { Redis } from 'ioredis'
+import { ceilingsOf, tenantSharesOf, trustProxyOf, type Config } from './config.js'
+import { limitsFrom } from './backends/backend.js'
+import access from './plugins/access.js'
 import type { SandboxBackend } from './backends/backend.js'
 import { createBackends } from './backends/index.js'
 import { RateLimitedError } from './errors/errors.js'
@@ -30,12 +33,42 @@ export interface AppOptions {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/
+/** How long a rate-limit count may wait for Redis before the request goes uncounted. */
+const REDIS_TIMEOUT_MS = 500
+
+/** TRUST_PROXY (validated by loadConfig) as Fastify takes it: a hop count trusts the connection's
+ *  peer and the proxies before it, counted from the right-hand end of X-Forwarded-For. */
+function trustProxy (value: string): boolean | string[] | ((address: string, hop: number) => boolean) {
+  const trust = trustProxyOf(value)
+  /* c8 ignore next -- loadConfig refuses such a value before an app is built */
+  if (typeof trust === 'object' && 'problem' in trust) throw new Error(`TRUST_PROXY: ${trust.problem}`)
+  return typeof trust === 'number' ? (_address, hop) => hop < trust : trust
+}
+
+/** The logger's view of a request: never its query string (where a careless client puts a key),
+ *  its headers or its body. */
+export const REQUEST_LOG_SERIALIZERS = {
+  req: (request: { method?: string, url?: string, ip?: string, socket?: { remotePort?: number } }) => {
+    const url = String(request.url)
+    const query = url.indexOf('?')
+    return {
+      method: request.method,
+      url: query < 0 ? url : `${url.slice(0, query)}?[redacted]`,
+      remoteAddress: request.ip,
+      remotePort: request.socket?.remotePort
+    }
+  }
+}
+/** Never credentials or a script in the logs, whatever a log call is given. */
+export const LOG_REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.body', 'headers.authorization']
 const REQUEST_TIMEOUT_CHECK_MS = 500
 
 export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   const { config } = options
+  // The redaction always applies; a test may replace the request serializer (its sabotage does).
+  const logger = typeof options.logger === 'object' ? { ...options.logger, redact: LOG_REDACT, serializers: { ...REQUEST_LOG_SERIALIZERS, ...options.logger.serializers } } : options.logger
   const app = Fastify({
-    logger: options.logger ?? false,
+    logger: logger ?? false,
     bodyLimit: config.LIMIT_BODY_BYTES,
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     // Node enforces requestTimeout only when given at the server's creation (Fastify sets it
@@ -43,7 +76,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     // answered 408 without this.
     http: { requestTimeout: config.REQUEST_TIMEOUT_MS, connectionsCheckingInterval: REQUEST_TIMEOUT_CHECK_MS },
     clientErrorHandler: socketErrorHandler(config.REQUEST_TIMEOUT_MS),
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: trustProxy(config.TRUST_PROXY),
     return503OnClosing: true,
     requestIdHeader: false,
     genReqId: request => {
@@ -78,14 +111,47 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
         title: 'PySandbox',
         version: '0.1.0',
         description: 'Runs a Python script\'s main() in a sandbox (nsjail first, failing closed) and returns its JSON result and output.'
+      },
+      components: {
+        securitySchemes: {
+          apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`psk_...`), when the server has API_KEYS_FILE set; without it, none is needed' }
+        }
       }
     }
   })
+  const shares = tenantSharesOf(config)
+  await app.register(access, {
+    keysFile: config.API_KEYS_FILE,
+    defaults: { rate: config.RATE_LIMIT_MAX, ...shares, ceilings: ceilingsOf(config) },
+    host: config.HOST
+  })
   if (config.RATE_LIMIT_MAX > 0) {
+    const redis = config.REDIS_URL === undefined
+      ? undefined
+      : new Redis(config.REDIS_URL, { connectTimeout: REDIS_TIMEOUT_MS, commandTimeout: REDIS_TIMEOUT_MS, maxRetriesPerRequest: 1, lazyConnect: false })
+    if (redis !== undefined) {
+      let down = false
+      redis.on('error', error => {
+        if (!down) app.log.error({ err: { message: error.message } }, 'Redis unreachable: rate limits are NOT counted until it is back')
+        down = true
+      })
+      redis.on('ready', () => {
+        if (down) app.log.info('Redis reachable again: rate limits are counted')
+        down = false
+      })
+      app.addHook('onClose', async () => { redis.disconnect() })
+    }
     await app.register(rateLimit, {
       global: true,
-      max: config.RATE_LIMIT_MAX,
+      // The caller: its API key, else its address (as TRUST_PROXY lets it be known).
+      keyGenerator: request => request.tenant.id,
+      max: request => request.tenant.rate,
       timeWindow: config.RATE_LIMIT_WINDOW_MS,
+      // Health, docs, metrics and the playground's files never count (whatever order the
+      // plugins' route hooks ran in).
+      allowList: request => request.routeOptions.config.public === true,
+      enableDraftSpec: true,
+      ...(redis !== undefined ? { redis, nameSpace: 'pysandbox-rate:', skipOnError: true } : {}),
       errorResponseBuilder: (_request, context) => new RateLimitedError(context.max, `${config.RATE_LIMIT_WINDOW_MS} ms`, context.after)
     })
   }
@@ -101,6 +167,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   // The error layer before the routes: child contexts inherit its handlers.
   await app.register(errors, { bodyLimitBytes: config.LIMIT_BODY_BYTES, rateLimited: config.RATE_LIMIT_MAX > 0 })
   await app.register(executeRoute, {
+    limits: { defaults: limitsFrom(config), ceilings: ceilingsOf(config) },
     filesIn: {
       count: config.LIMIT_FILES_IN,
       fileBytes: config.LIMIT_FILE_IN_BYTES,
@@ -110,9 +177,9 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     }
   })
   await app.register(healthRoutes)
-  await app.register(metricsRoute)
+  await app.register(metricsRoute, { tokenHash: config.METRICS_TOKEN_HASH })
   await app.register(pages)
-  app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger())
+  app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false, public: true } }, async () => app.swagger())
 
   return app
 }

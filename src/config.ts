@@ -1,6 +1,7 @@
 // Configuration: read once from the environment, validated against one schema, frozen.
 // The README's configuration table is generated from this schema (`npm run docs`); a bad value
 // is refused with one sentence per problem, also derived from the schema (ConfigError).
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -46,11 +47,21 @@ export const ConfigSchema = Type.Object({
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start). A re-probe whose canary ran out of time (a busy host) is inconclusive: readiness is kept and it is retried within 10 s' }),
-  RATE_LIMIT_MAX: Type.Integer({ default: 120, minimum: 0, description: 'Requests per client per window; 0 turns rate limiting off' }),
+  LIMIT_WALL_MS_MAX: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'Highest `limits.wallMs` a request may ask for (default: 60000, or LIMIT_WALL_MS if higher)' })),
+  LIMIT_CPU_S_MAX: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Highest `limits.cpuSeconds` a request may ask for (default: 60, or LIMIT_CPU_S if higher)' })),
+  LIMIT_MEMORY_MB_MAX: Type.Optional(Type.Integer({ minimum: 64, maximum: 65_536, description: 'Highest `limits.memoryMb` a request may ask for (default: LIMIT_MEMORY_MB: raising it is the operator\'s choice, as it is memory the host must have for every slot)' })),
+  LIMIT_PROCESSES_MAX: Type.Optional(Type.Integer({ minimum: 4, maximum: 4096, description: 'Highest `limits.processes` a request may ask for (default: LIMIT_PROCESSES)' })),
+  LIMIT_OUTPUT_BYTES_MAX: Type.Optional(Type.Integer({ minimum: 1024, maximum: 64 * MiB, description: 'Highest `limits.outputBytes` a request may ask for (default: LIMIT_OUTPUT_BYTES)' })),
+  API_KEYS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'File of API keys, one `name:sha256-hex [option=value ...]` per line (`npm run keygen -- NAME` makes one; README "Running it exposed"). Read again on SIGHUP and when it changes. Unset: no keys, anyone who reaches the port runs code (a warning at start on a non-loopback address)' })),
+  METRICS_TOKEN_HASH: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256 (hex) of the bearer token GET /metrics requires (`npm run keygen -- metrics` makes one); unset: /metrics is open' })),
+  REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'Keep the rate-limit counters in this Redis (redis://host:6379), shared by every instance; unset: each instance counts for itself' })),
+  TENANT_SLOTS: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SLOTS, description: 'Execution slots one caller (an API key, else an address) may hold at once, so one caller never holds them all while another waits (default: CONCURRENCY - 1, at least 1); a key may have its own (`slots=`)' })),
+  TENANT_QUEUE: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Requests of one caller that keep their place in a full queue: a caller within it takes the place of the newest waiter of a caller beyond it, who gets 429 CONCURRENCY_LIMITED (the queue is anyone\'s while it has room; default: half of QUEUE_SIZE, rounded up); a key may have its own (`queue=`)' })),
+  RATE_LIMIT_MAX: Type.Integer({ default: 3000, minimum: 0, description: 'Requests per caller (an API key, else an address) per window; a key may have its own (`rate=`). 0 turns rate limiting off' }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
   WARM_SANDBOXES: Type.Boolean({ default: true, description: 'Warm sandboxes (nsjail): one long-lived jail per slot whose zygote has imported numpy and pandas forks each run (docs/warm.md)' }),
   WARM_RECYCLE_RUNS: Type.Integer({ default: 500, minimum: 1, maximum: 100_000, description: 'Runs a warm sandbox serves before it is replaced by a fresh one (its successor starts importing at half of them; each replacement costs one pandas import of CPU)' }),
-  TRUST_PROXY: Type.Boolean({ default: false, description: 'Trust X-Forwarded-For for client addresses (set behind Cloud Run or a load balancer)' })
+  TRUST_PROXY: Type.String({ default: 'false', description: 'Which X-Forwarded-For entries to believe: `false` (none: the address is the connection\'s), the number of proxies in front of the server (Cloud Run: 1), or their addresses and CIDR ranges, comma-separated. Never `true`: every entry would be believed, and a client writes the first one' })
 }, { additionalProperties: true })
 
 export type Config = Readonly<Static<typeof ConfigSchema>>
@@ -144,7 +155,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     // Not a value's fault (env-schema's own error, or none that names a variable): as it is.
     const problems = problemsOf((error as { errors?: AjvError[] }).errors ?? [], env)
     if (problems.length === 0) throw error
-    throw new ConfigError(problems)
+    throw new ConfigError(inSchemaOrder([...problems, ...trustProxyProblems(env.TRUST_PROXY)]))
   }
   const known = new Set(Object.keys(ConfigSchema.properties))
   const picked = Object.fromEntries(Object.entries(config).filter(([k]) => known.has(k))) as Config
@@ -153,13 +164,87 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return Object.freeze(picked)
 }
 
-/** What single values cannot say: the sent files must fit in the run's /tmp. */
+/** What single values cannot say: the sent files must fit in the run's /tmp; a ceiling is at
+ *  least its default; TRUST_PROXY is one of its forms. */
 function relationProblems (config: Config, env: Record<string, string | undefined>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const problem = (variable: string, given: unknown, text: string): void => {
+    const value = env[variable]
+    problems.push({ variable, value, line: `${variable}=${JSON.stringify(value ?? String(given))} ${text}` })
+  }
   const tmpBytes = config.LIMIT_TMP_MB * MiB
-  if (config.LIMIT_FILES_IN_BYTES <= tmpBytes) return []
-  const variable = 'LIMIT_FILES_IN_BYTES'
-  const value = env[variable]
-  return [{ variable, value, line: `${variable}=${JSON.stringify(value ?? String(config.LIMIT_FILES_IN_BYTES))} must be at most LIMIT_TMP_MB in bytes (${tmpBytes}): the files are written to the run's /tmp` }]
+  if (config.LIMIT_FILES_IN_BYTES > tmpBytes) {
+    problem('LIMIT_FILES_IN_BYTES', config.LIMIT_FILES_IN_BYTES, `must be at most LIMIT_TMP_MB in bytes (${tmpBytes}): the files are written to the run's /tmp`)
+  }
+  for (const [ceiling, limit] of CEILINGS) {
+    const value = config[ceiling]
+    if (value !== undefined && value < config[limit]) problem(ceiling, value, `must be at least ${limit} (${config[limit]}): a ceiling below the default would refuse requests that ask for nothing`)
+  }
+  return [...problems, ...trustProxyProblems(config.TRUST_PROXY)]
+}
+
+/** TRUST_PROXY's form, which no schema keyword says well; checked even when other values fail. */
+function trustProxyProblems (value: string | undefined): ConfigProblem[] {
+  const trust = trustProxyOf(value ?? 'false')
+  if (typeof trust !== 'object' || !('problem' in trust)) return []
+  return [{ variable: 'TRUST_PROXY', value, line: `TRUST_PROXY=${JSON.stringify(value)} ${trust.problem}` }]
+}
+
+function inSchemaOrder (problems: ConfigProblem[]): ConfigProblem[] {
+  const order = Object.keys(ConfigSchema.properties)
+  return [...problems].sort((a, b) => order.indexOf(a.variable) - order.indexOf(b.variable))
+}
+
+/** Each ceiling and the limit it raises. */
+const CEILINGS = [
+  ['LIMIT_WALL_MS_MAX', 'LIMIT_WALL_MS'], ['LIMIT_CPU_S_MAX', 'LIMIT_CPU_S'], ['LIMIT_MEMORY_MB_MAX', 'LIMIT_MEMORY_MB'],
+  ['LIMIT_PROCESSES_MAX', 'LIMIT_PROCESSES'], ['LIMIT_OUTPUT_BYTES_MAX', 'LIMIT_OUTPUT_BYTES']
+] as const
+
+/** The most a request may ask for in `limits` (the request's names, the configuration's values). */
+export interface Ceilings {
+  wallMs: number
+  cpuSeconds: number
+  memoryMb: number
+  processes: number
+  outputBytes: number
+}
+
+export function ceilingsOf (config: Config): Ceilings {
+  return {
+    wallMs: config.LIMIT_WALL_MS_MAX ?? Math.max(60_000, config.LIMIT_WALL_MS),
+    cpuSeconds: config.LIMIT_CPU_S_MAX ?? Math.max(60, config.LIMIT_CPU_S),
+    memoryMb: config.LIMIT_MEMORY_MB_MAX ?? config.LIMIT_MEMORY_MB,
+    processes: config.LIMIT_PROCESSES_MAX ?? config.LIMIT_PROCESSES,
+    outputBytes: config.LIMIT_OUTPUT_BYTES_MAX ?? config.LIMIT_OUTPUT_BYTES
+  }
+}
+
+/** What one caller may hold of the slots and the queue, unless its key says otherwise. */
+export function tenantSharesOf (config: Config): { slots: number, queue: number } {
+  return {
+    slots: Math.min(config.TENANT_SLOTS ?? Math.max(1, config.CONCURRENCY - 1), config.CONCURRENCY),
+    queue: Math.min(config.TENANT_QUEUE ?? Math.ceil(config.QUEUE_SIZE / 2), config.QUEUE_SIZE)
+  }
+}
+
+const HOPS = /^[1-9]$/
+/** An IPv4 or IPv6 address, with an optional prefix length that fits it. */
+function isAddressOrRange (entry: string): boolean {
+  const [address = '', prefix, ...rest] = entry.split('/')
+  const version = isIP(address)
+  if (version === 0 || rest.length > 0) return false
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128))
+}
+
+/** TRUST_PROXY as Fastify's trustProxy takes it: false, a hop count, or a list of addresses. */
+export function trustProxyOf (value: string): false | number | string[] | { problem: string } {
+  if (value === 'false') return false
+  if (HOPS.test(value)) return Number(value)
+  if (value === 'true') return { problem: 'would believe every X-Forwarded-For entry, and a client writes the first one: give the number of proxies in front of the server (Cloud Run: 1) or their addresses' }
+  const addresses = value.split(',').map(a => a.trim())
+  if (addresses.every(isAddressOrRange)) return addresses
+  return { problem: 'must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas' }
 }
 
 /** The permitted backends, strongest first; a pinned backend narrows it to one. */

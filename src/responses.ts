@@ -10,6 +10,12 @@ const REQUEST_ID = { 'x-request-id': { type: 'string', description: 'The request
 const SERVER_TIMING = { 'server-timing': { type: 'string', description: 'queue;dur=<ms waiting for a slot>, sandbox;dur=<ms in the sandbox>' } }
 const RETRY_AFTER = { 'retry-after': { type: 'string', description: 'Seconds to wait before retrying' } }
 
+const RATE_LIMIT_HEADERS = {
+  'ratelimit-limit': { type: 'string', description: 'Requests this caller may send per window (when rate limiting is on)' },
+  'ratelimit-remaining': { type: 'string', description: 'Requests left in this window' },
+  'ratelimit-reset': { type: 'string', description: 'Seconds until the window ends' }
+}
+
 const id = '3f1e9a4c-6b2d-4c1e-9f0a-2d7b8c5e1a90'
 const ran = { stdout: '', stderr: '', backend: 'nsjail', requestId: id } as const
 
@@ -28,13 +34,14 @@ export const REQUEST_EXAMPLES = [
   {
     script: 'import pandas as pd\nimport matplotlib.pyplot as plt\n\ndef main():\n    df = pd.read_csv("sales.csv")\n    df.plot.bar(x="month", y="units")\n    df.describe().to_csv("output/summary.csv")\n    return {"total": int(df["units"].sum())}\n',
     files: [{ path: 'sales.csv', content: 'month,units\nJan,3\nFeb,5\nMar,4\n' }]
-  }
+  },
+  { script: 'import time\ndef main():\n    time.sleep(1)\n    return "done"\n', limits: { wallMs: 500 } }
 ]
 
 export const executeResponses = {
   200: Type.Object(ExecuteSuccess.properties, {
     description: 'main() returned JSON: its value, everything the script printed, and the backend that ran it',
-    headers: { ...REQUEST_ID, ...SERVER_TIMING },
+    headers: { ...REQUEST_ID, ...SERVER_TIMING, ...RATE_LIMIT_HEADERS },
     'x-examples': {
       hello: { summary: 'A dict, and a line on stdout', value: { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend: 'nsjail' } },
       pandas: { summary: 'A pandas group-by as a dict', value: { result: { Lima: 19, Oslo: 4 }, stdout: '', stderr: '', backend: 'nsjail' } },
@@ -57,10 +64,15 @@ export const executeResponses = {
   }),
   400: errorReply('The body is not JSON, or not a valid request (an unknown field, a file path that is not a relative normalised path, a file over its limits: the message names it)', {
     INVALID_JSON: { summary: 'The body is not JSON', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_JSON', message: 'the body is not valid JSON: Body is not valid JSON but content-type is set to \'application/json\'', requestId: id } },
-    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin", "files"', requestId: id } },
+    INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin", "files", "limits"', requestId: id } },
     missing: { summary: 'No script', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body must have the field "script"', requestId: id } },
-    path: { summary: 'A file path that leaves the working directory', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body.files[0].path "../etc/passwd" is not normalised (an empty, "." or ".." part)', requestId: id } }
+    path: { summary: 'A file path that leaves the working directory', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body.files[0].path "../etc/passwd" is not normalised (an empty, "." or ".." part)', requestId: id } },
+    limit: { summary: 'A limit above its ceiling', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'body.limits.memoryMb is 4096, above this server\'s ceiling (LIMIT_MEMORY_MB_MAX) of 512', requestId: id } }
   }),
+  401: errorReply('API keys are on (API_KEYS_FILE) and the request has no valid `Authorization: Bearer <key>`; nothing ran', {
+    missing: { summary: 'No key', value: { statusCode: 401, error: 'Unauthorized', code: 'UNAUTHORIZED', message: 'this server needs an API key: send Authorization: Bearer <key>', requestId: id } },
+    UNAUTHORIZED: { summary: 'A wrong or revoked key', value: { statusCode: 401, error: 'Unauthorized', code: 'UNAUTHORIZED', message: 'the API key is not valid (unknown or revoked)', requestId: id } }
+  }, { 'www-authenticate': { type: 'string', description: 'Bearer realm="pysandbox" (RFC 6750), with error="invalid_token" for a wrong key' } }),
   413: errorReply('The body is over LIMIT_BODY_BYTES; refused before it is read whole', {
     PAYLOAD_TOO_LARGE: { summary: 'Over 12 MiB', value: { statusCode: 413, error: 'Payload Too Large', code: 'PAYLOAD_TOO_LARGE', message: 'the body is larger than the limit of 12582912 bytes', requestId: id } }
   }),
@@ -81,9 +93,10 @@ export const executeResponses = {
     CRASHED: { summary: 'Killed by a signal', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'CRASHED', message: 'the script was killed by SIGSEGV', ...ran, signal: 'SIGSEGV' } },
     exited: { summary: 'Exited without a result', value: { statusCode: 422, error: 'Unprocessable Entity', code: 'CRASHED', message: 'the script exited with status 3 before returning a result', ...ran, exitCode: 3 } }
   }, SERVER_TIMING),
-  429: errorReply('This client sent more than RATE_LIMIT_MAX requests in RATE_LIMIT_WINDOW_MS', {
-    RATE_LIMITED: { summary: 'Too many requests', value: { statusCode: 429, error: 'Too Many Requests', code: 'RATE_LIMITED', message: 'too many requests from this client: at most 120 per 60000 ms; retry in 1 minute', requestId: id } }
-  }, RETRY_AFTER),
+  429: errorReply('This caller (its API key, else its address) sent more than its rate in the window, or already has its share of running and waiting executions', {
+    RATE_LIMITED: { summary: 'Too many requests', value: { statusCode: 429, error: 'Too Many Requests', code: 'RATE_LIMITED', message: 'too many requests from this client: at most 3000 per 60000 ms; retry in 12 seconds', requestId: id } },
+    CONCURRENCY_LIMITED: { summary: 'Its share of slots and queue is taken', value: { statusCode: 429, error: 'Too Many Requests', code: 'CONCURRENCY_LIMITED', message: 'this caller already has its share: 1 running and 2 waiting; retry when one has finished', requestId: id } }
+  }, { ...RETRY_AFTER, ...RATE_LIMIT_HEADERS }),
   503: errorReply('Nothing was run: every slot is taken and the queue is full, or no permitted backend passes its probe', {
     BUSY: { summary: 'Every slot and the queue are full', value: { statusCode: 503, error: 'Service Unavailable', code: 'BUSY', message: 'every execution slot is taken and the wait queue is full; retry later', requestId: id } },
     SANDBOX_UNAVAILABLE: { summary: 'No backend passes its probe', value: { statusCode: 503, error: 'Service Unavailable', code: 'SANDBOX_UNAVAILABLE', message: 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)', requestId: id } }

@@ -21,6 +21,15 @@ export const FileIn = Type.Object({
   encoding: Type.Optional(Type.Union(Encoding.anyOf, { description: 'utf8 (default) or base64' }))
 }, { additionalProperties: false })
 
+/** Per-request limits: the minimums keep a run able to start; the maximums are the server's (a 400 names them). */
+export const RunLimits = Type.Object({
+  wallMs: Type.Optional(Type.Integer({ minimum: 100, description: 'Wall-clock time (ms); default LIMIT_WALL_MS, at most LIMIT_WALL_MS_MAX' })),
+  cpuSeconds: Type.Optional(Type.Integer({ minimum: 1, description: 'CPU time (s); default LIMIT_CPU_S, at most LIMIT_CPU_S_MAX' })),
+  memoryMb: Type.Optional(Type.Integer({ minimum: 64, description: 'Memory (MiB); default LIMIT_MEMORY_MB, at most LIMIT_MEMORY_MB_MAX. Other than the default, the run is cold (a fresh sandbox imports numpy and pandas)' })),
+  processes: Type.Optional(Type.Integer({ minimum: 4, description: 'Processes and threads; default LIMIT_PROCESSES, at most LIMIT_PROCESSES_MAX. Other than the default, the run is cold' })),
+  outputBytes: Type.Optional(Type.Integer({ minimum: 1024, description: 'Bytes kept of stdout and of stderr each; default LIMIT_OUTPUT_BYTES, at most LIMIT_OUTPUT_BYTES_MAX' }))
+}, { additionalProperties: false, description: 'Limits for this run, each at most the server\'s ceiling and the API key\'s; absent: the server\'s defaults' })
+
 export const ExecuteBody = Type.Object({
   script: Type.String({ minLength: 1, description: 'Python 3 source that defines a function main()' }),
   input: Type.Optional(Type.Unknown({ description: `Any JSON value (nested at most ${MAX_INPUT_DEPTH} deep). Present, even null: main(input) is called; absent: main()` })),
@@ -28,7 +37,8 @@ export const ExecuteBody = Type.Object({
   files: Type.Optional(Type.Array(FileIn, {
     maxItems: 10_000,
     description: 'Files placed in the working directory before the script runs (at most LIMIT_FILES_IN, each at most LIMIT_FILE_IN_BYTES, together at most LIMIT_FILES_IN_BYTES)'
-  }))
+  })),
+  limits: Type.Optional(RunLimits)
 }, { additionalProperties: false, $id: 'ExecuteBody' })
 export type ExecuteBody = Static<typeof ExecuteBody>
 
@@ -101,6 +111,7 @@ const ProbeEntry = Type.Object({
 export const Readiness = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
   backend: Type.Union([Backend, Type.Null()]),
+  auth: Type.Union([Type.Literal('api-keys'), Type.Literal('open')], { description: 'api-keys: /execute needs `Authorization: Bearer <key>` (API_KEYS_FILE); open: anyone who reaches the port runs code' }),
   warning: Type.Optional(Type.String()),
   probes: Type.Array(ProbeEntry)
 }, { $id: 'Readiness' })

@@ -3,7 +3,7 @@
 // anything starts: one line per problem on stderr, no stack, exit status 78 (EX_CONFIG).
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, ceilingsOf, loadConfig, type Config } from './config.js'
 
 let config: Config
 try {
@@ -13,16 +13,18 @@ try {
   process.stderr.write(`${error.message}\n`)
   process.exit(78)
 }
-const app = await buildApp({
-  config,
-  logger: {
-    level: config.LOG_LEVEL,
-    // Never the script, its output or credentials in the logs.
-    redact: ['req.headers.authorization', 'req.headers.cookie', 'req.body']
-  }
-})
+let app: Awaited<ReturnType<typeof buildApp>>
+try {
+  // Never the script, its output or credentials in the logs (buildApp adds the redaction).
+  app = await buildApp({ config, logger: { level: config.LOG_LEVEL } })
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error // a keys file that cannot be used, at start
+  process.stderr.write(`${error.message}\n`)
+  process.exit(78)
+}
 
-closeWithGrace({ delay: config.LIMIT_WALL_MS + config.LIMIT_KILL_GRACE_MS + 2000 }, async ({ signal, err }) => {
+// With API keys, SIGHUP reloads their file (plugins/access.ts) instead of closing.
+closeWithGrace({ delay: ceilingsOf(config).wallMs + config.LIMIT_KILL_GRACE_MS + 2000, skip: config.API_KEYS_FILE === undefined ? [] : ['SIGHUP'] }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'closing after an error')
   else app.log.info({ signal }, 'closing')
   await app.close()

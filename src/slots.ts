@@ -1,8 +1,13 @@
 // Execution slots: at most `size` sandboxes at once, at most `queueSize` requests waiting for
 // one, none waiting longer than `queueTimeoutMs`. Beyond that: BUSY, never an unbounded pile-up.
-// Free slots are handed out least recently used first: a slot's warm sandbox cleans up after a
-// run while the other slots serve. A waiter whose client leaves leaves the queue at once.
-import { BusyError, ClientClosedError } from './errors/errors.js'
+// Shared between callers (tenants): each holds at most its `slots` at once, so with a share below
+// the whole one caller never holds every slot while another waits. The queue is used by whoever
+// comes while it has room; when it is full, a caller within its `queue` share takes the place of
+// the newest waiter of a caller beyond its share, who is refused CONCURRENCY_LIMITED (its own
+// doing). A freed slot goes to the waiting caller that holds the fewest. Free slots are handed
+// out least recently used first: a slot's warm sandbox cleans up after a run while the other
+// slots serve. A waiter whose client leaves leaves the queue at once.
+import { BusyError, ClientClosedError, ConcurrencyLimitedError } from './errors/errors.js'
 
 export interface Lease {
   /** 0 ≤ slot < size: backends map it to a host uid of its own. */
@@ -10,14 +15,31 @@ export interface Lease {
   release: () => void
 }
 
+/** Who asks, and its share. */
+export interface Share {
+  /** Callers with the same id share one count. */
+  readonly id: string
+  /** Slots it may hold at once (at least 1). */
+  readonly slots: number
+  /** Requests it may have waiting. */
+  readonly queue: number
+}
+
+/** A share as large as the whole: one caller may hold every slot and fill the queue. */
+export const WHOLE: Share = { id: '', slots: Infinity, queue: Infinity }
+
 interface Waiter {
+  share: Share
   grant: (slot: number) => void
   fail: (error: Error) => void
 }
 
+interface Holding { running: number, waiting: number }
+
 export class Slots {
   private readonly free: number[]
   private readonly waiting: Waiter[] = []
+  private readonly holdings = new Map<string, Holding>()
 
   constructor (readonly size: number, readonly queueSize: number, private readonly queueTimeoutMs: number) {
     this.free = Array.from({ length: size }, (_, i) => i)
@@ -26,24 +48,52 @@ export class Slots {
   get running (): number { return this.size - this.free.length }
   get queued (): number { return this.waiting.length }
 
-  /** A slot, or BUSY; ClientClosedError once `signal` aborts (the client left), then no slot. */
-  async acquire (signal?: AbortSignal): Promise<Lease> {
+  private holding (id: string): Holding {
+    let holding = this.holdings.get(id)
+    if (holding === undefined) this.holdings.set(id, holding = { running: 0, waiting: 0 })
+    return holding
+  }
+
+  /** Forget a caller that holds nothing (the map stays as small as the callers of the moment). */
+  private settle (id: string, holding: Holding): void {
+    if (holding.running === 0 && holding.waiting === 0) this.holdings.delete(id)
+  }
+
+  /** A slot for `share`'s caller; BUSY when the queue is full; CONCURRENCY_LIMITED when the caller
+   *  already has its share waiting; ClientClosedError once `signal` aborts (the client left). */
+  async acquire (share: Share = WHOLE, signal?: AbortSignal): Promise<Lease> {
     if (signal?.aborted === true) throw new ClientClosedError()
-    const slot = this.free.shift()
-    if (slot !== undefined) return this.lease(slot)
-    if (this.waiting.length >= this.queueSize) throw new BusyError()
+    const holding = this.holding(share.id)
+    if (holding.running < share.slots) {
+      const slot = this.free.shift()
+      if (slot !== undefined) return this.lease(share, slot)
+    }
+    if (this.waiting.length >= this.queueSize) {
+      const displaced = holding.waiting < share.queue ? this.beyondShare() : undefined
+      if (displaced === undefined) {
+        this.settle(share.id, holding)
+        // Beyond its own share it is refused for that; otherwise for the server's load.
+        if (holding.waiting >= share.queue && holding.running + holding.waiting > 0) throw new ConcurrencyLimitedError(holding.running, holding.waiting)
+        throw new BusyError()
+      }
+      const theirs = this.holdings.get(displaced.share.id) as Holding
+      displaced.fail(new ConcurrencyLimitedError(theirs.running, theirs.waiting))
+    }
+    holding.waiting++
     return await new Promise<Lease>((resolve, reject) => {
       // However a waiter leaves the queue (granted, timed out, abandoned, drained), it leaves
-      // nothing behind: no timer, no listener, no place in the queue.
+      // nothing behind: no timer, no listener, no place in the queue, no count.
       const leave = (): void => {
         clearTimeout(timer)
         signal?.removeEventListener('abort', abandon)
         const index = this.waiting.indexOf(waiter)
         if (index >= 0) this.waiting.splice(index, 1)
+        holding.waiting--
       }
       const waiter: Waiter = {
-        grant: slot => { leave(); resolve(this.lease(slot)) },
-        fail: error => { leave(); reject(error) }
+        share,
+        grant: slot => { leave(); resolve(this.lease(share, slot)) },
+        fail: error => { leave(); this.settle(share.id, holding); reject(error) }
       }
       const abandon = (): void => waiter.fail(new ClientClosedError())
       const timer = setTimeout(() => waiter.fail(new BusyError()), this.queueTimeoutMs)
@@ -52,17 +102,47 @@ export class Slots {
     })
   }
 
-  private lease (slot: number): Lease {
+  private lease (share: Share, slot: number): Lease {
+    const holding = this.holding(share.id)
+    holding.running++
     let released = false
     return {
       slot,
       release: () => {
         if (released) return // release only what was acquired, once
         released = true
-        const next = this.waiting.shift()
-        if (next !== undefined) next.grant(slot)
-        else this.free.push(slot)
+        holding.running--
+        this.settle(share.id, holding)
+        this.free.push(slot)
+        this.grantWaiting()
       }
+    }
+  }
+
+  /** The newest waiter of a caller with more waiting than its queue share, if any. */
+  private beyondShare (): Waiter | undefined {
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const waiter = this.waiting[i] as Waiter
+      if ((this.holdings.get(waiter.share.id)?.waiting ?? 0) > waiter.share.queue) return waiter
+    }
+    return undefined
+  }
+
+  /** Free slots to waiters: each to the one whose caller holds the fewest, the longest waiting
+   *  first among equals, never beyond a caller's share. */
+  private grantWaiting (): void {
+    while (this.free.length > 0) {
+      let next: Waiter | undefined
+      let fewest = Infinity
+      for (const waiter of this.waiting) {
+        const running = this.holdings.get(waiter.share.id)?.running ?? 0
+        if (running < waiter.share.slots && running < fewest) {
+          next = waiter
+          fewest = running
+        }
+      }
+      if (next === undefined) return
+      next.grant(this.free.shift() as number)
     }
   }
 

@@ -53,7 +53,7 @@ args=(
   --min-instances 0
   --max-instances "${MAX_INSTANCES:-10}"
   --ingress all
-  --set-env-vars "TRUST_PROXY=true,CONCURRENCY=$CONCURRENCY,QUEUE_SIZE=$QUEUE_SIZE,LIMIT_WALL_MS=10000,LIMIT_MEMORY_MB=512"
+  --set-env-vars "TRUST_PROXY=1,LIMIT_WALL_MS_MAX=20000,CONCURRENCY=$CONCURRENCY,QUEUE_SIZE=$QUEUE_SIZE,LIMIT_WALL_MS=10000,LIMIT_MEMORY_MB=512"
   --startup-probe "httpGet.path=/readyz,httpGet.port=8080,periodSeconds=2,timeoutSeconds=2,failureThreshold=30"
   --liveness-probe "httpGet.path=/healthz,httpGet.port=8080,periodSeconds=30,timeoutSeconds=5,failureThreshold=3"
 )

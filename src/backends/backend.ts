@@ -40,6 +40,8 @@ export interface ScriptRequest {
   stdin?: string
   /** Files placed in the working directory before the script runs (paths checked). */
   files?: InputFile[]
+  /** This run's limits (the request's within its ceilings); absent: the backend's defaults. */
+  limits?: Limits
 }
 
 export interface RunRequest extends ScriptRequest {

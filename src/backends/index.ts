@@ -1,7 +1,7 @@
 // The real backends, made from the configuration: the one place that knows every backend.
 // A new backend is a folder beside nsjail/, unshare/ and direct/ behind SandboxBackend
 // (backend.ts), and a line here.
-import { permittedBackends, type BackendName, type Config } from '../config.js'
+import { ceilingsOf, permittedBackends, type BackendName, type Config } from '../config.js'
 import { limitsFrom, type Limits, type SandboxBackend } from './backend.js'
 import { DirectBackend, type DirectOptions } from './direct/backend.js'
 import { NsjailBackend, type NsjailOptions } from './nsjail/backend.js'
@@ -14,7 +14,9 @@ export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
     sitePackages: config.SANDBOX_SITE_PACKAGES,
     uidBase: config.SANDBOX_UID_BASE,
     limits,
-    warm: config.WARM_SANDBOXES ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS } : undefined
+    warm: config.WARM_SANDBOXES
+      ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS, ceilings: { cpuSeconds: ceilingsOf(config).cpuSeconds, outputBytes: ceilingsOf(config).outputBytes } }
+      : undefined
   }
 }
 

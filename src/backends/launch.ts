@@ -76,12 +76,14 @@ export function prlimitArgs (limits: Limits): string[] {
 }
 
 /** The request as the harness reads it (harness/run.py parse_request): a header naming the byte
- *  lengths of the script, the input's JSON, stdin and the files (-1: not sent), then the four.
+ *  lengths of the script, the input's JSON, stdin and the files (-1: not sent), and for a warm
+ *  run its CPU seconds (a cold run's are an argument), then the four parts.
  *  The files part holds, for each file, `<path bytes> <content bytes>\n`, the path, the content. */
-export function harnessRequest (request: ScriptRequest): Buffer {
+export function harnessRequest (request: ScriptRequest, cpuSeconds?: number): Buffer {
   const text = [request.script, request.input === undefined ? undefined : JSON.stringify(request.input.value), request.stdin]
   const parts = [...text.map(part => part === undefined ? undefined : Buffer.from(part, 'utf8')), filesPart(request)]
-  const header = `PYSANDBOX-REQUEST ${parts.map(part => part?.length ?? -1).join(' ')}\n`
+  const fields = [...parts.map(part => part?.length ?? -1), ...(cpuSeconds === undefined ? [] : [cpuSeconds])]
+  const header = `PYSANDBOX-REQUEST ${fields.join(' ')}\n`
   return Buffer.concat([Buffer.from(header), ...parts.filter(part => part !== undefined)])
 }
 
@@ -93,7 +95,8 @@ function filesPart ({ files }: ScriptRequest): Buffer | undefined {
   }))
 }
 
-/** `normalise` undoes a launcher's quirks in reporting how its child ended. */
+/** `limits` are the run's (the request's, else the backend's); `normalise` undoes a launcher's
+ *  quirks in reporting how its child ended. */
 export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean,
   normalise: (spawned: SpawnResult) => SpawnResult = spawned => spawned): Promise<RunOutcome> {
   const spawned = await spawnCapped({

@@ -4,8 +4,8 @@
 
 /** The request's fault (4xx): nothing ran. */
 export const REQUEST_ERROR_CODES = [
-  'INVALID_JSON', 'INVALID_REQUEST', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
-  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'HEADERS_TOO_LARGE'
+  'INVALID_JSON', 'INVALID_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
+  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'HEADERS_TOO_LARGE'
 ] as const
 
 /** What harness/run.py reports on the result channel (its CODES). */
@@ -30,12 +30,14 @@ export type ErrorCode = typeof ERROR_CODES[number]
 export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: string }>> = {
   INVALID_JSON: { status: 400, meaning: 'the body is not valid JSON (or has a duplicate key, or invalid UTF-8)' },
   INVALID_REQUEST: { status: 400, meaning: 'the body is JSON but not a valid request; the message names the field' },
+  UNAUTHORIZED: { status: 401, meaning: 'API keys are required (API_KEYS_FILE) and the request has no valid `Authorization: Bearer <key>`; nothing ran' },
   NOT_FOUND: { status: 404, meaning: 'no such route' },
   METHOD_NOT_ALLOWED: { status: 405, meaning: 'the route exists for other methods (listed in Allow)' },
   REQUEST_TIMEOUT: { status: 408, meaning: 'the request was not received in full within REQUEST_TIMEOUT_MS' },
   PAYLOAD_TOO_LARGE: { status: 413, meaning: 'the body is larger than LIMIT_BODY_BYTES' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'the content type is not application/json' },
-  RATE_LIMITED: { status: 429, meaning: 'too many requests from this client; retry after Retry-After' },
+  RATE_LIMITED: { status: 429, meaning: 'too many requests from this caller (its API key, else its address) in the window; retry after Retry-After' },
+  CONCURRENCY_LIMITED: { status: 429, meaning: 'this caller already has its share of running and waiting executions (TENANT_SLOTS, TENANT_QUEUE); retry after Retry-After' },
   HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers are larger than 16 KiB' },
   SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
   MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },

@@ -10,11 +10,13 @@ function define (code: ErrorCode, message: string): ReturnType<typeof createErro
 
 export const InvalidJsonError = define('INVALID_JSON', 'the body is not valid JSON: %s')
 export const InvalidRequestError = define('INVALID_REQUEST', '%s')
+export const UnauthorizedError = define('UNAUTHORIZED', '%s')
 export const NotFoundError = define('NOT_FOUND', 'no route %s %s')
 export const MethodNotAllowedError = define('METHOD_NOT_ALLOWED', 'method %s is not allowed on %s; allowed: %s')
 export const PayloadTooLargeError = define('PAYLOAD_TOO_LARGE', 'the body is larger than the limit of %s bytes')
 export const UnsupportedMediaTypeError = define('UNSUPPORTED_MEDIA_TYPE', 'content type %s is not supported; send application/json')
 export const RateLimitedError = define('RATE_LIMITED', 'too many requests from this client: at most %s per %s; retry in %s')
+export const ConcurrencyLimitedError = define('CONCURRENCY_LIMITED', 'this caller already has its share: %s running and %s waiting; retry when one has finished')
 export const BusyError = define('BUSY', 'every execution slot is taken and the wait queue is full; retry later')
 export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)')
 export const InternalError = define('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it')

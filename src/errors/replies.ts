@@ -5,7 +5,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { ErrorObject } from 'ajv'
-import { ExecuteBody } from '../schemas.js'
+import { ExecuteBody, FileIn, RunLimits } from '../schemas.js'
 import { isErrorCode, type ErrorCode } from './codes.js'
 import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
 
@@ -25,8 +25,17 @@ export function errorBody (statusCode: number, code: ErrorCode, message: string,
   return { statusCode, error: String(STATUS_CODES[statusCode]), code, message, requestId, ...extra }
 }
 
-/** The request body's fields, for the message naming an unknown one. */
-const EXECUTE_FIELDS = Object.keys(ExecuteBody.properties).map(name => `"${name}"`).join(', ')
+/** The fields of the request body's objects, for the message naming an unknown one. */
+const fieldsOf = (schema: { properties: object }): string => Object.keys(schema.properties).map(name => `"${name}"`).join(', ')
+const EXECUTE_FIELDS = fieldsOf(ExecuteBody)
+const LIMITS_FIELDS = fieldsOf(RunLimits)
+const FILE_FIELDS = fieldsOf(FileIn)
+
+/** The objects that refuse unknown fields: the body, its `limits`, and each of its `files`. */
+function fieldsAt (path: string): string {
+  if (path === '') return EXECUTE_FIELDS
+  return path === '/limits' ? LIMITS_FIELDS : FILE_FIELDS
+}
 
 /** Validation errors in words a user can act on; unknown fields are named. */
 export function describeValidation (errors: ErrorObject[], dataVar: string): Error {
@@ -35,12 +44,13 @@ export function describeValidation (errors: ErrorObject[], dataVar: string): Err
   const where = `${dataVar}${first.instancePath.replaceAll('/', '.')}`
   const params = first.params as Record<string, unknown>
   const texts: Record<string, string> = {
-    additionalProperties: `unknown field "${String(params.additionalProperty)}" in ${where}; the fields are ${EXECUTE_FIELDS}`,
+    additionalProperties: `unknown field "${String(params.additionalProperty)}" in ${where}; the fields are ${fieldsAt(first.instancePath)}`,
     required: `${where} must have the field "${String(params.missingProperty)}"`,
     minLength: `${where} must not be empty`,
+    minimum: `${where} must be at least ${String(params.limit)}`,
     type: `${where} must be ${String(params.type)}`
   }
-  // Those four are every keyword the request schemas use; ajv's own words would do for another.
+  // Those five are every keyword the request schemas use; ajv's own words would do for another.
   /* c8 ignore next */
   return new InvalidRequestError(texts[first.keyword] ?? `${where} ${String(first.message)}`)
 }

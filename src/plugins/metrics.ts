@@ -6,6 +6,9 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { BackendName } from '../config.js'
+import { bearerToken, tokenMatches } from '../access/keys.js'
+import { UnauthorizedError } from '../errors/errors.js'
+import type { Tenant } from './access.js'
 
 export interface ExecutionRecord {
   backend: BackendName
@@ -15,6 +18,8 @@ export interface ExecutionRecord {
   durationMs: number
   /** Time waiting for an execution slot. */
   queuedMs: number
+  /** The caller's API key name, or "-" without keys: a label bounded by the keys file. */
+  key: string
 }
 
 export interface Metrics {
@@ -55,8 +60,8 @@ export default fp(async function metricsPlugin (app) {
 
   const executions = new Counter({
     name: 'pysandbox_executions_total',
-    help: 'Scripts run in a sandbox, by backend and outcome (ok, or the script error code)',
-    labelNames: ['backend', 'outcome'] as const,
+    help: 'Scripts run in a sandbox, by backend, outcome (ok, or the script error code) and API key name ("-" without keys)',
+    labelNames: ['backend', 'outcome', 'key'] as const,
     registers: [own]
   })
   const duration = new Histogram({
@@ -74,8 +79,8 @@ export default fp(async function metricsPlugin (app) {
   })
   const errors = new Counter({
     name: 'pysandbox_http_errors_total',
-    help: 'Error replies by status and code (BUSY, RATE_LIMITED, INVALID_REQUEST, MAIN_RAISED, ...)',
-    labelNames: ['status', 'code'] as const,
+    help: 'Error replies by status, code (BUSY, RATE_LIMITED, UNAUTHORIZED, INVALID_REQUEST, MAIN_RAISED, ...) and API key name ("-" without keys or before one was accepted)',
+    labelNames: ['status', 'code', 'key'] as const,
     registers: [own]
   })
   /** A gauge read at scrape time: `read` sets its value(s) on the gauge it is given. */
@@ -111,8 +116,8 @@ export default fp(async function metricsPlugin (app) {
 
   app.decorate('metrics', {
     registry,
-    recordExecution ({ backend, outcome, durationMs, queuedMs }) {
-      executions.inc({ backend, outcome })
+    recordExecution ({ backend, outcome, durationMs, queuedMs, key }) {
+      executions.inc({ backend, outcome, key })
       duration.observe({ backend }, durationMs / 1000)
       queueWait.observe(queuedMs / 1000)
     }
@@ -120,16 +125,28 @@ export default fp(async function metricsPlugin (app) {
 
   // Every error reply, from the error handler, the not-found handler or /execute's 422, is an
   // object with a `code` until it is serialized (/readyz's 503 has none: it is no error reply).
-  app.addHook('preSerialization', async (_request, reply, payload) => {
+  app.addHook('preSerialization', async (request, reply, payload) => {
     const code = reply.statusCode >= 400 ? errorCode(payload) : undefined
-    if (code !== undefined) errors.inc({ status: String(reply.statusCode), code })
+    // A request refused before its key was checked has no tenant yet.
+    if (code !== undefined) errors.inc({ status: String(reply.statusCode), code, key: (request.tenant as Tenant | null)?.label ?? '-' })
     return payload
   })
 }, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox'] })
 
-/** GET /metrics in the Prometheus text format; never rate limited (a scraper is no abuser). */
-export const metricsRoute: FastifyPluginAsync = async app => {
-  app.get('/metrics', { schema: { hide: true }, config: { rateLimit: false } }, async (_request, reply) => {
+/** GET /metrics in the Prometheus text format; never rate limited (a scraper is no abuser), open
+ *  or behind a token of its own (METRICS_TOKEN_HASH), whatever API keys say. */
+export const metricsRoute: FastifyPluginAsync<{ tokenHash: string | undefined }> = async (app, { tokenHash }) => {
+  app.get('/metrics', {
+    schema: { hide: true },
+    config: { rateLimit: false, public: true },
+    onRequest: async (request, reply) => {
+      if (tokenHash === undefined) return
+      const token = bearerToken(request.headers.authorization)
+      if (token !== undefined && tokenMatches(token, tokenHash)) return
+      reply.header('www-authenticate', `Bearer realm="pysandbox-metrics"${token === undefined ? '' : ', error="invalid_token"'}`)
+      throw new UnauthorizedError('/metrics needs its token (METRICS_TOKEN_HASH): send Authorization: Bearer <token>')
+    }
+  }, async (_request, reply) => {
     const { registry } = app.metrics
     return await reply.type(registry.contentType).send(await registry.metrics())
   })

@@ -6,7 +6,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
 import type { ProbeReport, RunOutcome, SandboxBackend, ScriptRequest } from '../backends/backend.js'
 import { ClientClosedError, SandboxUnavailableError } from '../errors/errors.js'
-import { Slots } from '../slots.js'
+import { Slots, type Share } from '../slots.js'
 
 export type ProbeResult = ProbeReport & { backend: BackendName }
 
@@ -26,9 +26,10 @@ export interface Sandbox {
   /** The start-up probes in order, the chosen backend's replaced by its latest re-probe. */
   readonly probes: readonly ProbeResult[]
   readonly slots: Slots
-  /** Runs `script` in a slot; `signal` aborts when the client leaves: a run is stopped, a request
-   *  still queued (or just granted a slot) is not run and throws ClientClosedError. */
-  execute: (request: ScriptRequest, signal: AbortSignal) => Promise<Execution>
+  /** Runs `script` in a slot within the caller's `share`; `signal` aborts when the client leaves:
+   *  a run is stopped, a request still queued (or just granted a slot) is not run and throws
+   *  ClientClosedError. */
+  execute: (request: ScriptRequest, signal: AbortSignal, share?: Share) => Promise<Execution>
 }
 
 declare module 'fastify' {
@@ -146,12 +147,12 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     schedule(readyAtStart ? options.probeIntervalMs : retryMs)
   }
 
-  async function execute (request: ScriptRequest, signal: AbortSignal): Promise<Execution> {
+  async function execute (request: ScriptRequest, signal: AbortSignal, share?: Share): Promise<Execution> {
     if (backend === undefined || !ready) throw new SandboxUnavailableError()
     const queuedAt = performance.now()
     // A client that leaves while queued gives up its place at once; one that left just as its
     // slot was granted gives the slot back unused: nobody would read the reply.
-    const lease = await slots.acquire(signal)
+    const lease = await slots.acquire(share, signal)
     if (signal.aborted) {
       lease.release()
       throw new ClientClosedError()

@@ -6,16 +6,25 @@ import { InvalidRequestError } from '../errors/errors.js'
 import { nestsWithin } from '../json-depth.js'
 import { ExecuteBody, MAX_INPUT_DEPTH } from '../schemas.js'
 import { inputFiles, type FilesInLimits } from '../files.js'
+import type { Ceilings } from '../config.js'
+import type { Limits } from '../backends/backend.js'
+import { resolveLimits } from '../access/limits.js'
 
-export interface ExecuteOptions { filesIn: FilesInLimits }
+export interface ExecuteOptions {
+  filesIn: FilesInLimits
+  /** A run's limits when the request asks for none, and the most it may ask for. */
+  limits: { defaults: Limits, ceilings: Ceilings }
+}
 
-const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn }) => {
+const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn, limits: runLimits }) => {
   app.post('/execute', {
     schema: {
       summary: 'Run a Python script\'s main() in a sandbox',
       description: 'Runs `script` in a fresh sandbox, calls `main()` (or `main(input)`) and returns its JSON return value with everything the script printed, the files it left under `output/` and its open figures, and the backend that ran it.',
       body: { ...ExecuteBody, examples: REQUEST_EXAMPLES },
-      response: executeResponses
+      response: executeResponses,
+      // Needed only when the server has API keys (API_KEYS_FILE); `{}`: none needed otherwise.
+      security: [{ apiKey: [] }, {}]
     }
   }, async (request, reply) => {
     // A client that goes away stops its run: no sandbox works for nobody.
@@ -29,16 +38,22 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn
       throw new InvalidRequestError(`body.input is nested deeper than ${MAX_INPUT_DEPTH} levels`)
     }
     const files = request.body.files === undefined ? undefined : inputFiles(request.body.files, filesIn)
+    const { tenant } = request
+    // Always resolved: a key's ceiling below a default lowers that default too.
+    const limits = resolveLimits(request.body.limits, runLimits.defaults, { server: runLimits.ceilings, caller: tenant.ceilings })
     const { outcome, backend, queuedMs } = await app.sandbox.execute({
       script,
       ...(hasInput ? { input: { value: input } } : {}),
       ...(stdin !== undefined ? { stdin } : {}),
-      ...(files !== undefined ? { files } : {})
-    }, gone.signal)
+      ...(files !== undefined ? { files } : {}),
+      limits
+    }, gone.signal, tenant)
     const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
-    app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs })
+    app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs, key: tenant.label })
     request.log.info({
       outcome: outcome.ok ? 'ok' : outcome.code,
+      key: tenant.label,
+      limits: request.body.limits,
       backend,
       durationMs,
       queuedMs,

@@ -7,17 +7,18 @@ import { Readiness } from '../schemas.js'
 const health: FastifyPluginAsyncTypebox = async app => {
   app.get('/healthz', {
     schema: { summary: 'Liveness', response: { 200: Type.Object({ status: Type.Literal('ok') }) } },
-    config: { rateLimit: false }
+    config: { rateLimit: false, public: true }
   }, async () => ({ status: 'ok' as const }))
 
   app.get('/readyz', {
     schema: { summary: 'Readiness: the chosen backend and every probe\'s result', response: { 200: Readiness, 503: Readiness } },
-    config: { rateLimit: false }
+    config: { rateLimit: false, public: true }
   }, async (_request, reply) => {
     const { backend, probes, ready } = app.sandbox
     const body: Readiness = {
       status: ready ? 'ready' : 'unavailable',
       backend: backend?.name ?? null,
+      auth: app.access.mode,
       probes: probes.map(p => ({ ...p }))
     }
     if (backend?.name === 'direct') body.warning = 'the direct backend runs scripts WITHOUT ISOLATION'

@@ -22,6 +22,8 @@ export function withoutUpgrade (policy: string): string {
 }
 
 const pages: FastifyPluginAsync = async app => {
+  // Pages are for anyone, keys or not, and never count against a rate limit.
+  app.addHook('onRoute', route => { route.config = { ...route.config, public: true, rateLimit: false } })
   // Only this plugin's routes (the playground's files and the docs): the API keeps helmet's policy.
   app.addHook('onSend', async (_request, reply, payload) => {
     const policy = reply.getHeader('content-security-policy')

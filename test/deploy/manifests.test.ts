@@ -108,7 +108,7 @@ t.test('Cloud Run: the Knative service', async t => {
   t.equal(port, 8080)
 
   const env = envOf(container)
-  t.equal(env.TRUST_PROXY, 'true', 'behind Cloud Run\'s front end, X-Forwarded-For is the client')
+  t.equal(env.TRUST_PROXY, '1', 'behind Cloud Run\'s front end: one hop, the front end, appends the client to X-Forwarded-For')
   const concurrency = Number(env.CONCURRENCY)
   const queue = Number(env.QUEUE_SIZE)
   t.equal(template.spec.containerConcurrency, concurrency + queue, 'containerConcurrency = CONCURRENCY + QUEUE_SIZE')
@@ -142,7 +142,7 @@ t.test('Cloud Run: deploy.sh deploys the same settings', async t => {
   t.match(script, new RegExp(`^CONCURRENCY=${env.CONCURRENCY}$`, 'm'))
   t.match(script, new RegExp(`^QUEUE_SIZE=${env.QUEUE_SIZE}$`, 'm'))
   t.match(script, /--concurrency \$\(\(CONCURRENCY \+ QUEUE_SIZE\)\)/)
-  t.match(script, /TRUST_PROXY=true/)
+  t.match(script, /TRUST_PROXY=1,/)
   t.match(script, /--startup-probe "httpGet\.path=\/readyz,/)
   t.match(script, /--liveness-probe "httpGet\.path=\/healthz,/)
 })

@@ -5,6 +5,8 @@
 import t, { type Test as TapTest } from 'tap'
 import { GUARANTEES } from './guarantees.js'
 import { filesSuite } from './files-suite.js'
+import { limitsSuite } from './limits-suite.js'
+import { seriesValue } from './prometheus.js'
 import { readdirSync, readFileSync } from 'node:fs'
 import { HELLO, TEST_LIMITS, externalUrl, get, post, postBody, script, startServer, type Target } from './server.js'
 
@@ -19,6 +21,12 @@ async function stillServes (t: Test, target: Target): Promise<void> {
   const ms = Math.round(performance.now() - started)
   t.equal(reply.status, 200, 'a hello world still answers')
   t.ok(ms < 3000, `and promptly (${ms} ms)`)
+}
+
+/** Runs the warm pool served from a warm sandbox (ready or waited for). */
+async function warmRuns (target: Target): Promise<number> {
+  const text = await (await fetch(`${target.url}/metrics`)).text()
+  return ['ready', 'waited'].reduce((sum, served) => sum + (seriesValue(text, `pysandbox_warm_runs_total{served="${served}"}`) ?? 0), 0)
 }
 
 /** Host processes whose command line contains `marker`. */
@@ -307,6 +315,12 @@ return [box, child.stdout.strip(), os.getcwd(), os.listdir("/tmp") == [] or True
 
   t.test('files in, files and figures out', async t => {
     await filesSuite(t, target)
+    await stillServes(t, target)
+  })
+
+  t.test('per-request limits: each raised and lowered, within the ceilings', async t => {
+    const warm = backend === 'nsjail' && env.WARM_SANDBOXES !== 'false' && externalUrl === undefined
+    await limitsSuite(t, target, warm ? { warmRuns: async () => await warmRuns(target) } : {})
     await stillServes(t, target)
   })
 

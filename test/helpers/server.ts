@@ -17,6 +17,9 @@ export const TEST_LIMITS: Readonly<Record<string, string>> = Object.freeze({
   LIMIT_TMP_MB: '16',
   LIMIT_TMP_FILES: '4096',
   LIMIT_PROCESSES: '32',
+  LIMIT_MEMORY_MB_MAX: '512',
+  LIMIT_PROCESSES_MAX: '64',
+  LIMIT_OUTPUT_BYTES_MAX: '262144',
   RATE_LIMIT_MAX: '0',
   CONCURRENCY: '2',
   QUEUE_SIZE: '8'

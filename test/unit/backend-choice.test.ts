@@ -23,7 +23,8 @@ t.test('the first passing backend serves; later ones are not probed', async t =>
   t.same([nsjail.runs.length, unshare.runs.length, direct.runs.length], [1, 0, 0])
   const { statusCode, body } = await readyz(app)
   t.equal(statusCode, 200)
-  t.same(body, { status: 'ready', backend: 'nsjail', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
+  t.same(body, { status: 'ready', backend: 'nsjail', auth: 'open', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
+  t.same(Object.keys(body), ['status', 'backend', 'auth', 'probes'], 'auth (open: no API keys) right after the backend')
 })
 
 t.test('a backend failing its probe is skipped for the next that passes', async t => {
@@ -39,6 +40,7 @@ t.test('a backend failing its probe is skipped for the next that passes', async 
   t.same(body, {
     status: 'ready',
     backend: 'unshare',
+    auth: 'open',
     probes: [
       { backend: 'nsjail', ok: false, reason: 'nsjail: cannot create user namespace', features: {} },
       { backend: 'unshare', ok: true, features: PASSING.features }
@@ -69,6 +71,7 @@ t.test('no backend passing: /execute 503 SANDBOX_UNAVAILABLE, /readyz 503 with e
   t.same(body, {
     status: 'unavailable',
     backend: null,
+    auth: 'open',
     probes: [
       { backend: 'nsjail', ok: false, reason: 'nsjail binary missing', features: {} },
       { backend: 'unshare', ok: false, reason: 'probe threw: asynchronous blow-up', features: {} },
@@ -82,7 +85,7 @@ t.test('no backend passing: /execute 503 SANDBOX_UNAVAILABLE, /readyz 503 with e
 t.test('no backend permitted at all: 503, and the log says none was permitted', async t => {
   const { app, logs } = await build(t, { backends: [] })
   t.equal((await execute(app)).statusCode, 503)
-  t.same((await readyz(app)).body, { status: 'unavailable', backend: null, probes: [] })
+  t.same((await readyz(app)).body, { status: 'unavailable', backend: null, auth: 'open', probes: [] })
   t.ok(logs.some(l => /permitted: none/.test(String(l.msg))))
 })
 
@@ -194,6 +197,7 @@ t.test('a chosen backend failing its re-probe stops service until it passes agai
   t.same(down.body, {
     status: 'unavailable',
     backend: 'nsjail',
+    auth: 'open',
     probes: [{ backend: 'nsjail', ok: false, reason: 'seccomp filter missing', features: {} }]
   }, 'readiness names the backend and the re-probe\'s reason')
   t.ok(logs.some(l => l.level === 50 && /FAILED ITS RE-PROBE/.test(String(l.msg))), 'the failure is logged as an error')
@@ -202,7 +206,7 @@ t.test('a chosen backend failing its re-probe stops service until it passes agai
   current = PASSING
   await until(() => app.sandbox.ready, 'the passing re-probe')
   t.equal((await execute(app)).statusCode, 200, 'serving again')
-  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
+  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', auth: 'open', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
   t.ok(logs.some(l => l.level === 30 && /passes its probe again/.test(String(l.msg))), 'the recovery is logged')
 })
 
@@ -223,6 +227,7 @@ t.test('only the chosen backend is re-probed, and its entry replaces its start-u
   t.same((await readyz(app)).body, {
     status: 'ready',
     backend: 'unshare',
+    auth: 'open',
     probes: [
       { backend: 'nsjail', ok: false, reason: 'no nsjail', features: {} },
       { backend: 'unshare', ok: true, features: { reprobed: true } }

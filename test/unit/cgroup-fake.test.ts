@@ -222,6 +222,83 @@ t.test('v1: a parent that is no directory fails the join, and what was made is r
   t.notOk(existsSync(`${root}/memory/PYSANDBOX/${groups.prefix}-2`), 'the memory group made first is gone')
 })
 
+t.test('a run with limits of its own: written before it joins, the defaults again after; unchanged limits are not written again', async t => {
+  for (const version of [1, 2] as const) {
+    const { root, groups } = fake(t, version)
+    const name = `${groups.prefix}-${SLOT}`
+    const [memory, pids = memory] = version === 1 ? groupV1(root, name) : [groupV2(root, name)]
+    const files = version === 1
+      ? { memory: [`${memory}/memory.limit_in_bytes`, `${memory}/memory.memsw.limit_in_bytes`], pids: `${pids}/pids.max` }
+      : { memory: [`${memory}/memory.max`], pids: `${pids}/pids.max` }
+    const limits = (): { memory: string[], pids: string } => ({ memory: files.memory.map(read), pids: read(files.pids) })
+    const expected = (memoryMiB: number, processes: number): { memory: string[], pids: string } => ({ memory: files.memory.map(() => String(memoryMiB * 1024 * 1024)), pids: String(processes) })
+    /** Empties the limit files: what is written afterwards shows, what is not stays empty. */
+    const clear = (): void => { for (const file of [...files.memory, files.pids]) writeFileSync(file, '') }
+    const unwritten = { memory: files.memory.map(() => ''), pids: '' }
+
+    const procs = groups.join(SLOT)
+    t.same(limits(), expected(LIMITS.memoryMiB, LIMITS.processes), `v${version}: the defaults`)
+    clear()
+    t.same(groups.join(SLOT, { ...LIMITS }), procs)
+    t.same(limits(), unwritten, `v${version}: the same limits: not written again`)
+
+    t.same(groups.join(SLOT, { memoryMiB: 128, processes: 16 }), procs, `v${version}: the same group`)
+    t.same(limits(), expected(128, 16), `v${version}: a request's own limits`)
+    clear()
+    groups.join(SLOT, { memoryMiB: 128, processes: 16 })
+    t.same(limits(), unwritten, `v${version}: asked for again: not written again`)
+    groups.join(SLOT)
+    t.same(limits(), expected(LIMITS.memoryMiB, LIMITS.processes), `v${version}: the defaults again for the next run`)
+  }
+})
+
+t.test('v1: memory + swap is raised before memory, and lowered after it (the kernel keeps memory at most memsw)', async t => {
+  const opened: string[] = []
+  const { SlotCgroups } = await t.mockImport<typeof import('../../src/backends/unshare/cgroup.js')>('../../src/backends/unshare/cgroup.js', {
+    'node:fs': t.createMock(fs, {
+      openSync: (path: fs.PathLike, flags: fs.OpenMode, mode?: fs.Mode | null): number => {
+        opened.push(String(path))
+        return fs.openSync(path, flags, mode)
+      }
+    })
+  })
+  const root = scratch(t)
+  hierarchyV1(root)
+  const groups = new SlotCgroups(1, LIMITS, undefined, { root })
+  const [memory = ''] = groupV1(root, `${groups.prefix}-${SLOT}`)
+  const written = (): string[] => opened.splice(0).filter(path => path.startsWith(`${memory}/`)).map(path => path.slice(memory.length + 1))
+  groups.join(SLOT)
+  t.same(written(), ['memory.limit_in_bytes', 'memory.memsw.limit_in_bytes'], 'a new group (both unlimited): memory first')
+  groups.join(SLOT, { memoryMiB: 128, processes: LIMITS.processes })
+  t.same(written(), ['memory.memsw.limit_in_bytes', 'memory.limit_in_bytes'], 'raised: memsw first')
+  groups.join(SLOT)
+  t.same(written(), ['memory.limit_in_bytes', 'memory.memsw.limit_in_bytes'], 'lowered: memory first')
+})
+
+t.test('a group whose new limits cannot be written is kept, the run refused, and the limits written on the next try', async t => {
+  let failing = false
+  const { SlotCgroups } = await t.mockImport<typeof import('../../src/backends/unshare/cgroup.js')>('../../src/backends/unshare/cgroup.js', {
+    'node:fs': t.createMock(fs, {
+      openSync: (path: fs.PathLike, flags: fs.OpenMode, mode?: fs.Mode | null): number => {
+        if (failing && String(path).endsWith('/pids.max')) throw Object.assign(new Error('EBUSY: failed'), { code: 'EBUSY' })
+        return fs.openSync(path, flags, mode)
+      }
+    })
+  })
+  const root = scratch(t)
+  hierarchyV2(root)
+  const groups = new SlotCgroups(2, LIMITS, undefined, { root })
+  const dir = groupV2(root, `${groups.prefix}-${SLOT}`)
+  const procs = groups.join(SLOT)
+  failing = true
+  t.throws(() => groups.join(SLOT, { memoryMiB: 128, processes: 16 }), { code: 'EBUSY' })
+  t.ok(existsSync(dir), 'the group is kept: it was complete')
+  failing = false
+  writeFileSync(`${dir}/pids.max`, '')
+  t.same(groups.join(SLOT), procs, 'the same group')
+  t.equal(read(`${dir}/pids.max`), String(LIMITS.processes), 'its limits written again, though they are the defaults it had: a failed write leaves them unknown')
+})
+
 t.test('the name of a server whose pid namespace cannot be told', async t => {
   const { SlotCgroups } = await t.mockImport<typeof import('../../src/backends/unshare/cgroup.js')>('../../src/backends/unshare/cgroup.js', {
     'node:fs': t.createMock(fs, { readlinkSync: () => 'pid' })

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { BACKEND_NAMES, ConfigError, ConfigSchema, PROJECT_ROOT, loadConfig, permittedBackends, problemsOf, requirement } from '../../src/config.js'
+import { BACKEND_NAMES, ConfigError, ConfigSchema, PROJECT_ROOT, ceilingsOf, loadConfig, permittedBackends, problemsOf, requirement, tenantSharesOf, trustProxyOf } from '../../src/config.js'
 
 const MiB = 1024 * 1024
 
@@ -52,9 +52,9 @@ t.test('loadConfig({}) gives the documented defaults', async t => {
     QUEUE_SIZE: 2 * availableParallelism(),
     QUEUE_TIMEOUT_MS: 30_000,
     PROBE_INTERVAL_MS: 300_000,
-    RATE_LIMIT_MAX: 120,
+    RATE_LIMIT_MAX: 3000,
     RATE_LIMIT_WINDOW_MS: 60_000,
-    TRUST_PROXY: false
+    TRUST_PROXY: 'false'
   }
   for (const [key, value] of Object.entries(documented)) t.equal((config as Record<string, unknown>)[key], value, key)
   t.notOk('SANDBOX_BACKEND' in config, 'no backend is pinned by default')
@@ -101,8 +101,9 @@ t.test('string values are coerced to the schema types', async t => {
   const table = [
     { env: { PORT: '3000' }, key: 'PORT', value: 3000 },
     { env: { PORT: '0' }, key: 'PORT', value: 0 },
-    { env: { TRUST_PROXY: 'true' }, key: 'TRUST_PROXY', value: true },
-    { env: { TRUST_PROXY: 'false' }, key: 'TRUST_PROXY', value: false },
+    { env: { TRUST_PROXY: '1' }, key: 'TRUST_PROXY', value: '1' },
+    { env: { TRUST_PROXY: 'false' }, key: 'TRUST_PROXY', value: 'false' },
+    { env: { TRUST_PROXY: '10.0.0.1, 10.8.0.0/16,::1' }, key: 'TRUST_PROXY', value: '10.0.0.1, 10.8.0.0/16,::1' },
     { env: { RATE_LIMIT_MAX: '0' }, key: 'RATE_LIMIT_MAX', value: 0 },
     { env: { LIMIT_MEMORY_MB: '64' }, key: 'LIMIT_MEMORY_MB', value: 64 },
     { env: { QUEUE_SIZE: '0' }, key: 'QUEUE_SIZE', value: 0 },
@@ -119,6 +120,39 @@ t.test('sent files must fit in the run\'s /tmp: a relation between two variables
   t.throws(() => loadConfig({ LIMIT_TMP_MB: '4' }), { message: 'LIMIT_FILES_IN_BYTES="8388608" must be at most LIMIT_TMP_MB in bytes (4194304): the files are written to the run\'s /tmp' })
   t.throws(() => loadConfig({ LIMIT_TMP_MB: '4', LIMIT_FILES_IN_BYTES: '4194305' }), { message: /^LIMIT_FILES_IN_BYTES="4194305" must be at most/ })
   t.equal(loadConfig({ LIMIT_TMP_MB: '4', LIMIT_FILES_IN_BYTES: '4194304' }).LIMIT_FILES_IN_BYTES, 4 * MiB, 'exactly the size of /tmp is allowed')
+})
+
+t.test('a ceiling of a request\'s limits is at least its default: a relation named with both values', async t => {
+  t.throws(() => loadConfig({ LIMIT_MEMORY_MB: '512', LIMIT_MEMORY_MB_MAX: '256' }), { message: 'LIMIT_MEMORY_MB_MAX="256" must be at least LIMIT_MEMORY_MB (512): a ceiling below the default would refuse requests that ask for nothing' })
+  t.throws(() => loadConfig({ LIMIT_WALL_MS: '20000', LIMIT_WALL_MS_MAX: '15000' }), { message: /^LIMIT_WALL_MS_MAX="15000" must be at least LIMIT_WALL_MS \(20000\)/ })
+  t.equal(loadConfig({ LIMIT_PROCESSES: '32', LIMIT_PROCESSES_MAX: '32' }).LIMIT_PROCESSES_MAX, 32, 'equal to the default is allowed')
+})
+
+t.test('ceilingsOf: the *_MAX variables, else the defaults (time and CPU at least 60 s, memory, processes and output the limits themselves)', async t => {
+  t.same(ceilingsOf(loadConfig({})), { wallMs: 60_000, cpuSeconds: 60, memoryMb: 512, processes: 64, outputBytes: MiB })
+  t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS: '90000', LIMIT_CPU_S: '120' })), { wallMs: 90_000, cpuSeconds: 120, memoryMb: 512, processes: 64, outputBytes: MiB }, 'a default above 60 s is its own ceiling')
+  t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS_MAX: '120000', LIMIT_CPU_S_MAX: '90', LIMIT_MEMORY_MB_MAX: '2048', LIMIT_PROCESSES_MAX: '128', LIMIT_OUTPUT_BYTES_MAX: String(4 * MiB) })),
+    { wallMs: 120_000, cpuSeconds: 90, memoryMb: 2048, processes: 128, outputBytes: 4 * MiB })
+})
+
+t.test('tenantSharesOf: one caller\'s share, by default CONCURRENCY - 1 slots (at least 1) and half the queue rounded up; never more than the whole', async t => {
+  const table: Array<[Record<string, string>, { slots: number, queue: number }]> = [
+    [{ CONCURRENCY: '4', QUEUE_SIZE: '8' }, { slots: 3, queue: 4 }],
+    [{ CONCURRENCY: '1', QUEUE_SIZE: '0' }, { slots: 1, queue: 0 }],
+    [{ CONCURRENCY: '2', QUEUE_SIZE: '5' }, { slots: 1, queue: 3 }],
+    [{ CONCURRENCY: '4', QUEUE_SIZE: '8', TENANT_SLOTS: '2', TENANT_QUEUE: '0' }, { slots: 2, queue: 0 }],
+    [{ CONCURRENCY: '4', QUEUE_SIZE: '8', TENANT_SLOTS: '4', TENANT_QUEUE: '8' }, { slots: 4, queue: 8 }],
+    [{ CONCURRENCY: '2', QUEUE_SIZE: '3', TENANT_SLOTS: '16', TENANT_QUEUE: '100' }, { slots: 2, queue: 3 }]
+  ]
+  for (const [env, expected] of table) t.same(tenantSharesOf(loadConfig(env)), expected, JSON.stringify(env))
+})
+
+t.test('trustProxyOf: TRUST_PROXY as Fastify takes it', async t => {
+  t.equal(trustProxyOf('false'), false)
+  t.equal(trustProxyOf('1'), 1, 'a number of proxies')
+  t.same(trustProxyOf('10.0.0.1, 10.8.0.0/16,::1'), ['10.0.0.1', '10.8.0.0/16', '::1'], 'addresses and CIDR ranges')
+  t.match(trustProxyOf('true'), { problem: /would believe every X-Forwarded-For entry/ }, 'never true')
+  t.match(trustProxyOf('0'), { problem: /must be false, a number of proxies from 1 to 9/ }, 'no proxy is false, not 0')
 })
 
 t.test('invalid values throw, naming the variable', async t => {
@@ -181,8 +215,11 @@ t.test('a bad value is one sentence: the variable, the value given and what is a
     [{ SANDBOX_BACKENDS: 'docker' }, 'SANDBOX_BACKENDS="docker" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
     [{ SANDBOX_BACKENDS: 'nsjail, unshare' }, 'SANDBOX_BACKENDS="nsjail, unshare" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
     [{ SANDBOX_BACKENDS: '' }, 'SANDBOX_BACKENDS="" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
+    // TRUST_PROXY's forms (a relation check: no schema keyword says them); never true
+    [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'],
+    [{ TRUST_PROXY: '10' }, 'TRUST_PROXY="10" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'],
+    [{ TRUST_PROXY: 'true' }, 'TRUST_PROXY="true" would believe every X-Forwarded-For entry, and a client writes the first one: give the number of proxies in front of the server (Cloud Run: 1) or their addresses'],
     // boolean
-    [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY="yes" must be true or false'],
     [{ WARM_SANDBOXES: '1' }, 'WARM_SANDBOXES="1" must be true or false'],
     // the value is quoted as JSON: a newline in it cannot break the one line
     [{ LOG_LEVEL: 'info\nwarn' }, 'LOG_LEVEL="info\\nwarn" is not allowed: one of fatal, error, warn, info, debug, trace, silent']
@@ -213,7 +250,7 @@ t.test('every problem at once, one line each, in the schema\'s order; no ajv wor
     'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct',
     'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000',
     'QUEUE_SIZE="-1" must be an integer between 0 and 10000',
-    'TRUST_PROXY="yes" must be true or false'
+    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'
   ]
   t.equal(error?.message, lines.join('\n'))
   t.same(error?.problems.map(p => p.line), lines)

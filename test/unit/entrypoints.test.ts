@@ -7,7 +7,10 @@ import * as fs from 'node:fs'
 import { resolve } from 'node:path'
 import t from 'tap'
 import { README, withConfigTable } from '../../scripts/config-table.js'
-import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
+import { LOG_REDACT, buildApp } from '../../src/app.js'
+import * as configModule from '../../src/config.js'
+import { PROJECT_ROOT, ceilingsOf, loadConfig } from '../../src/config.js'
+import { FakeBackend } from '../helpers/fake-backend.js'
 
 t.test('server: builds the app from the configuration, listens, and closes on a signal or an error', async t => {
   const config = loadConfig()
@@ -22,16 +25,16 @@ t.test('server: builds the app from the configuration, listens, and closes on a 
     listen: async (options: unknown) => { calls.push(['listen', options]) },
     close: async () => { calls.push(['close']) }
   }
-  let appOptions: { logger: { level: string, redact: string[] } } | undefined
+  let appOptions: { config: unknown, logger: { level: string } } | undefined
   await t.mockImport('../../src/server.js', {
     '../../src/app.js': { buildApp: async (options: typeof appOptions) => { appOptions = options; return app } },
     'close-with-grace': {
       default: (options: unknown, handler: typeof onClose) => { graceOptions = options; onClose = handler }
     }
   })
-  t.equal(appOptions?.logger.level, config.LOG_LEVEL)
-  t.ok(appOptions?.logger.redact.includes('req.body'), 'scripts never reach the log')
-  t.same(graceOptions, { delay: config.LIMIT_WALL_MS + config.LIMIT_KILL_GRACE_MS + 2000 }, 'room for a running sandbox to end')
+  t.same(appOptions, { config, logger: { level: config.LOG_LEVEL } }, 'the level; buildApp adds the redaction')
+  // The longest run a request may ask for (its ceiling), not only the default one.
+  t.same(graceOptions, { delay: ceilingsOf(config).wallMs + config.LIMIT_KILL_GRACE_MS + 2000, skip: [] }, 'room for a running sandbox to end; SIGHUP closes without API keys')
   t.same(calls, [['listen', { port: config.PORT, host: config.HOST }]])
 
   calls.length = 0
@@ -42,6 +45,40 @@ t.test('server: builds the app from the configuration, listens, and closes on a 
   const err = new Error('uncaught')
   await onClose?.({ err })
   t.same(calls, [['error', { err }, 'closing after an error'], ['close']])
+})
+
+t.test('server: with API_KEYS_FILE, SIGHUP is left to the keys\' reload instead of closing', async t => {
+  const config = loadConfig({ API_KEYS_FILE: '/run/secrets/pysandbox-keys', LIMIT_WALL_MS_MAX: '90000' })
+  let graceOptions: unknown
+  await t.mockImport('../../src/server.js', {
+    '../../src/config.js': { ...configModule, loadConfig: () => config },
+    '../../src/app.js': { buildApp: async () => ({ log: {}, listen: async () => {}, close: async () => {} }) },
+    'close-with-grace': { default: (options: unknown) => { graceOptions = options } }
+  })
+  t.same(graceOptions, { delay: 90_000 + config.LIMIT_KILL_GRACE_MS + 2000, skip: ['SIGHUP'] })
+})
+
+t.test('the server\'s logger, as buildApp makes it: never a script, a credential or a query string in the log', async t => {
+  const lines: string[] = []
+  const app = await buildApp({
+    config: loadConfig({ RATE_LIMIT_MAX: '0' }),
+    backends: [new FakeBackend('nsjail')],
+    logger: { level: 'trace', stream: { write: (line: string) => { lines.push(line) } } }
+  })
+  t.teardown(async () => { await app.close() })
+  for (const path of ['req.body', 'req.headers.authorization', 'req.headers.cookie']) t.ok(LOG_REDACT.includes(path), `${path} is redacted`)
+  const reply = await app.inject({
+    method: 'POST',
+    url: '/execute?note=query-secret',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer header-secret', cookie: 'session=cookie-secret' },
+    payload: JSON.stringify({ script: 'def main():\n    return "script-secret"\n' })
+  })
+  t.equal(reply.statusCode, 200)
+  app.log.info({ req: { method: 'GET', url: '/x?key=logged-secret', headers: { authorization: 'Bearer logged-secret' } }, headers: { authorization: 'Bearer logged-secret' } }, 'a careless log call')
+  const log = lines.join('')
+  t.match(log, /"url":"\/execute\?\[redacted\]"/, 'the request is logged, its query string redacted')
+  t.match(log, /"url":"\/x\?\[redacted\]".*"headers":\{"authorization":"\[Redacted\]"\}.*"msg":"a careless log call"/, 'and so is a log call given a request and headers')
+  t.notMatch(log, /query-secret|header-secret|cookie-secret|logged-secret|script-secret/, 'nothing of the query, the headers or the script')
 })
 
 t.test('config-table run as a script writes the table into the README', async t => {
@@ -84,7 +121,7 @@ t.test('server: a bad configuration stops the process with one sentence per prob
   t.equal(several.stderr, [
     'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct',
     'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000',
-    'TRUST_PROXY="yes" must be true or false',
+    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas',
     ''
   ].join('\n'), 'every problem, one line each')
   t.notMatch(several.stderr, /^ {4}at /m, 'no stack trace')
@@ -98,13 +135,26 @@ t.test('server, in process: a ConfigError is written as its lines and ends with 
   t.intercept(process, 'exit', { value: (code?: number) => { exits.push(code); throw new Error('exited') } })
   const problem = { variable: 'PORT', value: 'x', line: 'PORT="x" must be an integer between 0 and 65535' }
   await t.rejects(t.mockImport('../../src/server.js', {
-    '../../src/config.js': { ConfigError, loadConfig: () => { throw new ConfigError([problem]) } },
+    '../../src/config.js': { ...configModule, ConfigError, loadConfig: () => { throw new ConfigError([problem]) } },
     '../../src/app.js': { buildApp: async () => { throw new Error('not reached') } }
   }), /exited/)
   t.same(written, ['PORT="x" must be an integer between 0 and 65535\n'])
   t.same(exits, [78])
   await t.rejects(t.mockImport('../../src/server.js', {
-    '../../src/config.js': { ConfigError, loadConfig: () => { throw new Error('a bug') } },
+    '../../src/config.js': { ...configModule, ConfigError, loadConfig: () => { throw new Error('a bug') } },
     '../../src/app.js': { buildApp: async () => { throw new Error('not reached') } }
   }), /a bug/, 'not a configuration problem: thrown as it is')
+
+  // A keys file that cannot be used is found while the app is built: the same, one line and 78.
+  written.length = 0
+  exits.length = 0
+  const keys = { variable: 'API_KEYS_FILE', value: '/nope', line: 'API_KEYS_FILE="/nope" cannot be used: ENOENT: no such file or directory, open \'/nope\'' }
+  await t.rejects(t.mockImport('../../src/server.js', {
+    '../../src/app.js': { buildApp: async () => { throw new ConfigError([keys]) } }
+  }), /exited/)
+  t.same(written, [`${keys.line}\n`], 'the keys file\'s problem, as one line')
+  t.same(exits, [78])
+  await t.rejects(t.mockImport('../../src/server.js', {
+    '../../src/app.js': { buildApp: async () => { throw new Error('a bug while building') } }
+  }), /a bug while building/, 'an error building the app that is no configuration problem: thrown as it is')
 })

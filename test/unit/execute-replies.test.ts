@@ -1,7 +1,7 @@
 // The replies of POST /execute: a success, and each script error as a 422 (the app with fake backends).
 import t from 'tap'
-import type { RunOutcome, ScriptErrorCode } from '../../src/backends/backend.js'
-import { build, execute } from '../helpers/app.js'
+import { limitsFrom, type RunOutcome, type ScriptErrorCode } from '../../src/backends/backend.js'
+import { build, config, execute } from '../helpers/app.js'
 import { FakeBackend, failure, success } from '../helpers/fake-backend.js'
 
 t.test('200: result, output and the backend name; the script reaches the backend unchanged', async t => {
@@ -128,6 +128,21 @@ t.test('deny: input nested past its bound, or stdin that is not text: 400 naming
   }
   t.equal(fake.runs.length, 0)
   t.equal((await execute(app, { script: 'x', input: nested(200) })).statusCode, 200, 'allow: exactly 200 levels')
+})
+
+t.test('the run always gets its limits: the defaults when the body asks for none, what it asks for within the ceilings; over one, a 400 and nothing runs', async t => {
+  const fake = new FakeBackend('nsjail')
+  const env = { LIMIT_MEMORY_MB_MAX: '1024' }
+  const { app } = await build(t, { env, backends: [fake] })
+  const defaults = limitsFrom(config(env))
+  t.equal((await execute(app, { script: 'x' })).statusCode, 200)
+  t.same(fake.runs[0]?.limits, defaults, 'none asked: the defaults, whole')
+  t.equal((await execute(app, { script: 'x', limits: { wallMs: 500, cpuSeconds: 2, memoryMb: 1024, processes: 8, outputBytes: 4096 } })).statusCode, 200)
+  t.same(fake.runs[1]?.limits, { ...defaults, wallTimeMs: 500, cpuSeconds: 2, memoryMiB: 1024, processes: 8, outputBytes: 4096 }, 'each asked for, the rest the defaults')
+  const over = await execute(app, { script: 'x', limits: { memoryMb: 1025 } })
+  t.equal(over.statusCode, 400)
+  t.match(over.json(), { code: 'INVALID_REQUEST', message: 'body.limits.memoryMb is 1025, above this server\'s ceiling (LIMIT_MEMORY_MB_MAX) of 1024' })
+  t.equal(fake.runs.length, 2, 'the refused request did not run')
 })
 
 t.test('files reach the backend decoded; files returned and left out reach the reply; absent, neither field', async t => {

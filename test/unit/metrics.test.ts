@@ -1,11 +1,14 @@
-// GET /metrics: Prometheus text with executions by backend and outcome, their latency, the queue,
-// the running sandboxes, error replies by code and each backend's probe; one registry per app.
+// GET /metrics: Prometheus text with executions by backend, outcome and API key, their latency,
+// the queue, the running sandboxes, error replies by code and API key and each backend's probe;
+// one registry per app. Without API keys the key label is "-".
 import t, { type Test } from 'tap'
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
+import { newKey } from '../../src/access/keys.js'
 import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
 import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
 import { seriesValue } from '../helpers/prometheus.js'
@@ -54,9 +57,9 @@ t.test('executions are counted by backend and outcome, with their time in the sa
   const app = await build(t, {}, [new FakeBackend('unshare', { run: async () => outcomes[next++] ?? success(0) })])
   for (let i = 0; i < outcomes.length; i++) await app.inject(HELLO)
   const text = await scrape(app)
-  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="ok"}'), 2)
-  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="MAIN_RAISED"}'), 1)
-  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="TIME_LIMIT_EXCEEDED"}'), 1)
+  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="ok",key="-"}'), 2)
+  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="MAIN_RAISED",key="-"}'), 1)
+  t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="TIME_LIMIT_EXCEEDED",key="-"}'), 1)
   t.equal(value(text, 'pysandbox_execution_duration_seconds_count{backend="unshare"}'), 4)
   t.equal(value(text, 'pysandbox_execution_duration_seconds_sum{backend="unshare"}'), 5.6)
   t.equal(value(text, 'pysandbox_execution_duration_seconds_bucket{le="0.05",backend="unshare"}'), 1)
@@ -74,11 +77,11 @@ t.test('error replies are counted by status and code; /readyz\'s 503 is no error
   await app.inject({ method: 'DELETE', url: '/execute' })
   t.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 503)
   const text = await scrape(app)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="503",code="SANDBOX_UNAVAILABLE"}'), 2)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="400",code="INVALID_JSON"}'), 1)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="415",code="UNSUPPORTED_MEDIA_TYPE"}'), 1)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="404",code="NOT_FOUND"}'), 1)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="405",code="METHOD_NOT_ALLOWED"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="503",code="SANDBOX_UNAVAILABLE",key="-"}'), 2)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="400",code="INVALID_JSON",key="-"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="415",code="UNSUPPORTED_MEDIA_TYPE",key="-"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="404",code="NOT_FOUND",key="-"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="405",code="METHOD_NOT_ALLOWED",key="-"}'), 1)
   t.notMatch(text, /pysandbox_http_errors_total\{status="503",code="(?!SANDBOX_UNAVAILABLE)/, 'nothing else at 503')
   t.notMatch(text, /^pysandbox_executions_total\{/m, 'nothing ran')
 })
@@ -87,8 +90,25 @@ t.test('a 422 is counted both as an execution and as an error reply', async t =>
   const app = await build(t, {}, [new FakeBackend('nsjail', { run: failure('MISSING_MAIN', 'no main') })])
   t.equal((await app.inject(HELLO)).statusCode, 422)
   const text = await scrape(app)
-  t.equal(value(text, 'pysandbox_executions_total{backend="nsjail",outcome="MISSING_MAIN"}'), 1)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="422",code="MISSING_MAIN"}'), 1)
+  t.equal(value(text, 'pysandbox_executions_total{backend="nsjail",outcome="MISSING_MAIN",key="-"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="422",code="MISSING_MAIN",key="-"}'), 1)
+})
+
+t.test('with API keys, executions and error replies are labelled with the key\'s name; a request refused before its key was taken, with "-"', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'pysandbox-metrics-keys-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const alice = newKey('alice')
+  writeFileSync(join(dir, 'keys'), `${alice.line}\n`)
+  const app = await build(t, { API_KEYS_FILE: join(dir, 'keys') })
+  const withKey = { ...HELLO, headers: { ...HELLO.headers, authorization: `Bearer ${alice.key}` } }
+  t.equal((await app.inject(withKey)).statusCode, 200)
+  t.equal((await app.inject({ ...withKey, payload: '{"script": "x", "code": 1}' })).statusCode, 400)
+  t.equal((await app.inject(HELLO)).statusCode, 401)
+  const text = await scrape(app)
+  t.equal(value(text, 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="alice"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="400",code="INVALID_REQUEST",key="alice"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="401",code="UNAUTHORIZED",key="-"}'), 1)
+  t.notMatch(text, alice.key, 'never the key itself')
 })
 
 t.test('RATE_LIMITED is counted, and /metrics itself is never rate limited', async t => {
@@ -97,21 +117,24 @@ t.test('RATE_LIMITED is counted, and /metrics itself is never rate limited', asy
   t.equal((await app.inject(HELLO)).statusCode, 429)
   t.equal((await app.inject(HELLO)).statusCode, 429)
   for (let i = 0; i < 3; i++) await scrape(app)
-  t.equal(value(await scrape(app), 'pysandbox_http_errors_total{status="429",code="RATE_LIMITED"}'), 2)
+  t.equal(value(await scrape(app), 'pysandbox_http_errors_total{status="429",code="RATE_LIMITED",key="-"}'), 2)
 })
 
 t.test('queue depth and running sandboxes are read at scrape time; BUSY is counted', async t => {
   const held = new HeldRun()
-  const app = await build(t, { CONCURRENCY: '1', QUEUE_SIZE: '1' }, [new FakeBackend('nsjail', { run: held.run })])
+  // One caller may hold every slot and fill the queue (TENANT_SLOTS = CONCURRENCY, TENANT_QUEUE =
+  // QUEUE_SIZE): this is about the server's queue, not a caller's share of it.
+  const app = await build(t, { CONCURRENCY: '1', QUEUE_SIZE: '1', TENANT_SLOTS: '1', TENANT_QUEUE: '1' }, [new FakeBackend('nsjail', { run: held.run })])
   const running = app.inject(HELLO)
   await held.started()
   const queued = app.inject(HELLO)
   while (app.sandbox.slots.queued < 1) await new Promise(resolve => setImmediate(resolve))
-  t.equal((await app.inject(HELLO)).statusCode, 503)
+  // From another caller, which holds nothing: the queue is full (its own share would be 429).
+  t.equal((await app.inject({ ...HELLO, remoteAddress: '192.0.2.1' })).statusCode, 503)
   let text = await scrape(app)
   t.equal(value(text, 'pysandbox_running_sandboxes'), 1)
   t.equal(value(text, 'pysandbox_queue_depth'), 1)
-  t.equal(value(text, 'pysandbox_http_errors_total{status="503",code="BUSY"}'), 1)
+  t.equal(value(text, 'pysandbox_http_errors_total{status="503",code="BUSY",key="-"}'), 1)
   held.finish()
   await running
   await held.started(2)
@@ -120,7 +143,7 @@ t.test('queue depth and running sandboxes are read at scrape time; BUSY is count
   text = await scrape(app)
   t.equal(value(text, 'pysandbox_running_sandboxes'), 0)
   t.equal(value(text, 'pysandbox_queue_depth'), 0)
-  t.equal(value(text, 'pysandbox_executions_total{backend="nsjail",outcome="ok"}'), 2)
+  t.equal(value(text, 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="-"}'), 2)
 })
 
 t.test('probe status: 1 or 0 per probed backend, and readiness with the chosen backend', async t => {
@@ -169,8 +192,8 @@ t.test('each app counts on its own registry', async t => {
   const first = await build(t)
   const second = await build(t)
   await first.inject(HELLO)
-  t.equal(value(await scrape(first), 'pysandbox_executions_total{backend="nsjail",outcome="ok"}'), 1)
-  t.equal(value(await scrape(second), 'pysandbox_executions_total{backend="nsjail",outcome="ok"}'), undefined)
+  t.equal(value(await scrape(first), 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="-"}'), 1)
+  t.equal(value(await scrape(second), 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="-"}'), undefined)
   t.not(first.metrics.registry, second.metrics.registry)
 })
 

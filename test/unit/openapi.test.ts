@@ -1,9 +1,13 @@
 // The OpenAPI document is the contract: it must be valid OpenAPI 3, its examples must match its
 // own schemas, and real replies of every status must match the schema it gives for that status.
 import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Ajv, type ValidateFunction } from 'ajv'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import { newKey } from '../../src/access/keys.js'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
@@ -13,7 +17,8 @@ interface Media { schema: Record<string, unknown>, examples?: Record<string, { v
 interface Response { description: string, headers?: Record<string, unknown>, content?: Record<string, Media> }
 interface Document {
   openapi: string
-  paths: Record<string, Record<string, { responses: Record<string, Response>, requestBody?: { content: Record<string, Media> } }>>
+  paths: Record<string, Record<string, { responses: Record<string, Response>, requestBody?: { content: Record<string, Media> }, security?: Array<Record<string, string[]>> }>>
+  components?: { securitySchemes?: Record<string, Record<string, unknown>> }
 }
 
 async function build (t: Test, env: Record<string, string> = {}, backends: SandboxBackend[] = [new FakeBackend('nsjail')]): Promise<FastifyInstance> {
@@ -68,7 +73,7 @@ t.test('GET /openapi.json is a valid OpenAPI 3 document', async t => {
 t.test('/execute documents every status with a description, examples and X-Request-Id', async t => {
   const doc = await documentOf(await build(t))
   const responses = doc.paths['/execute']?.post?.responses ?? {}
-  t.same(Object.keys(responses).sort(), ['200', '400', '413', '415', '422', '429', '4XX', '503', '5XX'].sort())
+  t.same(Object.keys(responses).sort(), ['200', '400', '401', '413', '415', '422', '429', '4XX', '503', '5XX'].sort())
   for (const [status, response] of Object.entries(responses)) {
     t.notMatch(response.description, /^Default Response$/, `${status}: described`)
     t.ok(response.headers?.['x-request-id'], `${status}: X-Request-Id`)
@@ -77,13 +82,29 @@ t.test('/execute documents every status with a description, examples and X-Reque
   t.ok(responses['200']?.headers?.['server-timing'], '200: Server-Timing')
   t.ok(responses['503']?.headers?.['retry-after'], '503: Retry-After')
   t.ok(responses['429']?.headers?.['retry-after'], '429: Retry-After')
+  t.ok(responses['401']?.headers?.['www-authenticate'], '401: WWW-Authenticate')
+  for (const status of ['200', '429']) {
+    for (const header of ['ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset']) t.ok(responses[status]?.headers?.[header], `${status}: ${header}`)
+  }
   const codes = Object.values(responses).flatMap(r => Object.values(r.content?.['application/json']?.examples ?? {}))
     .map(e => (e.value as { code?: string }).code).filter(c => c !== undefined)
-  for (const code of ['INVALID_JSON', 'INVALID_REQUEST', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
+  for (const code of ['INVALID_JSON', 'INVALID_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE',
     'SYNTAX_ERROR', 'MISSING_MAIN', 'MAIN_NOT_CALLABLE', 'MAIN_RAISED', 'RESULT_NOT_JSON', 'RESULT_TOO_LARGE', 'TIME_LIMIT_EXCEEDED',
-    'MEMORY_LIMIT_EXCEEDED', 'CRASHED', 'RATE_LIMITED', 'BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR']) {
+    'MEMORY_LIMIT_EXCEEDED', 'CRASHED', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR']) {
     t.ok(codes.includes(code), `an example of ${code}`)
   }
+})
+
+t.test('/execute takes a bearer API key, or none (a server without API_KEYS_FILE); the body may carry its limits', async t => {
+  const doc = await documentOf(await build(t))
+  const post = doc.paths['/execute']?.post
+  t.same(post?.security, [{ apiKey: [] }, {}], 'the apiKey scheme, or no security at all')
+  t.match(doc.components?.securitySchemes?.apiKey, { type: 'http', scheme: 'bearer', description: /API_KEYS_FILE/ })
+  const body = post?.requestBody?.content['application/json']
+  t.match(body?.schema, { properties: { limits: { type: 'object', additionalProperties: false, properties: { wallMs: { type: 'integer' }, cpuSeconds: { type: 'integer' }, memoryMb: { type: 'integer' }, processes: { type: 'integer' }, outputBytes: { type: 'integer' } } } } })
+  t.ok(Object.values(body?.examples ?? {}).some(e => (e.value as { limits?: unknown }).limits !== undefined), 'an example request asks for its own limits')
+  const invalid = post?.responses['400']?.content?.['application/json']?.examples?.INVALID_REQUEST?.value as { message: string } | undefined
+  t.equal(invalid?.message, 'unknown field "code" in body; the fields are "script", "input", "stdin", "files", "limits"', 'the unknown-field example lists the fields, limits included')
 })
 
 t.test('every example in the document matches the schema beside it', async t => {
@@ -108,7 +129,11 @@ t.test('every example in the document matches the schema beside it', async t => 
 
 t.test('real replies of every status match the document\'s schema for that status', async t => {
   const held = new HeldRun()
-  const cases: Array<{ name: string, status: number, app: () => Promise<FastifyInstance>, send: (app: FastifyInstance) => Promise<LightMyRequestResponse> }> = [
+  const keys = mkdtempSync(join(tmpdir(), 'pysandbox-openapi-keys-'))
+  t.teardown(() => rmSync(keys, { recursive: true, force: true }))
+  const keysFile = join(keys, 'keys')
+  writeFileSync(keysFile, `${newKey('tester').line}\n`)
+  const cases: Array<{ name: string, status: number, code?: string, app: () => Promise<FastifyInstance>, send: (app: FastifyInstance) => Promise<LightMyRequestResponse> }> = [
     { name: 'success', status: 200, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: success({ rows: [1, 2] }, { stdout: 'hi\n' }) })]), send: async app => await app.inject(post(HELLO)) },
     { name: 'success, truncated output', status: 200, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: success(null, { stdout: 'x', stdoutTruncated: true, stderrTruncated: true }) })]), send: async app => await app.inject(post(HELLO)) },
     { name: 'not JSON', status: 400, app: async () => await build(t), send: async app => await app.inject({ ...post(HELLO), payload: '{' }) },
@@ -120,27 +145,56 @@ t.test('real replies of every status match the document\'s schema for that statu
     { name: 'main raised', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('MAIN_RAISED', 'ZeroDivisionError: division by zero', { exception: 'ZeroDivisionError', traceback: 'Traceback ...' }, { stderr: 'e' }) })]), send: async app => await app.inject(post(HELLO)) },
     { name: 'syntax error', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('SYNTAX_ERROR', 'line 1, column 10: invalid syntax', { line: 1, column: 10 }) })]), send: async app => await app.inject(post(HELLO)) },
     { name: 'crashed', status: 422, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: failure('CRASHED', 'killed', { signal: 'SIGSEGV' }, { stdoutTruncated: true }) })]), send: async app => await app.inject(post(HELLO)) },
+    { name: 'a limit above its ceiling', status: 400, code: 'INVALID_REQUEST', app: async () => await build(t), send: async app => await app.inject(post({ ...HELLO, limits: { memoryMb: 1_000_000 } })) },
+    { name: 'an unknown field in limits', status: 400, code: 'INVALID_REQUEST', app: async () => await build(t), send: async app => await app.inject(post({ ...HELLO, limits: { seconds: 1 } })) },
+    { name: 'no API key', status: 401, code: 'UNAUTHORIZED', app: async () => await build(t, { API_KEYS_FILE: keysFile }), send: async app => await app.inject(post(HELLO)) },
+    { name: 'a wrong API key', status: 401, code: 'UNAUTHORIZED', app: async () => await build(t, { API_KEYS_FILE: keysFile }), send: async app => await app.inject({ ...post(HELLO), headers: { 'content-type': 'application/json', authorization: `Bearer ${newKey('other').key}` } }) },
     { name: 'rate limited', status: 429, app: async () => await build(t, { RATE_LIMIT_MAX: '1' }), send: async app => { await app.inject(post(HELLO)); return await app.inject(post(HELLO)) } },
+    {
+      name: 'concurrency limited',
+      status: 429,
+      code: 'CONCURRENCY_LIMITED',
+      // The caller's default share of CONCURRENCY 2: one slot, no place in the queue.
+      app: async () => await build(t, { CONCURRENCY: '2', QUEUE_SIZE: '0' }, [new FakeBackend('nsjail', { run: held.run })]),
+      send: async app => {
+        const running = app.inject(post(HELLO))
+        await held.started(held.requests.length + 1)
+        const limited = await app.inject(post(HELLO))
+        held.finish()
+        await running
+        return limited
+      }
+    },
     { name: 'no sandbox', status: 503, app: async () => await build(t, {}, [new FakeBackend('nsjail', { probe: failingProbe('no namespaces') })]), send: async app => await app.inject(post(HELLO)) },
     {
       name: 'busy',
       status: 503,
-      app: async () => await build(t, { CONCURRENCY: '1', QUEUE_SIZE: '0' }, [new FakeBackend('nsjail', { run: held.run })]),
+      code: 'BUSY',
+      // One caller holds the slot and its place in the queue, a share as large as the whole
+      // (TENANT_SLOTS, TENANT_QUEUE): the queue is full for another caller, which holds nothing.
+      app: async () => await build(t, { CONCURRENCY: '1', QUEUE_SIZE: '1', TENANT_SLOTS: '1', TENANT_QUEUE: '1' }, [new FakeBackend('nsjail', { run: held.run })]),
       send: async app => {
+        const before = held.requests.length
         const running = app.inject(post(HELLO))
-        await held.started()
-        const busy = await app.inject(post(HELLO))
+        await held.started(before + 1)
+        const queued = app.inject(post(HELLO))
+        while (app.sandbox.slots.queued < 1) await new Promise(resolve => setImmediate(resolve))
+        const busy = await app.inject({ ...post(HELLO), remoteAddress: '192.0.2.1' })
         held.finish()
         await running
+        await held.started(before + 2)
+        held.finish()
+        await queued
         return busy
       }
     },
     { name: 'internal error', status: 500, app: async () => await build(t, {}, [new FakeBackend('nsjail', { run: async () => { throw new Error('boom') } })]), send: async app => await app.inject(post(HELLO)) }
   ]
   const doc = await documentOf(await build(t))
-  for (const { name, status, app, send } of cases) {
+  for (const { name, status, code, app, send } of cases) {
     const reply = await send(await app())
     t.equal(reply.statusCode, status, `${name}: status`)
+    if (code !== undefined) t.equal(reply.json<{ code: string }>().code, code, `${name}: code`)
     t.match(reply.headers['content-type'], /^application\/json/, `${name}: JSON`)
     const media = documented(doc, status)?.content?.['application/json']
     if (media === undefined) { t.fail(`${name}: status ${status} is not documented`); continue }

@@ -6,12 +6,14 @@ import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { limitsFrom, type ProbeReport, type SandboxBackend } from '../../src/backends/backend.js'
 import { probeBackend } from '../../src/backends/probe.js'
-import { loadConfig } from '../../src/config.js'
+import { ceilingsOf, loadConfig, tenantSharesOf } from '../../src/config.js'
+import access from '../../src/plugins/access.js'
 import sandbox, { START_PROBE_ATTEMPTS } from '../../src/plugins/sandbox.js'
 import health from '../../src/routes/health.js'
 import { FakeBackend, PASSING, failingProbe, failure } from '../helpers/fake-backend.js'
 
-const limits = limitsFrom(loadConfig({}))
+const config = loadConfig({})
+const limits = limitsFrom(config)
 
 /** A probe on a busy host: the canary ran out of wall time. */
 async function busy (): Promise<ProbeReport> {
@@ -36,6 +38,8 @@ interface Served {
 async function serve (t: Test, backends: SandboxBackend[], intervals: { probeIntervalMs: number, inconclusiveRetryMs?: number }): Promise<Served> {
   const logs: Array<Record<string, unknown>> = []
   const app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>) } } } })
+  // /readyz says whether API keys are needed: the access plugin, open (no keys file), as buildApp registers it.
+  await app.register(access, { keysFile: undefined, defaults: { rate: config.RATE_LIMIT_MAX, ...tenantSharesOf(config), ceilings: ceilingsOf(config) }, host: '127.0.0.1' })
   await app.register(sandbox, { backends, concurrency: 1, queueSize: 0, queueTimeoutMs: 1000, ...intervals })
   await app.register(health)
   t.teardown(async () => { await app.close() })
@@ -78,7 +82,7 @@ t.test('a re-probe whose canary runs out of time keeps the service ready, says s
 
   probes.next = async () => PASSING
   await until(() => app.sandbox.probes[0]?.inconclusive === undefined, 'a conclusive re-probe')
-  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] }, 'a conclusive pass clears the mark')
+  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', auth: 'open', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] }, 'a conclusive pass clears the mark')
 })
 
 t.test('a re-probe that reports a broken promise refuses service at once, however many inconclusive ones came before', async t => {
@@ -130,7 +134,7 @@ t.test(`a probe whose canary runs out of time at start is tried ${START_PROBE_AT
 
   probes.next = async () => PASSING
   await until(() => app.sandbox.ready, 'a re-probe that passes (retried soon, not after an hour)')
-  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
+  t.same((await readyz(app)).body, { status: 'ready', backend: 'nsjail', auth: 'open', probes: [{ backend: 'nsjail', ok: true, features: PASSING.features }] })
 })
 
 t.test('a start-up probe inconclusive once, then passing, serves; a conclusive failure is not retried', async t => {

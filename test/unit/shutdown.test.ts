@@ -101,7 +101,7 @@ t.test('a client that leaves while queued leaves the queue at once; its script n
   t.notOk(logs.some(l => l.msg === 'internal error'), 'not an internal error')
   t.equal(logs.filter(l => l.msg === 'execution').length, 2, 'only the scripts that ran are logged as executions')
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
-  t.equal(seriesValue(metrics, 'pysandbox_executions_total{backend="nsjail",outcome="ok"}'), 2)
+  t.equal(seriesValue(metrics, 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="-"}'), 2, 'counted under key "-": no API keys')
   t.notMatch(metrics, /pysandbox_executions_total\{[^}]*outcome="(?!ok")/, 'no failed execution is counted')
   t.notMatch(metrics, /pysandbox_http_errors_total\{/, 'no error reply is counted')
 })

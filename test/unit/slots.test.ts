@@ -180,7 +180,7 @@ t.test('a waiter whose client leaves leaves the queue at once, its timer cleared
   const held = await slots.acquire()
   const client = new AbortController()
   const before = timers()
-  const leaving = slots.acquire(client.signal)
+  const leaving = slots.acquire(undefined, client.signal)
   const staying = slots.acquire()
   t.equal(slots.queued, 2)
   t.equal(timers(), before + 2, 'each waiter has a queue timer')
@@ -198,7 +198,7 @@ t.test('a waiter whose client leaves leaves the queue at once, its timer cleared
 
 t.test('a client already gone gets no slot, even a free one', async t => {
   const slots = new Slots(1, 1, LONG_MS)
-  await t.rejects(slots.acquire(AbortSignal.abort()), { code: 'CLIENT_CLOSED' })
+  await t.rejects(slots.acquire(undefined, AbortSignal.abort()), { code: 'CLIENT_CLOSED' })
   t.equal(slots.running, 0)
   t.equal(slots.queued, 0)
   const lease = await slots.acquire()
@@ -215,7 +215,7 @@ t.test('however a waiter leaves the queue, it leaves no abort listener behind', 
     const slots = new Slots(1, 1, name === 'timed out' ? 10 : LONG_MS)
     const held = await slots.acquire()
     const client = new AbortController()
-    const waiter = slots.acquire(client.signal)
+    const waiter = slots.acquire(undefined, client.signal)
     t.equal(getEventListeners(client.signal, 'abort').length, 1, `${name}: listening while queued`)
     await end(slots, held, waiter)
     t.equal(getEventListeners(client.signal, 'abort').length, 0, `${name}: no listener left`)

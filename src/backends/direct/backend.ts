@@ -25,7 +25,8 @@ export class DirectBackend implements SandboxBackend {
   }
 
   async run (request: RunRequest): Promise<RunOutcome> {
-    const { limits, python, sitePackages } = this.options
+    const { python, sitePackages } = this.options
+    const limits = request.limits ?? this.options.limits
     const scratch = await mkdtemp(join(tmpdir(), 'pysandbox-direct-'))
     try {
       const env = { ...SANDBOX_ENV, HOME: scratch, TMPDIR: scratch, OUTPUT_DIR: join(scratch, 'output'), MPLCONFIGDIR: join(scratch, '.matplotlib') }

@@ -18,6 +18,16 @@ import { WarmPool } from './warm-pool.js'
 
 export const NSJAIL_POLICY = resolve(PROJECT_ROOT, 'nsjail/pysandbox.cfg')
 
+/** Without warm sandboxes nothing runs warm: no ceiling to stay under. */
+const NO_WARM_CEILINGS = { cpuSeconds: 0, outputBytes: 0 }
+
+export interface WarmOptions {
+  slots: number
+  recycleRuns: number
+  /** The most CPU time and output a warm run may ask for: its zygote's own caps. */
+  ceilings: Pick<Limits, 'cpuSeconds' | 'outputBytes'>
+}
+
 export interface NsjailOptions {
   nsjailPath: string
   python: string
@@ -26,8 +36,10 @@ export interface NsjailOptions {
   limits: Limits
   /** Test-only: the rungs to try (default: all, strongest first). */
   rungs?: MemoryRung[]
-  /** Warm sandboxes (docs/warm.md): one zygote jail per slot; undefined: every run is cold. */
-  warm?: { slots: number, recycleRuns: number }
+  /** Warm sandboxes (docs/warm.md): one zygote jail per slot; undefined: every run is cold. A
+   *  warm run may ask for CPU time and output up to `ceilings` (its zygote's own caps; default:
+   *  the limits); one asking for other memory or processes than the limits runs cold. */
+  warm?: WarmOptions
   log?: (message: string) => void
   /** Hears what weakens the sandbox (memory bounded per process only). */
   warn?: (message: string) => void
@@ -61,12 +73,12 @@ export class NsjailBackend implements SandboxBackend {
   constructor (private readonly options: NsjailOptions) {}
 
   /** What a cold run and a warm jail of a slot share. */
-  private spec (slot: number, rung: MemoryRung): Pick<JailSpec, 'policy' | 'limits' | 'rung' | 'runtime' | 'binds' | 'run'> {
+  private spec (slot: number, rung: MemoryRung, limits: Limits): Pick<JailSpec, 'policy' | 'limits' | 'rung' | 'runtime' | 'binds' | 'run'> {
     const runtime = this.runtime
     if (runtime === undefined) throw new Error('nsjail backend used before its probe')
     return {
       policy: NSJAIL_POLICY,
-      limits: this.options.limits,
+      limits,
       rung,
       runtime,
       binds: [{ source: this.options.sitePackages, target: JAIL_SITE_PACKAGES }, { source: HARNESS_DIR, target: JAIL_HARNESS_DIR }],
@@ -80,9 +92,8 @@ export class NsjailBackend implements SandboxBackend {
   }
 
   /** A cold run: nsjail times it (a little past the server's own timer), run.py runs the script. */
-  launch (slot: number, rung: MemoryRung = this.rung): Launch {
-    const { limits } = this.options
-    const shared = this.spec(slot, rung)
+  launch (slot: number, rung: MemoryRung = this.rung, limits: Limits = this.options.limits): Launch {
+    const shared = this.spec(slot, rung, limits)
     return this.launchJail({
       ...shared,
       timeLimitS: Math.ceil((limits.wallTimeMs + limits.killGraceMs) / 1000) + 1,
@@ -99,7 +110,8 @@ export class NsjailBackend implements SandboxBackend {
    *  65534, mapped to the slot's uid as in a cold run. */
   warmLaunch (slot: number, rung: MemoryRung = this.rung, allowanceMiB = this.zygoteAllowanceMiB): Launch {
     const { limits } = this.options
-    const shared = this.spec(slot, rung)
+    const { cpuSeconds, outputBytes } = this.warmCeilings
+    const shared = this.spec(slot, rung, limits)
     return this.launchJail({
       ...shared,
       zygote: { uid: shared.run.uid + ZYGOTE_UID_OFFSET, gid: shared.run.gid + ZYGOTE_UID_OFFSET, caps: ZYGOTE_CAPS },
@@ -108,7 +120,7 @@ export class NsjailBackend implements SandboxBackend {
       extra: { memoryMiB: allowanceMiB, processes: 1 },
       passFds: [],
       command: [shared.runtime.executable, ...pythonArgs(`${JAIL_HARNESS_DIR}/zygote.py`, [
-        limits.cpuSeconds, limits.resultBytes, limits.outputBytes, channelLimit(limits), limits.filesOut, limits.filesOutBytes,
+        cpuSeconds, limits.resultBytes, outputBytes, channelLimit(limits), limits.filesOut, limits.filesOutBytes,
         JAIL_SITE_PACKAGES
       ])]
     })
@@ -130,7 +142,7 @@ export class NsjailBackend implements SandboxBackend {
 
   /** The warm path's probe: measure a zygote, then run the same canaries through a warm jail
    *  sized by that measure. Passing, it (re)starts the serving pool; failing, runs go cold. */
-  private async probeWarm (rung: MemoryRung, warm: { slots: number, recycleRuns: number }): Promise<Record<string, string | number | boolean>> {
+  private async probeWarm (rung: MemoryRung, warm: WarmOptions): Promise<Record<string, string | number | boolean>> {
     const measuring = this.newPool(rung, MEASURING_ALLOWANCE_MIB, 1)
     const zygote = await measuring.acquire(PROBE_SLOT)
     const anonMiB = Math.ceil((zygote?.anonKiB ?? 0) / 1024)
@@ -223,11 +235,26 @@ export class NsjailBackend implements SandboxBackend {
   }
 
   private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
-    return await runLaunch(this.launch(request.slot, rung), request, this.options.limits, boundsWholeRun(rung), undoExitStatusSignal)
+    const limits = request.limits ?? this.options.limits
+    return await runLaunch(this.launch(request.slot, rung, limits), request, limits, boundsWholeRun(rung), undoExitStatusSignal)
+  }
+
+  /** What a warm jail's zygote lets one run have at most. */
+  private get warmCeilings (): Pick<Limits, 'cpuSeconds' | 'outputBytes'> {
+    return this.options.warm?.ceilings ?? NO_WARM_CEILINGS
+  }
+
+  /** A warm jail is built for the default memory and processes, and its zygote caps CPU time and
+   *  output: a run asking for other memory or processes, or more than those caps, runs cold. */
+  private fitsWarm (limits: Limits | undefined): boolean {
+    if (limits === undefined) return true
+    const { memoryMiB, processes } = this.options.limits
+    const { cpuSeconds, outputBytes } = this.warmCeilings
+    return limits.memoryMiB === memoryMiB && limits.processes === processes && limits.cpuSeconds <= cpuSeconds && limits.outputBytes <= outputBytes
   }
 
   async run (request: RunRequest): Promise<RunOutcome> {
-    const warm = await this.pool?.run(request.slot, request)
+    const warm = this.fitsWarm(request.limits) ? await this.pool?.run(request.slot, request) : undefined
     return warm ?? await this.runWith(request, this.rung)
   }
 }

@@ -214,8 +214,8 @@ export class Zygote {
     if (this.current !== 'ready') throw new Error(`zygote not ready (${this.current})`)
     this.current = 'running'
     const runId = this.nextRunId++
-    const script = harnessRequest(request)
-    const { limits } = this
+    const limits = request.limits ?? this.limits
+    const script = harnessRequest(request, limits.cpuSeconds)
     const started = performance.now()
     let settle!: (result: SpawnResult | undefined) => void
     const ended = new Promise<SpawnResult | undefined>(resolve => { settle = resolve })

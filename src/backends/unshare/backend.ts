@@ -75,11 +75,10 @@ export class UnshareBackend implements SandboxBackend {
     return groups
   }
 
-  launch (slot: number, rung: MemoryRung = this.rung): Launch {
+  launch (slot: number, rung: MemoryRung = this.rung, limits: Limits = this.options.limits): Launch {
     const runtime = this.runtime
     if (runtime === undefined) throw new Error('unshare backend used before its probe')
-    const { limits } = this.options
-    const cgroups = this.slotCgroups(rung)?.join(slot) ?? []
+    const cgroups = this.slotCgroups(rung)?.join(slot, limits) ?? []
     const binds = jailBinds(runtime, this.options.sitePackages)
     const prlimits = [...prlimitArgs(limits), '--memlock=0', '--msgqueue=0']
     return {
@@ -144,9 +143,10 @@ export class UnshareBackend implements SandboxBackend {
 
   /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns. */
   private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
-    const launch = this.launch(request.slot, rung)
+    const limits = request.limits ?? this.options.limits
+    const launch = this.launch(request.slot, rung, limits)
     try {
-      return await runLaunch(launch, request, this.options.limits, boundsWholeRun(rung), undoSigkillQuirk)
+      return await runLaunch(launch, request, limits, boundsWholeRun(rung), undoSigkillQuirk)
     } finally {
       await this.slotCgroups(rung)?.settle(request.slot)
     }

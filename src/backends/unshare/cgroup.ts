@@ -117,6 +117,8 @@ export class SlotCgroups {
   /** Slot → how many of its groups were given up on (processes that would not die). */
   private readonly retired = new Map<number, number>()
   private readonly leftovers: string[] = []
+  /** The limits last written to each group. */
+  private readonly written = new WeakMap<Group, CgroupLimits>()
   private swept = false
 
   constructor (readonly version: CgroupVersion, private readonly limits: CgroupLimits,
@@ -124,8 +126,47 @@ export class SlotCgroups {
     this.root = options.root ?? CGROUP_MOUNT
   }
 
-  /** The cgroup.procs files a run in `slot` joins; the group is made, limits written, on first use. */
-  join (slot: number): string[] {
+  /** The cgroup.procs files a run in `slot` joins, under `limits` (a request's own, else the
+   *  defaults); the group is made on first use, and its limits written whenever they change. */
+  join (slot: number, limits: CgroupLimits = this.limits): string[] {
+    const dirs = this.group(slot)
+    const current = this.written.get(dirs)
+    if (current === undefined || current.memoryMiB !== limits.memoryMiB || current.processes !== limits.processes) {
+      this.written.delete(dirs) // until every value is written: a failure leaves it to be written again
+      try {
+        this.writeLimits(dirs, limits, current)
+      } catch (error) {
+        // A new group that cannot be completed is removed; it is made again on the next try.
+        if (current === undefined) {
+          this.removeGroups(dirs)
+          this.dirs.delete(slot)
+        }
+        throw error
+      }
+      this.written.set(dirs, { memoryMiB: limits.memoryMiB, processes: limits.processes })
+    }
+    return dirs.map(dir => `${dir}/cgroup.procs`)
+  }
+
+  private writeLimits (dirs: Group, limits: CgroupLimits, current: CgroupLimits | undefined): void {
+    const bytes = String(limits.memoryMiB * MiB)
+    if (this.version === 2) {
+      const [dir] = dirs
+      write(`${dir}/memory.max`, bytes)
+      write(`${dir}/pids.max`, String(limits.processes))
+      return
+    }
+    const [memory, pids] = dirs as [string, string]
+    // Memory + swap, so that swap does not extend the limit. The kernel keeps memory ≤ memsw:
+    // raising, memsw goes first; lowering, memory does. Absent where swap is not accounted
+    // (swapaccount=0): swapped-out pages then escape the limit, which matters only with swap on.
+    const memsw = `${memory}/memory.memsw.limit_in_bytes`
+    const order = current !== undefined && limits.memoryMiB > current.memoryMiB ? [memsw, `${memory}/memory.limit_in_bytes`] : [`${memory}/memory.limit_in_bytes`, memsw]
+    for (const file of order) if (file !== memsw || existsSync(memsw)) write(file, bytes)
+    write(`${pids}/pids.max`, String(limits.processes))
+  }
+
+  private group (slot: number): Group {
     let dirs = this.dirs.get(slot)
     if (dirs === undefined) {
       const generation = this.retired.get(slot) ?? 0
@@ -138,7 +179,7 @@ export class SlotCgroups {
       }
       this.dirs.set(slot, dirs)
     }
-    return dirs.map(dir => `${dir}/cgroup.procs`)
+    return dirs
   }
 
   private makeV1 (name: string): Group {
@@ -154,16 +195,7 @@ export class SlotCgroups {
     }
     this.swept = true
     for (const dir of dirs) makeDir(dir)
-    const [memory, pids] = dirs as [string, string]
-    const bytes = String(this.limits.memoryMiB * MiB)
-    write(`${memory}/memory.limit_in_bytes`, bytes)
-    // Memory + swap, so that swap does not extend the limit (written second: the kernel keeps
-    // memory ≤ memsw). Absent where swap is not accounted (swapaccount=0): swapped-out pages then
-    // escape the limit, which matters only on a host with swap on.
-    const memsw = `${memory}/memory.memsw.limit_in_bytes`
-    if (existsSync(memsw)) write(memsw, bytes)
-    write(`${pids}/pids.max`, String(this.limits.processes))
-    return [memory, pids]
+    return dirs as Group
   }
 
   private makeV2 (name: string): Group {
@@ -181,10 +213,8 @@ export class SlotCgroups {
     enableControllers(parent)
     const dir = `${parent}/${name}`
     makeDir(dir)
-    write(`${dir}/memory.max`, String(this.limits.memoryMiB * MiB))
     // Absent where swap is not accounted: swapped-out pages then escape the limit (as under v1).
     if (existsSync(`${dir}/memory.swap.max`)) write(`${dir}/memory.swap.max`, '0')
-    write(`${dir}/pids.max`, String(this.limits.processes))
     return [dir]
   }
 
