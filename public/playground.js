@@ -5,7 +5,10 @@
 // download of opaque bytes. Nothing returned is ever rendered as a document or navigated to in
 // this origin: no SVG or HTML is put in an <img>, <object> or <iframe>, and downloads are Blobs
 // of type application/octet-stream. No framework, no inline script (CSP).
-/* global document, fetch, performance, Option, Blob, URL, TextDecoder, TextEncoder, btoa, atob */
+// An API key, for a server that needs one, is sent as `Authorization: Bearer KEY` and kept in
+// sessionStorage (this tab only: never localStorage, never the URL); the time and memory limits,
+// when filled in, go as the body's `limits`.
+/* global document, fetch, performance, sessionStorage, Option, Blob, URL, TextDecoder, TextEncoder, btoa, atob */
 'use strict'
 
 /** A CSV for the chart example: half a year of made-up sales (the same every time). */
@@ -56,6 +59,25 @@ const inputBox = $('input')
 const stdinBox = $('stdin')
 const drop = $('drop')
 const picker = $('file-picker')
+const keyBox = $('key')
+const wallBox = $('wall')
+const memoryBox = $('memory')
+
+// The key lives as long as the tab: sessionStorage, never localStorage (which outlives it) or
+// the URL (which ends up in history, logs and Referer headers). Storage may be refused (a
+// browser setting): the key then lasts as long as the page.
+const KEY_ITEM = 'pysandbox.key'
+function restoreKey () {
+  try {
+    keyBox.value = sessionStorage.getItem(KEY_ITEM) ?? ''
+  } catch {}
+}
+function keepKey () {
+  try {
+    if (keyBox.value === '') sessionStorage.removeItem(KEY_ITEM)
+    else sessionStorage.setItem(KEY_ITEM, keyBox.value)
+  } catch {}
+}
 
 let numbered = 0
 function renderGutter () {
@@ -224,16 +246,58 @@ function show (state, fields) {
   renderReturned(fields.files, fields.filesLeftOut)
 }
 
-function describeError (body) {
+function describeError (body, retryAfter) {
   const lines = [`${body.code ?? 'ERROR'}: ${body.message ?? ''}`]
   if (body.traceback) lines.push('', body.traceback.trimEnd())
   for (const key of ['exception', 'line', 'column', 'signal', 'exitCode', 'outputFiles', 'outputBytes', 'requestId']) {
     if (body[key] !== undefined && !(key === 'exception' && body.traceback)) lines.push(`${key}: ${body[key]}`)
   }
+  if (retryAfter) lines.push(`retry after: ${retryAfter} s`)
   return lines.join('\n')
 }
 
-/** The request's body, or the reason there is none (the input box is not JSON). */
+/** What a 401 means here: where the key goes, and whether the one sent was refused. */
+function keyAdvice (sent) {
+  return sent
+    ? 'The server refused this API key: check the "API key" field (under the script), then run again.'
+    : 'This server needs an API key: enter it in the "API key" field (under the script), then run again.'
+}
+
+// A key as a Bearer token carries it: printable ASCII, no space (fetch refuses the rest).
+const KEY_CHARACTERS = /^[\x21-\x7e]+$/
+
+/** The key to send ('' for none), or the reason it cannot be sent. */
+function apiKey () {
+  const key = keyBox.value.trim()
+  if (key !== '' && !KEY_CHARACTERS.test(key)) {
+    keyBox.setAttribute('aria-invalid', 'true')
+    return { problem: 'The API key holds a space or a character a key never has (it is printable ASCII): paste it again.' }
+  }
+  return { key }
+}
+
+/** The limits filled in (blank: the server's default), or the reason one cannot be sent. */
+function limits () {
+  const chosen = {}
+  const problems = []
+  const wall = wallBox.value === '' ? undefined : Math.round(Number(wallBox.value) * 1000)
+  if (wallBox.validity.badInput || (wall !== undefined && !(Number.isSafeInteger(wall) && wall >= 1))) {
+    wallBox.setAttribute('aria-invalid', 'true')
+    problems.push('The time limit is in seconds, a number above 0 such as 2 or 0.5 (at least 0.001), or blank for the server\'s default.')
+  } else if (wall !== undefined) {
+    chosen.wallMs = wall
+  }
+  const memory = memoryBox.value === '' ? undefined : Number(memoryBox.value)
+  if (memoryBox.validity.badInput || (memory !== undefined && !(Number.isSafeInteger(memory) && memory >= 1))) {
+    memoryBox.setAttribute('aria-invalid', 'true')
+    problems.push('The memory limit is in MB, a whole number above 0, or blank for the server\'s default.')
+  } else if (memory !== undefined) {
+    chosen.memoryMb = memory
+  }
+  return problems.length > 0 ? { problem: problems.join('\n') } : { limits: chosen }
+}
+
+/** The request's body, or the reason there is none (the input box is not JSON, a limit is not a number). */
 function requestBody () {
   const body = { script: editor.value }
   if (inputBox.value.trim() !== '') {
@@ -241,11 +305,14 @@ function requestBody () {
       body.input = JSON.parse(inputBox.value)
     } catch (error) {
       inputBox.setAttribute('aria-invalid', 'true')
-      return { problem: `The input box must hold one JSON value, or nothing (then main() is called without input).\n${error.message}` }
+      return { status: 'Not sent: the input is not JSON', problem: `The input box must hold one JSON value, or nothing (then main() is called without input).\n${error.message}` }
     }
   }
   if (stdinBox.value !== '') body.stdin = stdinBox.value
   if (uploads.size > 0) body.files = [...uploads.values()].map(({ name, content, encoding }) => ({ path: name, content, encoding }))
+  const chosen = limits()
+  if (chosen.problem) return { status: 'Not sent: a limit is not valid', problem: chosen.problem }
+  if (Object.keys(chosen.limits).length > 0) body.limits = chosen.limits
   return { body }
 }
 
@@ -256,27 +323,30 @@ async function run () {
   runButton.disabled = true
   try {
     await reading
-    const { body, problem } = requestBody()
-    if (problem) {
-      show('error', { status: 'Not sent: the input is not JSON', error: problem })
+    const { body, status, problem } = requestBody()
+    const { key, problem: keyProblem } = apiKey()
+    if (problem || keyProblem) {
+      show('error', { status: problem ? status : 'Not sent: the API key cannot be sent', error: problem ?? keyProblem })
       return
     }
     output.dataset.state = 'running'
     $('status').textContent = 'Running…'
+    const headers = { 'content-type': 'application/json' }
+    if (key !== '') headers.authorization = `Bearer ${key}`
     const started = performance.now()
-    const response = await fetch('execute', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body)
-    })
+    const response = await fetch('execute', { method: 'POST', headers, body: JSON.stringify(body) })
     const elapsed = Math.round(performance.now() - started)
     const reply = await response.json()
     const timing = [timings(response.headers.get('server-timing')), `total ${elapsed} ms`].filter(Boolean).join(' · ')
     const common = { backend: reply.backend, stdout: reply.stdout, stderr: reply.stderr, stdoutTruncated: reply.stdoutTruncated, stderrTruncated: reply.stderrTruncated, timing }
+    const error = describeError(reply, response.headers.get('retry-after'))
     if (response.ok) {
       show('ok', { ...common, status: `${response.status} OK`, result: JSON.stringify(reply.result, null, 2), files: reply.files, filesLeftOut: reply.filesLeftOut })
+    } else if (response.status === 401) {
+      keyBox.setAttribute('aria-invalid', 'true')
+      show('error', { ...common, status: `401 ${reply.code ?? reply.error ?? ''}`, error: `${keyAdvice(key !== '')}\n\n${error}` })
     } else {
-      show('error', { ...common, status: `${response.status} ${reply.code ?? reply.error ?? ''}`, error: describeError(reply) })
+      show('error', { ...common, status: `${response.status} ${reply.code ?? reply.error ?? ''}`, error })
     }
   } catch (error) {
     show('error', { status: 'No reply', error: `The server could not be reached or did not answer JSON: ${error.message}` })
@@ -301,6 +371,19 @@ for (const box of [editor, inputBox, stdinBox]) {
   })
 }
 inputBox.addEventListener('input', () => inputBox.removeAttribute('aria-invalid'))
+keyBox.addEventListener('input', () => {
+  keyBox.removeAttribute('aria-invalid')
+  keepKey()
+})
+for (const box of [wallBox, memoryBox]) box.addEventListener('input', () => box.removeAttribute('aria-invalid'))
+for (const box of [keyBox, wallBox, memoryBox]) {
+  box.addEventListener('keydown', event => {
+    if (event.key === 'Enter') {
+      event.preventDefault()
+      run()
+    }
+  })
+}
 runButton.addEventListener('click', run)
 
 // Files: the picker, or dropped anywhere on the page (a drop that is not files, text into a box,
@@ -338,4 +421,5 @@ document.addEventListener('drop', event => {
 const menu = $('examples')
 for (const name of Object.keys(EXAMPLES)) menu.add(new Option(name, name))
 menu.addEventListener('change', () => load(menu.value))
+restoreKey()
 load('hello')

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `pysandbox` executable (package.json "bin"): runs a script on a PySandbox server.
-// `pysandbox run script.py [--url URL] [--input JSON] [--stdin FILE] [--file PATH[=NAME]]... [--out DIR]`;
+// `pysandbox run script.py [--url URL] [--input JSON] [--stdin FILE] [--file PATH[=NAME]]... [--out DIR]
+// [--key-file FILE] [--timeout SECONDS] [--cpu SECONDS] [--memory MB]` (the key also from $PYSANDBOX_KEY);
 // see src/client.ts.
 import { main } from './client.js'
 

@@ -2,7 +2,10 @@
 // one script (with its input, its standard input and files for its working directory) to a
 // PySandbox server and prints what came back. The script's stdout goes to stdout and its stderr
 // to stderr, then the result as one line of JSON on stdout; the files the script returned are
-// saved under --out DIR (a new or empty directory), or only named on stderr.
+// saved under --out DIR (a new or empty directory), or only named on stderr. A server that needs
+// an API key gets it as `Authorization: Bearer KEY`, from $PYSANDBOX_KEY or --key-file FILE, never
+// from an argument (ps and the shell's history would show it); the key is never printed.
+// --timeout, --cpu and --memory ask for limits of the run's own (`limits` in the body).
 // Exit status: 0 success; 1 the server refused or the script failed (`CODE: message` on stderr),
 // or a returned file was not saved; 2 a usage error, an unreadable file, an --out DIR that is not
 // new or empty, or no PySandbox server at the URL.
@@ -16,6 +19,7 @@ export const DEFAULT_URL = 'http://localhost:8080'
 
 export const USAGE = `usage: pysandbox run [SCRIPT | -] [--url URL] [--input JSON | --input @FILE]
          [--stdin FILE | --stdin -] [--file PATH[=NAME]]... [--out DIR]
+         [--key-file FILE] [--timeout SECONDS] [--cpu SECONDS] [--memory MB]
 
 Runs SCRIPT (a Python file that defines main(); "-" or none: read standard input) on a
 PySandbox server and prints its stdout to stdout, its stderr to stderr, then main()'s
@@ -32,11 +36,19 @@ return value as JSON on stdout.
                          open figures as figures/N.png) under DIR, which must be new (it is
                          made) or empty, else exit 2 before anything is sent; nothing is
                          overwritten and no link followed. Without it they are only listed
+      --key-file FILE    the API key, for a server that needs one: the first line of FILE
+                         (default: $PYSANDBOX_KEY). There is no --key: a key given as an
+                         argument shows in ps and stays in the shell's history
+      --timeout SECONDS  the run's wall-time limit (decimals allowed: 0.5)
+      --cpu SECONDS      the run's CPU-time limit, in whole seconds
+      --memory MB        the run's memory limit, in MB
+                         (without them, the server's defaults; over its ceilings: refused)
   -h, --help             this help
 
 exit status: 0 success; 1 the script failed or the server refused it (CODE: message on
-stderr), or a returned file was not saved; 2 a usage error, an unreadable file, an --out
-DIR that is not new or empty, or no server at the URL`
+stderr; UNAUTHORIZED: no key, or not one it takes), or a returned file was not saved;
+2 a usage error, an unreadable file, an --out DIR that is not new or empty, or no server
+at the URL`
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean }
@@ -78,6 +90,30 @@ export interface Command {
   files: Array<{ path: string, name: string }>
   /** --out: where returned files are saved. */
   out?: string
+  /** The API key: $PYSANDBOX_KEY's value, or the file (--key-file) whose first line it is. */
+  key?: { env: string } | { file: string }
+  /** --timeout, --cpu, --memory: the body's `limits`, present only when one was given. */
+  limits?: Limits
+}
+
+/** A run's own limits, as the body's `limits` names them; absent: the server's defaults. */
+export interface Limits {
+  wallMs?: number
+  cpuSeconds?: number
+  memoryMb?: number
+}
+
+/** A key as a Bearer token can carry it: printable ASCII, no space (RFC 6750's b64token is narrower). */
+const KEY_CHARACTERS = /^[\x21-\x7e]+$/
+
+const NO_KEY_OPTION = '--key is not taken: a key on the command line shows in ps and stays in the shell\'s history; ' +
+  'set PYSANDBOX_KEY or use --key-file FILE'
+
+/** Throws UsageError (naming where the key came from, never the key) unless `key` can be sent. */
+function checkKey (key: string, from: string): string {
+  if (key === '') throw new UsageError(`${from} is empty: give the key there (or no key at all for a server that needs none)`)
+  if (!KEY_CHARACTERS.test(key)) throw new UsageError(`${from} holds whitespace, a control character or a character outside ASCII, which a key never does`)
+  return key
 }
 
 /** The arguments. Throws UsageError. */
@@ -93,10 +129,16 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
         stdin: { type: 'string' },
         file: { type: 'string', multiple: true },
         out: { type: 'string' },
+        'key-file': { type: 'string' },
+        timeout: { type: 'string' },
+        cpu: { type: 'string' },
+        memory: { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       }
     })
   } catch (error) {
+    // An option given after a --key VALUE is seen first: --key's own message comes first.
+    if (keyOptionGiven(argv)) throw new UsageError(NO_KEY_OPTION)
     throw new UsageError((error as Error).message)
   }
   const { values, positionals } = parsed
@@ -113,6 +155,18 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     throw new UsageError(`not a URL: ${base}`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`not an http(s) URL: ${base}`)
+  let key: Command['key']
+  if (values['key-file'] !== undefined) {
+    if (values['key-file'] === '') throw new UsageError('--key-file needs a file name')
+    key = { file: values['key-file'] }
+  } else if (env.PYSANDBOX_KEY !== undefined) {
+    key = { env: checkKey(env.PYSANDBOX_KEY, 'PYSANDBOX_KEY') }
+  }
+  const limits: Limits = {
+    ...(values.timeout === undefined ? {} : { wallMs: parseSeconds(values.timeout) }),
+    ...(values.cpu === undefined ? {} : { cpuSeconds: parseCount('--cpu', values.cpu, 'whole seconds') }),
+    ...(values.memory === undefined ? {} : { memoryMb: parseCount('--memory', values.memory, 'megabytes') })
+  }
   return {
     help: false,
     file,
@@ -120,8 +174,32 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     ...(values.input === undefined ? {} : { input: parseInput(values.input) }),
     ...(values.stdin === undefined ? {} : { stdin: values.stdin }),
     files: (values.file ?? []).map(parseFileOption),
-    ...(values.out === undefined ? {} : { out: values.out })
+    ...(values.out === undefined ? {} : { out: values.out }),
+    ...(key === undefined ? {} : { key }),
+    ...(Object.keys(limits).length === 0 ? {} : { limits })
   }
+}
+
+/** --key or --key=VALUE among the options (not after "--", which ends them). */
+function keyOptionGiven (argv: string[]): boolean {
+  const end = argv.indexOf('--')
+  return (end === -1 ? argv : argv.slice(0, end)).some(arg => arg === '--key' || arg.startsWith('--key='))
+}
+
+/** --timeout: seconds, decimals allowed, above 0; in whole milliseconds. */
+function parseSeconds (text: string): number {
+  const ms = /^(\d+\.?\d*|\.\d+)$/.test(text) ? Math.round(Number(text) * 1000) : Number.NaN
+  if (!Number.isSafeInteger(ms) || ms < 1) {
+    throw new UsageError(`--timeout ${text}: give seconds, a number above 0 such as 2 or 0.5 (at least 0.001)`)
+  }
+  return ms
+}
+
+/** --cpu, --memory: a whole number above 0. */
+function parseCount (option: string, text: string, unit: string): number {
+  const count = /^\d+$/.test(text) ? Number(text) : Number.NaN
+  if (!Number.isSafeInteger(count) || count < 1) throw new UsageError(`${option} ${text}: give ${unit}, a whole number above 0`)
+  return count
 }
 
 function parseInput (text: string): { value: unknown } | { file: string } {
@@ -192,8 +270,53 @@ async function requestBody (io: Io, command: Command): Promise<Record<string, un
     script,
     ...(input === undefined ? {} : { input: input.value }),
     ...(stdin === undefined ? {} : { stdin }),
-    ...(files.length === 0 ? {} : { files })
+    ...(files.length === 0 ? {} : { files }),
+    ...(command.limits === undefined ? {} : { limits: command.limits })
   }
+}
+
+/** The key to send, if any: --key-file's first line (trimmed), or $PYSANDBOX_KEY's value.
+ *  Throws an Error (exit 2) for a file that cannot be read or holds no key that can be sent. */
+async function apiKey (command: Command): Promise<string | undefined> {
+  if (command.key === undefined) return undefined
+  if ('env' in command.key) return command.key.env
+  const from = `the first line of --key-file ${command.key.file}`
+  const line = (await firstLine(command.key.file)).trim()
+  // Not the line itself: a key with notes after it would be printed.
+  if (line.startsWith('#')) throw new UsageError(`${from} is a comment: the key goes alone on the first line`)
+  return checkKey(line, from)
+}
+
+/** Longer than any key's line: a key file is read no further (it may be a device or a pipe that never ends). */
+const KEY_LINE_MAX = 4096
+
+/** A file's first line (without its newline), read no further than it and KEY_LINE_MAX bytes. */
+async function firstLine (path: string): Promise<string> {
+  const bytes = Buffer.alloc(KEY_LINE_MAX)
+  let length = 0
+  try {
+    const handle = await open(path, 'r')
+    try {
+      while (length < KEY_LINE_MAX && !bytes.subarray(0, length).includes(0x0a)) {
+        const { bytesRead } = await handle.read(bytes, length, KEY_LINE_MAX - length, null)
+        if (bytesRead === 0) break
+        length += bytesRead
+      }
+    } finally {
+      await handle.close()
+    }
+  } catch (error) {
+    throw new Error(`cannot read ${path}: ${(error as Error).message}`)
+  }
+  const end = bytes.subarray(0, length).indexOf(0x0a)
+  if (end === -1 && length === KEY_LINE_MAX) throw new Error(`--key-file ${path}: its first line is over ${KEY_LINE_MAX} bytes, which no key is`)
+  return new TextDecoder().decode(bytes.subarray(0, end === -1 ? length : end))
+}
+
+/** Where the key sent came from, for the hint after a 401. */
+function keySource (command: Command): string | undefined {
+  if (command.key === undefined) return undefined
+  return 'env' in command.key ? 'PYSANDBOX_KEY' : `--key-file ${command.key.file}`
 }
 
 async function inputFrom (file: string): Promise<unknown> {
@@ -332,6 +455,21 @@ function printOutput (io: Io, reply: Reply): void {
   if (reply.stderrTruncated === true) io.stderr.write('pysandbox: stderr was truncated at the server\'s limit\n')
 }
 
+// What a key looks like ("psk_" and 43 base64url characters), and what a cut one leaves: hidden in
+// every message of ours, so a key given by mistake as a script, a file or a URL is never printed.
+const KEY_LIKE = /psk_[A-Za-z0-9_-]{8,}/g
+
+function withoutKeys (text: string): string {
+  return text.replace(KEY_LIKE, 'psk_(hidden)')
+}
+
+/** What to do about a 401: where a key comes from, and whether the one sent was refused. */
+function keyHint (sent: string | undefined): string {
+  return sent === undefined
+    ? 'no API key was sent: set PYSANDBOX_KEY or use --key-file FILE'
+    : `the key from ${sent} was refused: set PYSANDBOX_KEY or use --key-file FILE with a key this server takes`
+}
+
 /** Runs the command; resolves to the exit status. */
 export async function main (argv: string[], io: Io): Promise<number> {
   let command: Command
@@ -343,24 +481,28 @@ export async function main (argv: string[], io: Io): Promise<number> {
     }
     command = args
   } catch (error) {
-    io.stderr.write(`pysandbox: ${(error as Error).message}\n${USAGE}\n`)
+    io.stderr.write(`pysandbox: ${withoutKeys((error as Error).message)}\n${USAGE}\n`)
     return EXIT.usage
   }
   const { url } = command
 
   let body: Record<string, unknown>
+  let key: string | undefined
   let out: { dir: string, root: string } | undefined
   try {
+    key = await apiKey(command)
     body = await requestBody(io, command)
     if (command.out !== undefined) out = await outputDirectory(command.out)
   } catch (error) {
-    io.stderr.write(`pysandbox: ${(error as Error).message}\n`)
+    io.stderr.write(`pysandbox: ${withoutKeys((error as Error).message)}\n`)
     return EXIT.usage
   }
 
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (key !== undefined) headers.authorization = `Bearer ${key}`
   let response: Response
   try {
-    response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) })
   } catch (error) {
     // fetch() says "fetch failed" and puts the reason (ECONNREFUSED, ENOTFOUND) in `cause`.
     const { cause } = error as Error & { cause?: Error }
@@ -382,8 +524,10 @@ export async function main (argv: string[], io: Io): Promise<number> {
     io.stdout.write(`${JSON.stringify(reply.result)}\n`)
     return allSaved ? EXIT.ok : EXIT.failed
   }
-  const lines = [`${reply.code ?? `HTTP_${response.status}`}: ${reply.message ?? response.statusText}`]
+  // The server's message may quote the request (a path, a field): a key put there is not printed.
+  const lines = [withoutKeys(`${reply.code ?? `HTTP_${response.status}`}: ${reply.message ?? response.statusText}`)]
   if (reply.traceback !== undefined) lines.push(reply.traceback.trimEnd())
+  if (response.status === 401) lines.push(keyHint(keySource(command)))
   if (reply.code === 'INTERNAL_ERROR' || reply.code === undefined) lines.push(`request id: ${reply.requestId ?? response.headers.get('x-request-id') ?? 'none'}`)
   const retry = response.headers.get('retry-after')
   if (retry !== null) lines.push(`retry after ${retry} s`)

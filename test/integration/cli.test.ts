@@ -1,17 +1,18 @@
 // The `pysandbox` command as users run it (`node dist/cli.js`, built by `npm run build`) against
 // a real server with the nsjail backend (or the server at PYSANDBOX_URL): output on the right
 // streams, the result as JSON, input, stdin and files sent, returned files saved with --out, and
-// the documented exit statuses.
+// the documented exit statuses; the API key (from PYSANDBOX_KEY or --key-file) against a server
+// that needs one, and the run's own limits (--timeout, --memory).
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { HELLO, startServer } from '../helpers/server.js'
+import { HELLO, externalUrl, startServer } from '../helpers/server.js'
 
 const CLI = resolve(PROJECT_ROOT, 'dist/cli.js')
 
@@ -20,6 +21,7 @@ interface Run { code: number | null, stdout: string, stderr: string }
 async function pysandbox (args: string[], options: { stdin?: string, env?: Record<string, string> } = {}): Promise<Run> {
   const env = { ...process.env, ...options.env }
   if (options.env?.PYSANDBOX_URL === undefined) delete env.PYSANDBOX_URL
+  if (options.env?.PYSANDBOX_KEY === undefined) delete env.PYSANDBOX_KEY
   const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
@@ -40,7 +42,11 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-const target = await startServer({ SANDBOX_BACKEND: 'nsjail' })
+// The uids of this file's servers: SANDBOX_UID_BASE when given, so a run of this file beside
+// another suite's servers shares no uid (and no RLIMIT_NPROC) with them.
+const UID_BASE: Record<string, string> = process.env.SANDBOX_UID_BASE === undefined ? {} : { SANDBOX_UID_BASE: process.env.SANDBOX_UID_BASE }
+
+const target = await startServer({ SANDBOX_BACKEND: 'nsjail', ...UID_BASE })
 t.teardown(target.close)
 const dir = mkdtempSync(join(tmpdir(), 'pysandbox-cli-'))
 function file (name: string, text: string | Buffer): string {
@@ -145,4 +151,57 @@ t.test('a file the server refuses: its message, exit 1', async t => {
   const run = await pysandbox(['run', file('hello3.py', HELLO), '--url', target.url, '--file', `${file('x.csv', 'a\n')}=output/x.csv`])
   t.equal(run.code, 1)
   t.match(run.stderr, /^INVALID_REQUEST: body\.files\[0\]\.path "output\/x\.csv" is under output\//)
+})
+
+const SLEEPS = 'import time\n\ndef main():\n    time.sleep(2)\n    return "slept"\n'
+
+t.test('--timeout 0.5 ends a script that sleeps 2 s: TIME_LIMIT_EXCEEDED, exit 1; without it (the server\'s 4 s) it finishes', async t => {
+  const sleeps = file('sleeps.py', SLEEPS)
+  const limited = await pysandbox(['run', sleeps, '--url', target.url, '--timeout', '0.5'])
+  t.equal(limited.code, 1, limited.stderr)
+  t.equal(limited.stdout, '')
+  t.match(limited.stderr, /^TIME_LIMIT_EXCEEDED: the script ran longer than the wall-time limit of 500 ms\n$/)
+  const unlimited = await pysandbox(['run', sleeps, '--url', target.url])
+  t.same(unlimited, { code: 0, stdout: '"slept"\n', stderr: '' })
+})
+
+t.test('--memory over the server\'s ceiling: 400 INVALID_REQUEST naming the ceiling, exit 1, nothing run', async t => {
+  const run = await pysandbox(['run', file('hello-memory.py', HELLO), '--url', target.url, '--memory', '100000'])
+  t.equal(run.code, 1)
+  t.equal(run.stdout, '', 'the script did not run')
+  t.equal(run.stderr, 'INVALID_REQUEST: body.limits.memoryMb is 100000, above this server\'s ceiling (LIMIT_MEMORY_MB_MAX) of 512\n', 'the ceiling, as the test server has it')
+})
+
+t.test('a server that needs a key: PYSANDBOX_KEY or --key-file is sent and taken; without it or with a wrong one, 401 and the hint, exit 1', async t => {
+  if (externalUrl !== undefined) return t.pass('skipped: needs a server of its own with API_KEYS_FILE')
+  const key = `psk_${randomBytes(32).toString('base64url')}`
+  const keys = mkdtempSync(join(tmpdir(), 'pysandbox-cli-keys-'))
+  writeFileSync(join(keys, 'keys'), `cli-test:${createHash('sha256').update(key).digest('hex')}\n`)
+  // Its own uids, clear of the other server's (both are up at once).
+  const uids = { SANDBOX_UID_BASE: String(Number(UID_BASE.SANDBOX_UID_BASE ?? 1_900_000_000) + 8192) }
+  const keyed = await startServer({ SANDBOX_BACKEND: 'nsjail', API_KEYS_FILE: join(keys, 'keys'), ...uids })
+  t.teardown(keyed.close)
+  const hello = file('hello-keyed.py', HELLO)
+
+  const fromEnv = await pysandbox(['run', hello, '--url', keyed.url], { env: { PYSANDBOX_KEY: key } })
+  t.same(fromEnv, { code: 0, stdout: 'Hello from main!\n{"msg":"success","value":42}\n', stderr: '' }, 'PYSANDBOX_KEY: taken')
+  const keyFile = file('key.txt', `${key}\n`)
+  const fromFile = await pysandbox(['run', hello, '--url', keyed.url, '--key-file', keyFile])
+  t.same(fromFile, fromEnv, '--key-file: taken')
+
+  const none = await pysandbox(['run', hello, '--url', keyed.url])
+  t.equal(none.code, 1)
+  t.equal(none.stdout, '', 'nothing ran')
+  t.match(none.stderr, /^UNAUTHORIZED: .+\nno API key was sent: set PYSANDBOX_KEY or use --key-file FILE\n$/, 'no key: 401 and the hint')
+
+  const wrong = await pysandbox(['run', hello, '--url', keyed.url], { env: { PYSANDBOX_KEY: `psk_${randomBytes(32).toString('base64url')}` } })
+  t.equal(wrong.code, 1)
+  t.match(wrong.stderr, /^UNAUTHORIZED: .+\nthe key from PYSANDBOX_KEY was refused: set PYSANDBOX_KEY or use --key-file FILE with a key this server takes\n$/, 'a wrong key: 401 and the hint')
+
+  const argument = await pysandbox(['run', hello, '--url', keyed.url, '--key', key])
+  t.equal(argument.code, 2, '--key KEY: a usage error')
+  t.match(argument.stderr, /^pysandbox: --key is not taken: .*; set PYSANDBOX_KEY or use --key-file FILE\nusage: /)
+
+  const runs = [fromEnv, fromFile, none, wrong, argument]
+  t.notOk(runs.some(run => run.stdout.includes(key) || run.stderr.includes(key)), 'the key is never printed')
 })

@@ -3,16 +3,18 @@
 // files (picked and dropped) go with it, and returned files come back as images or downloads.
 // Under helmet's Content-Security-Policy, so any inline script or style would show up as a
 // violation here. Returned files are hostile: an SVG or HTML file a script made must never run.
+// A server that needs an API key: the key field, kept in sessionStorage, sent as a Bearer token;
+// and the limits fields, sent as the body's `limits`.
 // Chromium is Debian's package (/usr/bin/chromium), a test-only dependency: .ci/run and
 // `make test` install it. Without it this test fails; it never skips silently.
 import t, { type Test } from 'tap'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { chromium, type Browser, type Download, type Page, type Request } from 'playwright-core'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { startServer } from '../helpers/server.js'
+import { externalUrl, startServer, type Target } from '../helpers/server.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const SCREENSHOT = resolve(PROJECT_ROOT, 'docs/playground.png')
@@ -26,7 +28,9 @@ const screenshotPath = !existsSync(SCREENSHOT) || process.env.PYSANDBOX_SCREENSH
 if (!existsSync(CHROMIUM)) {
   t.fail(`${CHROMIUM} is missing: the playground test needs Debian's chromium package (apt-get install chromium; make test installs it)`)
 } else {
-  const target = await startServer({ SANDBOX_BACKEND: 'nsjail' })
+  // SANDBOX_UID_BASE when given, so a run of this file beside another suite's servers shares no uid.
+  const uidBase = Number(process.env.SANDBOX_UID_BASE ?? 1_900_000_000)
+  const target = await startServer({ SANDBOX_BACKEND: 'nsjail', SANDBOX_UID_BASE: String(uidBase) })
   t.teardown(target.close)
   const browser: Browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -36,18 +40,23 @@ if (!existsSync(CHROMIUM)) {
 
   /**
    * The page, every console error, page error and failed request it has had, and the bodies it
-   * has POSTed to /execute. Every Blob the page makes a blob: URL of has its type noted in
-   * window.blobTypes (by an init script: the test's, not the page's), so a test can tell what a
-   * download link would hand over.
+   * has POSTed to /execute (with the Authorization header of each, in `authorization`). Every
+   * Blob the page makes a blob: URL of has its type noted in window.blobTypes (by an init script:
+   * the test's, not the page's), so a test can tell what a download link would hand over.
    */
-  async function open (t: Test, path: string, viewport = { width: 1100, height: 600 }): Promise<{ page: Page, problems: string[], sent: Array<Record<string, unknown>> }> {
+  async function open (t: Test, path: string, viewport = { width: 1100, height: 600 }, server: Target = target): Promise<{ page: Page, problems: string[], sent: Array<Record<string, unknown>>, authorization: Array<string | undefined> }> {
     const page = await browser.newPage({ viewport, acceptDownloads: true })
     const problems: string[] = []
     const sent: Array<Record<string, unknown>> = []
+    const authorization: Array<string | undefined> = []
     page.on('console', message => { if (message.type() === 'error') problems.push(`console: ${message.text()}`) })
     page.on('pageerror', error => problems.push(`page error: ${error.message}`))
     page.on('requestfailed', request => problems.push(`request failed: ${request.url()} ${request.failure()?.errorText ?? ''}`))
-    page.on('request', (request: Request) => { if (request.method() === 'POST' && request.url().endsWith('/execute')) sent.push(request.postDataJSON()) })
+    page.on('request', (request: Request) => {
+      if (request.method() !== 'POST' || !request.url().endsWith('/execute')) return
+      sent.push(request.postDataJSON())
+      authorization.push(request.headers().authorization)
+    })
     await page.addInitScript(() => {
       const types: Record<string, string> = {}
       Object.assign(window, { blobTypes: types })
@@ -58,9 +67,9 @@ if (!existsSync(CHROMIUM)) {
         return url
       }
     })
-    const response = await page.goto(`${target.url}${path}`)
+    const response = await page.goto(`${server.url}${path}`)
     t.equal(response?.status(), 200, `GET ${path}`)
-    return { page, problems, sent }
+    return { page, problems, sent, authorization }
   }
 
   /** Run what the page holds and wait for the reply to be shown. */
@@ -330,6 +339,145 @@ if (!existsSync(CHROMIUM)) {
     mkdirSync(resolve(screenshotPath, '..'), { recursive: true })
     await page.screenshot({ path: screenshotPath })
     t.same(problems, [], 'no CSP violation, script error or failed request')
+  })
+
+  const SLEEPS = 'import time\n\n\ndef main():\n    time.sleep(2)\n    return "slept"\n'
+
+  t.test('the limits: blank sends none; filled, limits.wallMs (seconds × 1000) and limits.memoryMb; over the time limit, TIME_LIMIT_EXCEEDED', async t => {
+    const { page, problems, sent } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    t.equal(await page.getByLabel('Time limit (s)').getAttribute('id'), 'wall', 'labelled "Time limit (s)"')
+    t.equal(await page.getByLabel('Memory (MB)').getAttribute('id'), 'memory', 'labelled "Memory (MB)"')
+    await runAndWait(page, 'ok')
+    t.notOk('limits' in (sent.at(-1) ?? {}), 'blank: no limits sent (the server\'s defaults)')
+
+    await page.locator('#script').fill(SLEEPS)
+    await page.locator('#wall').fill('0.5')
+    await page.locator('#memory').fill('200')
+    await runAndWait(page, 'error')
+    t.same(sent.at(-1)?.limits, { wallMs: 500, memoryMb: 200 }, 'seconds × 1000, and MB as they are')
+    t.equal(await page.locator('#status').textContent(), '422 TIME_LIMIT_EXCEEDED')
+    t.match(await page.locator('#error').textContent(), /^TIME_LIMIT_EXCEEDED: the script ran longer than the wall-time limit of 500 ms\n/)
+
+    await page.locator('#wall').fill('')
+    await runAndWait(page, 'ok')
+    t.same(sent.at(-1)?.limits, { memoryMb: 200 }, 'the time limit blank again: only the memory limit')
+    t.equal(JSON.parse(await page.locator('#result').textContent() ?? ''), 'slept', 'within the server\'s own 4 s')
+
+    await page.locator('#script').fill('def main():\n    return 1\n')
+    await page.locator('#memory').fill('')
+    await page.locator('#wall').fill('1.2345')
+    await runAndWait(page, 'ok')
+    t.same(sent.at(-1)?.limits, { wallMs: 1235 }, 'rounded to the millisecond')
+
+    await page.locator('#wall').fill('')
+    await page.locator('#memory').fill('100000')
+    await runAndWait(page, 'error')
+    t.same(sent.at(-1)?.limits, { memoryMb: 100_000 })
+    t.equal(await page.locator('#status').textContent(), '400 INVALID_REQUEST', 'over the ceiling: refused')
+    t.match(await page.locator('#error').textContent(), /^INVALID_REQUEST: body\.limits\.memoryMb is 100000, above this server's ceiling \(LIMIT_MEMORY_MB_MAX\) of 512\n/, 'naming the ceiling')
+
+    const before = sent.length
+    const bad: Array<[string, string]> = [['#wall', '0'], ['#wall', '-1'], ['#wall', '0.0001'], ['#memory', '0'], ['#memory', '12.5'], ['#memory', '-64']]
+    for (const [box, value] of bad) {
+      await page.locator('#wall').fill('')
+      await page.locator('#memory').fill('')
+      await page.locator(box).fill(value)
+      await page.locator('#script').press('Control+Enter')
+      await page.locator('#output[data-state="error"]').waitFor({ timeout: 5_000 })
+      t.equal(await page.locator('#status').textContent(), 'Not sent: a limit is not valid', `${box} ${value}`)
+      t.equal(await page.locator(box).getAttribute('aria-invalid'), 'true', `${box} ${value}: the box is marked`)
+      await page.locator(box).fill('')
+      t.equal(await page.locator(box).getAttribute('aria-invalid'), null, 'typing clears the mark')
+    }
+    await page.waitForTimeout(300)
+    t.equal(sent.length, before, 'none of them was sent')
+    t.same(problems, [
+      'console: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)',
+      'console: Failed to load resource: the server responded with a status of 400 (Bad Request)'
+    ], 'Chromium notes the 422 and the 400; nothing else')
+  })
+
+  t.test('a server that needs a key: without it the 401 points to the key field; typed, it runs; kept in sessionStorage for the tab, never localStorage or the URL', async t => {
+    if (externalUrl !== undefined) return t.pass('skipped: needs a server of its own with API_KEYS_FILE')
+    const key = `psk_${randomBytes(32).toString('base64url')}`
+    const keys = mkdtempSync(join(tmpdir(), 'pysandbox-playground-keys-'))
+    t.teardown(() => rmSync(keys, { recursive: true, force: true }))
+    writeFileSync(join(keys, 'keys'), `playground-test:${sha256(key)}\n`)
+    // Its own uids, clear of the other server's (both are up at once).
+    const keyed = await startServer({ SANDBOX_BACKEND: 'nsjail', API_KEYS_FILE: join(keys, 'keys'), SANDBOX_UID_BASE: String(uidBase + 8192) })
+    t.teardown(keyed.close)
+    const { page, problems, sent, authorization } = await open(t, '/', undefined, keyed)
+    t.teardown(async () => { await page.close() })
+    const field = page.getByLabel('API key (only if the server needs one)')
+    t.equal(await field.getAttribute('id'), 'key', 'the field, by its label')
+    t.equal(await field.getAttribute('type'), 'password', 'the key is not shown')
+    t.equal(await field.getAttribute('autocomplete'), 'off')
+    t.equal(await field.inputValue(), '', 'empty at first')
+
+    await runAndWait(page, 'error')
+    t.equal(authorization.at(-1), undefined, 'no key: no Authorization header')
+    t.equal(await page.locator('#status').textContent(), '401 UNAUTHORIZED')
+    t.match(await page.locator('#error').textContent(), /^This server needs an API key: enter it in the "API key" field \(under the script\), then run again\.\n\nUNAUTHORIZED: /)
+    t.equal(await field.getAttribute('aria-invalid'), 'true', 'the key field is marked')
+    t.equal(await page.locator('#result').textContent(), '')
+
+    await field.fill(`psk_${randomBytes(32).toString('base64url')}`)
+    t.equal(await field.getAttribute('aria-invalid'), null, 'typing clears the mark')
+    await runAndWait(page, 'error')
+    t.match(await page.locator('#error').textContent(), /^The server refused this API key: check the "API key" field/, 'a wrong key: refused')
+
+    await field.fill(` ${key} `)
+    await runAndWait(page, 'ok')
+    t.equal(authorization.at(-1), `Bearer ${key}`, 'sent as Authorization: Bearer, spaces around it trimmed')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { msg: 'success', value: 42 }, 'with the key, it runs')
+    t.notOk(sent.some(body => JSON.stringify(body).includes(key)), 'never in a body')
+    t.notOk(page.url().includes(key), 'never in the URL')
+
+    const stored = await page.evaluate(() => ({
+      session: Object.fromEntries(Object.entries(sessionStorage)),
+      local: Object.fromEntries(Object.entries(localStorage)),
+      cookie: document.cookie
+    }))
+    t.same(stored, { session: { 'pysandbox.key': ` ${key} ` }, local: {}, cookie: '' }, 'in sessionStorage only: not localStorage, not a cookie')
+
+    await page.reload()
+    t.equal(await field.inputValue(), ` ${key} `, 'a reload in the same tab keeps it')
+    // Two tabs of one browser profile share localStorage and cookies, not sessionStorage.
+    const profile = await browser.newContext()
+    t.teardown(async () => { await profile.close() })
+    const [first, second] = [await profile.newPage(), await profile.newPage()]
+    await first.goto(`${keyed.url}/`)
+    await first.locator('#key').fill(key)
+    await second.goto(`${keyed.url}/`)
+    t.equal(await second.locator('#key').inputValue(), '', 'another tab of the same profile does not have it')
+    await first.reload()
+    t.equal(await first.locator('#key').inputValue(), key, 'while the tab it was typed in keeps it')
+    await field.fill('')
+    t.same(await page.evaluate(() => Object.keys(sessionStorage)), [], 'emptied: gone from sessionStorage too')
+
+    await field.fill(`${key.slice(0, 10)} ${key.slice(10)}`)
+    const before = sent.length
+    await page.locator('#script').press('Control+Enter')
+    await page.locator('#output[data-state="error"]').waitFor({ timeout: 5_000 })
+    t.equal(await page.locator('#status').textContent(), 'Not sent: the API key cannot be sent', 'a key with a space inside is not sent')
+    t.equal(sent.length, before)
+    t.same(problems, [
+      'console: Failed to load resource: the server responded with a status of 401 (Unauthorized)',
+      'console: Failed to load resource: the server responded with a status of 401 (Unauthorized)'
+    ], 'Chromium notes the two 401s; nothing else')
+  })
+
+  t.test('on a narrow window the key and limits fields fit: nothing scrolls sideways', async t => {
+    const { page, problems } = await open(t, '/', { width: 360, height: 740 })
+    t.teardown(async () => { await page.close() })
+    const widths = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth])
+    t.ok((widths[0] ?? Infinity) <= (widths[1] ?? 0), `no horizontal scroll (scroll width, client width: ${widths.join(', ')})`)
+    for (const id of ['key', 'wall', 'memory', 'input', 'stdin']) {
+      const box = await page.locator(`#${id}`).boundingBox()
+      t.ok(box !== null && box.x >= 0 && box.x + box.width <= 360 && box.width >= 90, `#${id} is within the window and usable (${JSON.stringify(box)})`)
+    }
+    t.same(problems, [])
   })
 
   t.test('the docs page renders Swagger UI from this server alone', async t => {

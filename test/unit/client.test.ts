@@ -4,8 +4,10 @@
 // for replies no PySandbox server sends, serves over HTTP.
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
+import { execFileSync, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
@@ -139,8 +141,9 @@ t.test('refusals: the code, Retry-After when given, the request id for our fault
   t.equal(refused.code, EXIT.failed)
   t.match(refused.stderr, /^SANDBOX_UNAVAILABLE: no permitted sandbox backend passed its probe/)
 
+  // The one slot held; the next request waits no time at all (QUEUE_TIMEOUT_MS=0): BUSY.
   const held = new HeldRun()
-  const busyUrl = await serve(t, new FakeBackend('nsjail', { run: held.run }), { CONCURRENCY: '1', QUEUE_SIZE: '0' })
+  const busyUrl = await serve(t, new FakeBackend('nsjail', { run: held.run }), { CONCURRENCY: '1', QUEUE_SIZE: '1', QUEUE_TIMEOUT_MS: '0' })
   const first = cli(['run', script, '--url', busyUrl])
   await held.started()
   const busy = await cli(['run', script, '--url', busyUrl])
@@ -148,6 +151,22 @@ t.test('refusals: the code, Retry-After when given, the request id for our fault
   t.equal((await first).code, EXIT.ok)
   t.equal(busy.code, EXIT.failed)
   t.equal(busy.stderr, 'BUSY: every execution slot is taken and the wait queue is full; retry later\nretry after 1 s\n')
+
+  // The one slot held and this caller's one place in the queue taken: CONCURRENCY_LIMITED.
+  const share = new HeldRun()
+  const shareUrl = await serve(t, new FakeBackend('nsjail', { run: share.run }), { CONCURRENCY: '1', QUEUE_SIZE: '2', TENANT_QUEUE: '1' })
+  const running = cli(['run', script, '--url', shareUrl])
+  await share.started()
+  // Whichever of the next two arrives first waits; the other is refused at once.
+  const next = [cli(['run', script, '--url', shareUrl]), cli(['run', script, '--url', shareUrl])]
+  const limited = await Promise.race(next)
+  share.finish()
+  await share.started(2)
+  share.finish()
+  t.equal((await running).code, EXIT.ok)
+  t.same((await Promise.all(next)).map(ran => ran.code).sort(), [EXIT.ok, EXIT.failed], 'one waited and ran, one was refused')
+  t.equal(limited.code, EXIT.failed)
+  t.match(limited.stderr, /^CONCURRENCY_LIMITED: this caller already has 1 executions? running and 1 waiting.*\nretry after 1 s\n$/)
 
   const internal = await serve(t, new FakeBackend('nsjail', { run: async () => { throw new Error('boom') } }))
   const ours = await cli(['run', script, '--url', internal])
@@ -229,7 +248,279 @@ t.test('usage errors of the new options exit 2 naming the problem, before anythi
 })
 
 t.test('USAGE names every option', async t => {
-  for (const option of ['--url', '--input JSON', '--input @FILE', '--stdin FILE', '--stdin -', '--file PATH[=NAME]', '--out DIR', '--help']) t.match(USAGE, option)
+  const options = ['--url', '--input JSON', '--input @FILE', '--stdin FILE', '--stdin -', '--file PATH[=NAME]', '--out DIR',
+    '--key-file FILE', '$PYSANDBOX_KEY', '--timeout SECONDS', '--cpu SECONDS', '--memory MB', '--help']
+  for (const option of options) t.match(USAGE, option)
+  t.match(USAGE, 'There is no --key', 'and why there is no --key')
+})
+
+// An API key as the server makes them: "psk_" and 43 base64url characters.
+const KEY = `psk_${randomBytes(32).toString('base64url')}`
+
+/** Fails unless the key appears nowhere in what the command printed. */
+function keyNotPrinted (t: Test, ran: Ran, what: string): void {
+  t.notOk(ran.stdout.includes(KEY) || ran.stderr.includes(KEY), `${what}: the key is not printed`)
+}
+
+interface Seen { url: string, headers: IncomingHttpHeaders, body: Record<string, unknown> }
+
+/** A server that records every request (its URL, headers and JSON body) and answers `status`
+ *  with `reply` (by default a success) and `headers`. */
+async function recording (t: Test, status = 200, reply: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<{ url: string, seen: Seen[] }> {
+  const seen: Seen[] = []
+  const url = await listen(t, (request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      seen.push({ url: request.url ?? '', headers: request.headers, body: JSON.parse(Buffer.concat(chunks).toString()) })
+      response.statusCode = status
+      for (const [name, value] of Object.entries({ 'content-type': 'application/json', ...headers })) response.setHeader(name, value)
+      response.end(JSON.stringify(status === 200 ? { result: 'done', stdout: '', stderr: '', backend: 'nsjail', ...reply } : reply))
+    })
+  })
+  return { url, seen }
+}
+
+t.test('parseCommand: --timeout in seconds (decimals) becomes limits.wallMs, --cpu limits.cpuSeconds, --memory limits.memoryMb', async t => {
+  const table: Array<[string[], Record<string, number>]> = [
+    [['--timeout', '2'], { wallMs: 2000 }],
+    [['--timeout', '0.5'], { wallMs: 500 }],
+    [['--timeout', '.25'], { wallMs: 250 }],
+    [['--timeout', '3.'], { wallMs: 3000 }],
+    [['--timeout', '0.001'], { wallMs: 1 }],
+    [['--timeout', '1.0004'], { wallMs: 1000 }],
+    [['--timeout', '0.0015'], { wallMs: 2 }],
+    [['--timeout=90'], { wallMs: 90_000 }],
+    [['--cpu', '3'], { cpuSeconds: 3 }],
+    [['--cpu', '007'], { cpuSeconds: 7 }],
+    [['--memory', '128'], { memoryMb: 128 }],
+    [['--memory=100000'], { memoryMb: 100_000 }],
+    [['--timeout', '1.5', '--cpu', '1', '--memory', '64'], { wallMs: 1500, cpuSeconds: 1, memoryMb: 64 }]
+  ]
+  for (const [argv, limits] of table) t.same(parseCommand(['run', 'a.py', ...argv], {}), { help: false, file: 'a.py', url: new URL('http://localhost:8080/execute'), files: [], limits }, argv.join(' '))
+  t.notOk('limits' in parseCommand(['run', 'a.py'], {}), 'none given: no limits at all (the server\'s defaults)')
+})
+
+t.test('bad limits are usage errors (exit 2) naming the option, before anything is read or sent', async t => {
+  const { url, seen } = await recording(t)
+  const table: Array<[string[], RegExp]> = [
+    [['--timeout', '0'], /^pysandbox: --timeout 0: give seconds, a number above 0 such as 2 or 0\.5 \(at least 0\.001\)\n/],
+    [['--timeout', '0.0'], /^pysandbox: --timeout 0\.0: give seconds/],
+    [['--timeout', '0.0004'], /^pysandbox: --timeout 0\.0004: give seconds/],
+    [['--timeout=-1'], /^pysandbox: --timeout -1: give seconds/],
+    [['--timeout', '-1'], /^pysandbox: Option '--timeout' argument is ambiguous/],
+    [['--timeout', 'ten'], /^pysandbox: --timeout ten: give seconds/],
+    [['--timeout', '1e3'], /^pysandbox: --timeout 1e3: give seconds/],
+    [['--timeout', 'Infinity'], /^pysandbox: --timeout Infinity: give seconds/],
+    [['--timeout', '0x10'], /^pysandbox: --timeout 0x10: give seconds/],
+    [['--timeout', ' 1'], /^pysandbox: --timeout {2}1: give seconds/],
+    [['--timeout', '1s'], /^pysandbox: --timeout 1s: give seconds/],
+    [['--timeout', ''], /^pysandbox: --timeout : give seconds/],
+    [['--timeout', '9'.repeat(20)], /^pysandbox: --timeout 9+: give seconds/],
+    [['--timeout'], /^pysandbox: Option '--timeout <value>' argument missing/],
+    [['--cpu', '0'], /^pysandbox: --cpu 0: give whole seconds, a whole number above 0\n/],
+    [['--cpu', '1.5'], /^pysandbox: --cpu 1\.5: give whole seconds/],
+    [['--cpu=-2'], /^pysandbox: --cpu -2: give whole seconds/],
+    [['--cpu', 'two'], /^pysandbox: --cpu two: give whole seconds/],
+    [['--cpu', '9'.repeat(17)], /^pysandbox: --cpu 9+: give whole seconds/],
+    [['--memory', '0'], /^pysandbox: --memory 0: give megabytes, a whole number above 0\n/],
+    [['--memory', '12.5'], /^pysandbox: --memory 12\.5: give megabytes/],
+    [['--memory', '1e3'], /^pysandbox: --memory 1e3: give megabytes/],
+    [['--memory', '512MB'], /^pysandbox: --memory 512MB: give megabytes/],
+    [['--memory=-64'], /^pysandbox: --memory -64: give megabytes/],
+    [['--memory', ''], /^pysandbox: --memory : give megabytes/]
+  ]
+  for (const [argv, message] of table) {
+    const ran = await cli(['run', script, '--url', url, ...argv])
+    t.equal(ran.code, EXIT.usage, argv.join(' '))
+    t.equal(ran.stdout, '')
+    t.match(ran.stderr, message, argv.join(' '))
+    t.match(ran.stderr, /\nusage: pysandbox run/, 'with the usage')
+  }
+  t.equal(seen.length, 0, 'nothing was sent')
+})
+
+t.test('limits are sent only when given, exactly as the flags say', async t => {
+  const { url, seen } = await recording(t)
+  t.equal((await cli(['run', script, '--url', url])).code, EXIT.ok)
+  t.same(seen[0]?.body, { script: 'def main():\n    return 42\n' }, 'no flag: no limits field')
+  t.equal((await cli(['run', script, '--url', url, '--timeout', '0.5'])).code, EXIT.ok)
+  t.same(seen[1]?.body.limits, { wallMs: 500 })
+  t.equal((await cli(['run', script, '--url', url, '--memory', '64', '--cpu', '2', '--timeout', '2.25', '--input', '1'])).code, EXIT.ok)
+  t.same(seen[2]?.body, { script: 'def main():\n    return 42\n', input: 1, limits: { wallMs: 2250, cpuSeconds: 2, memoryMb: 64 } })
+})
+
+t.test('a limit over the server\'s ceiling: its 400 is printed as any refusal, exit 1', async t => {
+  const message = 'body.limits.memoryMb is 100000, above this server\'s ceiling (LIMIT_MEMORY_MB_MAX) of 512'
+  const { url } = await recording(t, 400, { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message, requestId: 'r-1' })
+  t.same(await cli(['run', script, '--url', url, '--memory', '100000']), { code: EXIT.failed, stdout: '', stderr: `INVALID_REQUEST: ${message}\n` })
+})
+
+t.test('the key: PYSANDBOX_KEY, or --key-file (which wins); none: none', async t => {
+  const url = new URL('http://localhost:8080/execute')
+  t.same(parseCommand(['run', 'a.py'], { PYSANDBOX_KEY: KEY }), { help: false, file: 'a.py', url, files: [], key: { env: KEY } })
+  t.same(parseCommand(['run', 'a.py', '--key-file', 'k.txt'], { PYSANDBOX_KEY: KEY }), { help: false, file: 'a.py', url, files: [], key: { file: 'k.txt' } })
+  t.same(parseCommand(['run', 'a.py', '--key-file=k.txt'], {}), { help: false, file: 'a.py', url, files: [], key: { file: 'k.txt' } })
+  t.notOk('key' in parseCommand(['run', 'a.py'], {}), 'no key')
+  t.same(parseCommand(['run', '--', '--key'], {}), { help: false, file: '--key', url, files: [] }, 'after "--", --key is a file name')
+})
+
+t.test('the key is sent as Authorization: Bearer, from PYSANDBOX_KEY or the first line of --key-file; never in the URL', async t => {
+  const { url, seen } = await recording(t)
+  const keys = mkdtempSync(join(tmpdir(), 'pysandbox-client-keys-'))
+  const keyFile = (name: string, content: string | Buffer): string => {
+    const path = join(keys, name)
+    writeFileSync(path, content)
+    return path
+  }
+  const runs: Array<[string, string[], Record<string, string>]> = [
+    ['PYSANDBOX_KEY', [], { PYSANDBOX_KEY: KEY }],
+    ['--key-file, the key alone', ['--key-file', keyFile('alone', KEY)], {}],
+    ['--key-file, spaces and CRLF trimmed, later lines ignored', ['--key-file', keyFile('lines', `  ${KEY}\t\r\nsecond line\n`)], {}],
+    ['--key-file, a byte order mark trimmed', ['--key-file', keyFile('bom', `\ufeff${KEY}\n`)], {}],
+    ['--key-file wins over PYSANDBOX_KEY', ['--key-file', keyFile('wins', `${KEY}\n`)], { PYSANDBOX_KEY: 'psk_other' }],
+    ['--key-file over a bad PYSANDBOX_KEY (not read)', ['--key-file', keyFile('over-bad', `${KEY}\n`)], { PYSANDBOX_KEY: 'bad key' }]
+  ]
+  for (const [what, argv, env] of runs) {
+    const ran = await cli(['run', script, '--url', url, ...argv], { env })
+    t.same(ran, { code: EXIT.ok, stdout: '"done"\n', stderr: '' }, what)
+    t.equal(seen.at(-1)?.headers.authorization, `Bearer ${KEY}`, `${what}: Authorization: Bearer KEY`)
+    t.equal(seen.at(-1)?.url, '/execute', `${what}: not in the URL`)
+    t.notOk(JSON.stringify(seen.at(-1)?.body).includes(KEY), `${what}: not in the body`)
+  }
+  t.equal((await cli(['run', script, '--url', url])).code, EXIT.ok)
+  t.equal(seen.at(-1)?.headers.authorization, undefined, 'no key: no Authorization header')
+})
+
+t.test('--key is refused (exit 2) pointing to PYSANDBOX_KEY and --key-file; the key is never printed', async t => {
+  const { url, seen } = await recording(t)
+  const table = [
+    ['--key', KEY],
+    [`--key=${KEY}`],
+    ['--key'],
+    ['--key', KEY, '--port', '1'],
+    ['--port', '1', '--key', KEY],
+    ['--input', '--key']
+  ]
+  for (const argv of table) {
+    const ran = await cli(['run', script, '--url', url, ...argv], { env: { PYSANDBOX_KEY: KEY } })
+    t.equal(ran.code, EXIT.usage, argv.join(' '))
+    t.match(ran.stderr, /^pysandbox: --key is not taken: a key on the command line shows in ps and stays in the shell's history; set PYSANDBOX_KEY or use --key-file FILE\nusage: /, argv.join(' '))
+    keyNotPrinted(t, ran, argv.join(' '))
+  }
+  const after = await cli(['run', script, '--url', url, '--port', '1', '--', '--key'])
+  t.match(after.stderr, /^pysandbox: Unknown option '--port'/, 'after "--", --key is no option: the other error is the one told')
+  t.equal(seen.length, 0, 'nothing was sent')
+})
+
+t.test('a key that cannot be sent (empty, whitespace, control characters, not ASCII) or a key file that cannot be read: exit 2, the key never printed', async t => {
+  const { url, seen } = await recording(t)
+  const keys = mkdtempSync(join(tmpdir(), 'pysandbox-client-badkeys-'))
+  const keyFile = (name: string, content: string | Buffer): string => {
+    const path = join(keys, name)
+    writeFileSync(path, content)
+    return path
+  }
+  const fromEnv = /^pysandbox: PYSANDBOX_KEY holds whitespace, a control character or a character outside ASCII, which a key never does\nusage: /
+  const inFile = (name: string): RegExp => new RegExp(`^pysandbox: the first line of --key-file .*/${name} holds whitespace, a control character or a character outside ASCII, which a key never does\n$`)
+  const table: Array<[string, string[], Record<string, string>, RegExp]> = [
+    ['PYSANDBOX_KEY empty', [], { PYSANDBOX_KEY: '' }, /^pysandbox: PYSANDBOX_KEY is empty: give the key there \(or no key at all for a server that needs none\)\nusage: /],
+    ['PYSANDBOX_KEY with a space', [], { PYSANDBOX_KEY: `${KEY} x` }, fromEnv],
+    ['PYSANDBOX_KEY with a trailing newline', [], { PYSANDBOX_KEY: `${KEY}\n` }, fromEnv],
+    ['PYSANDBOX_KEY with a tab', [], { PYSANDBOX_KEY: `\t${KEY}` }, fromEnv],
+    ['PYSANDBOX_KEY with DEL', [], { PYSANDBOX_KEY: `${KEY}\u007f` }, fromEnv],
+    ['PYSANDBOX_KEY with NUL', [], { PYSANDBOX_KEY: `${KEY}\u0000` }, fromEnv],
+    ['PYSANDBOX_KEY not ASCII', [], { PYSANDBOX_KEY: `${KEY}é` }, fromEnv],
+    ['an empty key file', ['--key-file', keyFile('empty', '')], {}, /^pysandbox: the first line of --key-file .*\/empty is empty: give the key there/],
+    ['a comment first (as npm run keygen prints one)', ['--key-file', keyFile('comment', `# the key for me\n${KEY}\n`)], {}, /^pysandbox: the first line of --key-file .*\/comment is a comment: the key goes alone on the first line\n$/],
+    ['a blank first line', ['--key-file', keyFile('blank', ` \t\r\n${KEY}\n`)], {}, /^pysandbox: the first line of --key-file .*\/blank is empty/],
+    ['a space inside', ['--key-file', keyFile('space', `${KEY.slice(0, 20)} ${KEY.slice(20)}\n`)], {}, inFile('space')],
+    ['an escape inside', ['--key-file', keyFile('escape', `${KEY}\u001b[2J\n`)], {}, inFile('escape')],
+    ['not UTF-8', ['--key-file', keyFile('latin1', Buffer.concat([Buffer.from(KEY), Buffer.from([0xe9, 0x0a])]))], {}, inFile('latin1')],
+    ['a first line over 4096 bytes', ['--key-file', keyFile('long', `${KEY}${'x'.repeat(5000)}\n`)], {}, /^pysandbox: --key-file .*\/long: its first line is over 4096 bytes, which no key is\n$/],
+    ['a missing key file', ['--key-file', join(keys, 'missing')], {}, /^pysandbox: cannot read .*\/missing: ENOENT/],
+    ['a directory', ['--key-file', keys], {}, /^pysandbox: cannot read .*: EISDIR/],
+    ['--key-file without a name', ['--key-file='], {}, /^pysandbox: --key-file needs a file name\nusage: /]
+  ]
+  for (const [what, argv, env, message] of table) {
+    const ran = await cli(['run', script, '--url', url, ...argv], { env })
+    t.equal(ran.code, EXIT.usage, what)
+    t.equal(ran.stdout, '', what)
+    t.match(ran.stderr, message, what)
+    keyNotPrinted(t, ran, what)
+  }
+  t.equal(seen.length, 0, 'nothing was sent')
+})
+
+t.test('a key file that is a pipe: its first line is read, the rest not waited for', async t => {
+  const { url, seen } = await recording(t)
+  const fifo = join(mkdtempSync(join(tmpdir(), 'pysandbox-client-fifo-')), 'key')
+  execFileSync('mkfifo', [fifo])
+  // The writer sends the first line and keeps the pipe open: only the line is needed.
+  const writer = spawn('sh', ['-c', 'exec 3>"$FIFO"; printf \'%s\\n\' "$KEY" >&3; exec sleep 30'], { env: { ...process.env, KEY, FIFO: fifo }, stdio: 'ignore' })
+  t.teardown(() => { writer.kill() })
+  const ran = await cli(['run', script, '--url', url, '--key-file', fifo])
+  t.same(ran, { code: EXIT.ok, stdout: '"done"\n', stderr: '' })
+  t.equal(seen[0]?.headers.authorization, `Bearer ${KEY}`)
+})
+
+t.test('401: UNAUTHORIZED and its message, then where a key goes (and whether the one sent was refused); exit 1', async t => {
+  const missing = { statusCode: 401, error: 'Unauthorized', code: 'UNAUTHORIZED', message: 'this server needs an API key: send Authorization: Bearer <key>', requestId: 'r-401' }
+  const challenge = { 'www-authenticate': 'Bearer realm="pysandbox"' }
+  const { url, seen } = await recording(t, 401, missing, challenge)
+  const none = await cli(['run', script, '--url', url])
+  t.same(none, {
+    code: EXIT.failed,
+    stdout: '',
+    stderr: 'UNAUTHORIZED: this server needs an API key: send Authorization: Bearer <key>\n' +
+      'no API key was sent: set PYSANDBOX_KEY or use --key-file FILE\n'
+  }, 'no key sent')
+
+  const wrong = await recording(t, 401, { ...missing, message: 'the API key is not one this server knows' }, { 'www-authenticate': 'Bearer realm="pysandbox", error="invalid_token"' })
+  const fromEnv = await cli(['run', script, '--url', wrong.url], { env: { PYSANDBOX_KEY: KEY } })
+  t.same(fromEnv, {
+    code: EXIT.failed,
+    stdout: '',
+    stderr: 'UNAUTHORIZED: the API key is not one this server knows\n' +
+      'the key from PYSANDBOX_KEY was refused: set PYSANDBOX_KEY or use --key-file FILE with a key this server takes\n'
+  }, 'a key from PYSANDBOX_KEY refused')
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'pysandbox-client-401-')), 'key.txt')
+  writeFileSync(keyFile, `${KEY}\n`)
+  const fromFile = await cli(['run', script, '--url', wrong.url, '--key-file', keyFile])
+  t.equal(fromFile.code, EXIT.failed)
+  t.equal(fromFile.stderr.split('\n')[1], `the key from --key-file ${keyFile} was refused: set PYSANDBOX_KEY or use --key-file FILE with a key this server takes`, 'a key from a file refused')
+  for (const [what, ran] of [['none', none], ['env', fromEnv], ['file', fromFile]] as const) keyNotPrinted(t, ran, what)
+  t.equal(seen.length, 1)
+
+  const proxy = await recording(t, 401, { detail: 'unauthorized' })
+  t.same(await cli(['run', script, '--url', proxy.url]), {
+    code: EXIT.failed,
+    stdout: '',
+    stderr: 'HTTP_401: Unauthorized\nno API key was sent: set PYSANDBOX_KEY or use --key-file FILE\nrequest id: none\n'
+  }, 'a 401 of a server that is not PySandbox (JSON without a code): the hint all the same')
+})
+
+t.test('429 CONCURRENCY_LIMITED, like RATE_LIMITED: the code, the message, Retry-After; exit 1', async t => {
+  for (const code of ['CONCURRENCY_LIMITED', 'RATE_LIMITED']) {
+    const message = `${code === 'RATE_LIMITED' ? 'too many requests' : 'this key already has 2 executions running or queued'}; retry later`
+    const { url } = await recording(t, 429, { statusCode: 429, error: 'Too Many Requests', code, message, requestId: 'r-429' },
+      { 'retry-after': '2', 'ratelimit-limit': '10', 'ratelimit-remaining': '0', 'ratelimit-reset': '2' })
+    t.same(await cli(['run', script, '--url', url]), { code: EXIT.failed, stdout: '', stderr: `${code}: ${message}\nretry after 2 s\n` }, code)
+  }
+})
+
+t.test('a key put where a key does not go (a script name, an argument, a reply) is not printed', async t => {
+  const message = (ran: Ran): string => ran.stderr.split('\n')[0] ?? ''
+  const extra = await cli(['run', script, KEY])
+  t.equal(message(extra), 'pysandbox: one script at a time (got also psk_(hidden))')
+  const asScript = await cli(['run', KEY, '--url', 'http://127.0.0.1:9'])
+  t.equal(message(asScript), 'pysandbox: cannot read psk_(hidden): ENOENT: no such file or directory, open \'psk_(hidden)\'')
+  const asUrl = await cli(['run', script, '--url', KEY])
+  t.equal(message(asUrl), 'pysandbox: not a URL: psk_(hidden)')
+  const { url } = await recording(t, 400, { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: `body.files[0].path "${KEY}/x" is under output/`, requestId: 'r' })
+  const quoted = await cli(['run', script, '--url', url])
+  t.equal(message(quoted), 'INVALID_REQUEST: body.files[0].path "psk_(hidden)/x" is under output/', 'a reply quoting one')
+  for (const ran of [extra, asScript, asUrl, quoted]) keyNotPrinted(t, ran, message(ran))
 })
 
 t.test('what is sent: input (inline or @FILE), stdin (a file or "-"), files (UTF-8 as text, else base64)', async t => {
