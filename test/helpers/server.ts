@@ -17,12 +17,18 @@ export const TEST_LIMITS: Readonly<Record<string, string>> = Object.freeze({
   LIMIT_TMP_MB: '16',
   LIMIT_TMP_FILES: '4096',
   LIMIT_PROCESSES: '32',
+  LIMIT_WALL_MS_MAX: '60000',
+  LIMIT_CPU_S_MAX: '60',
   LIMIT_MEMORY_MB_MAX: '512',
   LIMIT_PROCESSES_MAX: '64',
   LIMIT_OUTPUT_BYTES_MAX: '262144',
   RATE_LIMIT_MAX: '0',
   CONCURRENCY: '2',
-  QUEUE_SIZE: '8'
+  QUEUE_SIZE: '8',
+  // One test client runs pairs of scripts at once (the cross-run deny tests): it must get both
+  // slots, not the default share of one (found by the sabotage run: with one slot its pairs ran
+  // one after the other, and the breach under direct went unseen).
+  TENANT_SLOTS: '2'
 })
 
 /** A value in the server's environment that no script may ever read. */
