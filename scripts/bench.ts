@@ -120,7 +120,9 @@ interface Measured { backend: string, memoryRung: unknown, warm: unknown, warmRu
 
 /** One server (warm sandboxes on or off), every script at concurrency 1 and at twice the slots. */
 async function measure (warm: boolean): Promise<Measured> {
-  const app = await buildApp({ config: loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent', WARM_SANDBOXES: String(warm) }) })
+  // One client measuring the server's capacity: every slot is its share (TENANT_SLOTS's default
+  // keeps one slot for other callers; README "Running it exposed").
+  const app = await buildApp({ config: loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent', WARM_SANDBOXES: String(warm), TENANT_SLOTS: String(config.CONCURRENCY) }) })
   await app.listen({ port: 0, host: '127.0.0.1' })
   try {
     const { port } = app.server.address() as { port: number }
