@@ -11,6 +11,7 @@ import { Redis } from 'ioredis'
 import { ceilingsOf, tenantSharesOf, trustProxyOf, type Config } from './config.js'
 import { limitsFrom } from './backends/backend.js'
 import access from './plugins/access.js'
+import { urlHoldsKey } from './access/keys.js'
 import type { SandboxBackend } from './backends/backend.js'
 import { createBackends } from './backends/index.js'
 import { RateLimitedError } from './errors/errors.js'
@@ -51,9 +52,11 @@ export const REQUEST_LOG_SERIALIZERS = {
   req: (request: { method?: string, url?: string, ip?: string, socket?: { remotePort?: number } }) => {
     const url = String(request.url)
     const query = url.indexOf('?')
+    const path = query < 0 ? url : url.slice(0, query)
     return {
       method: request.method,
-      url: query < 0 ? url : `${url.slice(0, query)}?[redacted]`,
+      // A key pasted into the path (refused 400 by the access plugin) is not logged either.
+      url: urlHoldsKey(path) ? '[redacted: a credential in the path]' : query < 0 ? url : `${path}?[redacted]`,
       remoteAddress: request.ip,
       remotePort: request.socket?.remotePort
     }
@@ -123,8 +126,12 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(access, {
     keysFile: config.API_KEYS_FILE,
     defaults: { rate: config.RATE_LIMIT_MAX, ...shares, ceilings: ceilingsOf(config) },
-    host: config.HOST
+    host: config.HOST,
+    metricsOpen: config.METRICS_TOKEN_HASH === undefined
   })
+  if (ceilingsOf(config).wallMs > config.QUEUE_TIMEOUT_MS) {
+    app.log.warn(`LIMIT_WALL_MS_MAX (${ceilingsOf(config).wallMs} ms) is above QUEUE_TIMEOUT_MS (${config.QUEUE_TIMEOUT_MS} ms): a request queued behind one long run can time out BUSY`)
+  }
   if (config.RATE_LIMIT_MAX > 0) {
     const redis = config.REDIS_URL === undefined
       ? undefined

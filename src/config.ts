@@ -47,8 +47,8 @@ export const ConfigSchema = Type.Object({
   QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start). A re-probe whose canary ran out of time (a busy host) is inconclusive: readiness is kept and it is retried within 10 s' }),
-  LIMIT_WALL_MS_MAX: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'Highest `limits.wallMs` a request may ask for (default: 60000, or LIMIT_WALL_MS if higher)' })),
-  LIMIT_CPU_S_MAX: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Highest `limits.cpuSeconds` a request may ask for (default: 60, or LIMIT_CPU_S if higher)' })),
+  LIMIT_WALL_MS_MAX: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'Highest `limits.wallMs` a request may ask for (default: LIMIT_WALL_MS: a raise is the operator\'s choice, as a longer run holds its slot longer; keep it under QUEUE_TIMEOUT_MS, or a queued request can time out behind one run)' })),
+  LIMIT_CPU_S_MAX: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Highest `limits.cpuSeconds` a request may ask for (default: LIMIT_CPU_S)' })),
   LIMIT_MEMORY_MB_MAX: Type.Optional(Type.Integer({ minimum: 64, maximum: 65_536, description: 'Highest `limits.memoryMb` a request may ask for (default: LIMIT_MEMORY_MB: raising it is the operator\'s choice, as it is memory the host must have for every slot)' })),
   LIMIT_PROCESSES_MAX: Type.Optional(Type.Integer({ minimum: 4, maximum: 4096, description: 'Highest `limits.processes` a request may ask for (default: LIMIT_PROCESSES)' })),
   LIMIT_OUTPUT_BYTES_MAX: Type.Optional(Type.Integer({ minimum: 1024, maximum: 64 * MiB, description: 'Highest `limits.outputBytes` a request may ask for (default: LIMIT_OUTPUT_BYTES)' })),
@@ -56,7 +56,7 @@ export const ConfigSchema = Type.Object({
   METRICS_TOKEN_HASH: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256 (hex) of the bearer token GET /metrics requires (`npm run keygen -- metrics` makes one); unset: /metrics is open' })),
   REDIS_URL: Type.Optional(Type.String({ minLength: 1, description: 'Keep the rate-limit counters in this Redis (redis://host:6379), shared by every instance; unset: each instance counts for itself' })),
   TENANT_SLOTS: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SLOTS, description: 'Execution slots one caller (an API key, else an address) may hold at once, so one caller never holds them all while another waits (default: CONCURRENCY - 1, at least 1); a key may have its own (`slots=`)' })),
-  TENANT_QUEUE: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Requests of one caller that keep their place in a full queue: a caller within it takes the place of the newest waiter of a caller beyond it, who gets 429 CONCURRENCY_LIMITED (the queue is anyone\'s while it has room; default: half of QUEUE_SIZE, rounded up); a key may have its own (`queue=`)' })),
+  TENANT_QUEUE: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000, description: 'Requests one caller may have waiting for a slot; beyond, 429 CONCURRENCY_LIMITED (default: QUEUE_SIZE; a full queue is shared anyway: a newcomer takes the newest place of the caller with the most waiting, if that is two more than its own); a key may have its own (`queue=`)' })),
   RATE_LIMIT_MAX: Type.Integer({ default: 3000, minimum: 0, description: 'Requests per caller (an API key, else an address) per window; a key may have its own (`rate=`). 0 turns rate limiting off' }),
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
   WARM_SANDBOXES: Type.Boolean({ default: true, description: 'Warm sandboxes (nsjail): one long-lived jail per slot whose zygote has imported numpy and pandas forks each run (docs/warm.md)' }),
@@ -212,8 +212,8 @@ export interface Ceilings {
 
 export function ceilingsOf (config: Config): Ceilings {
   return {
-    wallMs: config.LIMIT_WALL_MS_MAX ?? Math.max(60_000, config.LIMIT_WALL_MS),
-    cpuSeconds: config.LIMIT_CPU_S_MAX ?? Math.max(60, config.LIMIT_CPU_S),
+    wallMs: config.LIMIT_WALL_MS_MAX ?? config.LIMIT_WALL_MS,
+    cpuSeconds: config.LIMIT_CPU_S_MAX ?? config.LIMIT_CPU_S,
     memoryMb: config.LIMIT_MEMORY_MB_MAX ?? config.LIMIT_MEMORY_MB,
     processes: config.LIMIT_PROCESSES_MAX ?? config.LIMIT_PROCESSES,
     outputBytes: config.LIMIT_OUTPUT_BYTES_MAX ?? config.LIMIT_OUTPUT_BYTES
@@ -224,7 +224,7 @@ export function ceilingsOf (config: Config): Ceilings {
 export function tenantSharesOf (config: Config): { slots: number, queue: number } {
   return {
     slots: Math.min(config.TENANT_SLOTS ?? Math.max(1, config.CONCURRENCY - 1), config.CONCURRENCY),
-    queue: Math.min(config.TENANT_QUEUE ?? Math.ceil(config.QUEUE_SIZE / 2), config.QUEUE_SIZE)
+    queue: Math.min(config.TENANT_QUEUE ?? config.QUEUE_SIZE, config.QUEUE_SIZE)
   }
 }
 
@@ -234,8 +234,11 @@ function isAddressOrRange (entry: string): boolean {
   const [address = '', prefix, ...rest] = entry.split('/')
   const version = isIP(address)
   if (version === 0 || rest.length > 0) return false
-  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128))
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) >= MIN_PREFIX && Number(prefix) <= (version === 4 ? 32 : 128))
 }
+
+/** A range wider than this (0.0.0.0/1 and the like) trusts most of the internet: as good as true. */
+const MIN_PREFIX = 8
 
 /** TRUST_PROXY as Fastify's trustProxy takes it: false, a hop count, or a list of addresses. */
 export function trustProxyOf (value: string): false | number | string[] | { problem: string } {
@@ -244,7 +247,7 @@ export function trustProxyOf (value: string): false | number | string[] | { prob
   if (value === 'true') return { problem: 'would believe every X-Forwarded-For entry, and a client writes the first one: give the number of proxies in front of the server (Cloud Run: 1) or their addresses' }
   const addresses = value.split(',').map(a => a.trim())
   if (addresses.every(isAddressOrRange)) return addresses
-  return { problem: 'must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas' }
+  return { problem: 'must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges (/8 or narrower) separated by commas' }
 }
 
 /** The permitted backends, strongest first; a pinned backend narrows it to one. */

@@ -1,10 +1,12 @@
 // Execution slots: at most `size` sandboxes at once, at most `queueSize` requests waiting for
 // one, none waiting longer than `queueTimeoutMs`. Beyond that: BUSY, never an unbounded pile-up.
 // Shared between callers (tenants): each holds at most its `slots` at once, so with a share below
-// the whole one caller never holds every slot while another waits. The queue is used by whoever
-// comes while it has room; when it is full, a caller within its `queue` share takes the place of
-// the newest waiter of a caller beyond its share, who is refused CONCURRENCY_LIMITED (its own
-// doing). A freed slot goes to the waiting caller that holds the fewest. Free slots are handed
+// the whole one caller never holds every slot while another waits, and has at most its `queue`
+// waiting (beyond: CONCURRENCY_LIMITED, its own doing). The queue is used by whoever comes while it
+// has room; when it is full, a newcomer takes the place of the newest waiter of the caller with
+// the most waiting, if that is at least two more than its own (that waiter is refused
+// CONCURRENCY_LIMITED): so callers together, not only one, cannot keep another out. A freed slot
+// goes to the waiting caller that holds the fewest. Free slots are handed
 // out least recently used first: a slot's warm sandbox cleans up after a run while the other
 // slots serve. A waiter whose client leaves leaves the queue at once.
 import { BusyError, ClientClosedError, ConcurrencyLimitedError } from './errors/errors.js'
@@ -68,12 +70,13 @@ export class Slots {
       const slot = this.free.shift()
       if (slot !== undefined) return this.lease(share, slot)
     }
+    if (holding.waiting >= share.queue && holding.running + holding.waiting > 0) {
+      throw new ConcurrencyLimitedError(holding.running, holding.waiting)
+    }
     if (this.waiting.length >= this.queueSize) {
-      const displaced = holding.waiting < share.queue ? this.beyondShare() : undefined
+      const displaced = this.displaceable(share.id, holding.waiting)
       if (displaced === undefined) {
         this.settle(share.id, holding)
-        // Beyond its own share it is refused for that; otherwise for the server's load.
-        if (holding.waiting >= share.queue && holding.running + holding.waiting > 0) throw new ConcurrencyLimitedError(holding.running, holding.waiting)
         throw new BusyError()
       }
       const theirs = this.holdings.get(displaced.share.id) as Holding
@@ -119,26 +122,34 @@ export class Slots {
     }
   }
 
-  /** The newest waiter of a caller with more waiting than its queue share, if any. */
-  private beyondShare (): Waiter | undefined {
+  /** The newest waiter of the caller (not `id`) with the most waiting, when that is at least two
+   *  more than `mine`: after the exchange neither has more than one over the other. */
+  private displaceable (id: string, mine: number): Waiter | undefined {
+    let chosen: Waiter | undefined
+    let most = mine + 1
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const waiter = this.waiting[i] as Waiter
-      if ((this.holdings.get(waiter.share.id)?.waiting ?? 0) > waiter.share.queue) return waiter
+      const theirs = this.holdings.get(waiter.share.id)?.waiting ?? 0
+      if (waiter.share.id !== id && theirs > most) {
+        chosen = waiter
+        most = theirs
+      }
     }
-    return undefined
+    return chosen
   }
 
-  /** Free slots to waiters: each to the one whose caller holds the fewest, the longest waiting
-   *  first among equals, never beyond a caller's share. */
+  /** Free slots to waiters: each to the one whose caller holds the fewest running (then the fewest
+   *  waiting), the longest waiting first among equals, never beyond a caller's share. */
   private grantWaiting (): void {
     while (this.free.length > 0) {
       let next: Waiter | undefined
-      let fewest = Infinity
+      let fewest: Holding = { running: Infinity, waiting: Infinity }
       for (const waiter of this.waiting) {
-        const running = this.holdings.get(waiter.share.id)?.running ?? 0
-        if (running < waiter.share.slots && running < fewest) {
+        const holding = this.holdings.get(waiter.share.id) as Holding // a waiter's caller holds it
+        const fewer = holding.running < fewest.running || (holding.running === fewest.running && holding.waiting < fewest.waiting)
+        if (holding.running < waiter.share.slots && fewer) {
           next = waiter
-          fewest = running
+          fewest = holding
         }
       }
       if (next === undefined) return

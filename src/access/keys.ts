@@ -8,6 +8,7 @@
 // slots and of the queue), and the ceilings of its requests' limits (wallMs, cpuSeconds, memoryMb,
 // processes, outputBytes), each at most the server's own.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
 import type { Ceilings } from '../config.js'
 
 export const KEY_PREFIX = 'psk_'
@@ -41,6 +42,27 @@ export function newKey (name: string): { key: string, line: string } {
 
 export function hashKey (key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex')
+}
+
+/** The most a keys file may hold: a line is under 200 bytes, so thousands of keys. */
+export const MAX_KEYS_FILE_BYTES = 1024 * 1024
+
+/** The keys file's text: a regular file (through symbolic links: a Kubernetes Secret is mounted
+ *  through them) of at most MAX_KEYS_FILE_BYTES. Opened without blocking, so a FIFO put in its
+ *  place is refused rather than waited on; never read past the limit (a device is no file). */
+export function readKeysFile (path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const stat = fstatSync(fd)
+    if (!stat.isFile()) throw new Error('not a regular file')
+    if (stat.size > MAX_KEYS_FILE_BYTES) throw new Error(`larger than ${MAX_KEYS_FILE_BYTES} bytes`)
+    const buffer = Buffer.alloc(MAX_KEYS_FILE_BYTES + 1)
+    const length = readSync(fd, buffer, 0, buffer.length, 0)
+    if (length > MAX_KEYS_FILE_BYTES) throw new Error(`larger than ${MAX_KEYS_FILE_BYTES} bytes`)
+    return buffer.toString('utf8', 0, length)
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /** The keys of a file's text; throws an Error naming every bad line (nothing is half-read). */
@@ -78,7 +100,9 @@ export function parseKeys (text: string, server: Ceilings): ApiKey[] {
         else if (number > server[key]) problems.push(`${where} (${name}): ${key}=${number} is above the server's ceiling of ${server[key]}`)
         else ceilings[key] = number
       } else {
-        problems.push(`${where} (${name}): unknown option ${JSON.stringify(key)}; the options are ${[...SHARE_OPTIONS, ...CEILING_OPTIONS].join(', ')}`)
+        // Named only when it is a plain word: never echo what may be a key pasted in the wrong place.
+        const shown = /^[A-Za-z]{1,32}$/.test(key) ? ` ${JSON.stringify(key)}` : ''
+        problems.push(`${where} (${name}): unknown option${shown}; the options are ${[...SHARE_OPTIONS, ...CEILING_OPTIONS].join(', ')}`)
       }
     }
     names.add(name)
@@ -98,6 +122,16 @@ export function findKey (keys: readonly ApiKey[], token: string): ApiKey | undef
     if (timingSafeEqual(key.hash, hash)) found = key
   }
   return found
+}
+
+/** Whether a URL holds something shaped like a key, raw or percent-decoded (as far as it decodes). */
+export function urlHoldsKey (url: string): boolean {
+  if (url.includes(KEY_PREFIX)) return true
+  try {
+    return decodeURIComponent(url).includes(KEY_PREFIX)
+  } catch {
+    return false // a malformed escape: the raw text was checked
+  }
 }
 
 /** The token of an `Authorization: Bearer <token>` header; undefined for none or another scheme. */

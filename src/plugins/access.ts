@@ -3,12 +3,13 @@
 // is refused 401 before its body is read. Routes marked `config.public` (health, readiness, the
 // OpenAPI document, the docs and the playground's files) stay open. The keys file is read again
 // on SIGHUP and when it changes; a file that cannot be read keeps the keys in force (never open).
-import { statSync, readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { isIP } from 'node:net'
+import { statSync, unwatchFile, watchFile } from 'node:fs'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ConfigError, type Ceilings } from '../config.js'
 import { InvalidRequestError, UnauthorizedError } from '../errors/errors.js'
-import { bearerToken, findKey, parseKeys, type ApiKey } from '../access/keys.js'
+import { bearerToken, findKey, parseKeys, readKeysFile, urlHoldsKey, type ApiKey } from '../access/keys.js'
 
 /** Who a request counts as: for the rate limit, the slot shares, the ceilings and the metrics. */
 export interface Tenant {
@@ -49,34 +50,56 @@ export interface AccessOptions {
   defaults: { rate: number, slots: number, queue: number, ceilings: Ceilings }
   /** The address the server listens on: open mode warns unless it is loopback. */
   host: string
+  /** /metrics has no token of its own: with keys on, it names them to anyone (a warning). */
+  metricsOpen: boolean
   /** How often the keys file is checked for a change (ms). */
   watchIntervalMs?: number
 }
 
 const REALM = 'Bearer realm="pysandbox"'
-/** Query parameters that carry credentials in other APIs: refused, as is anything shaped like a key. */
+/** Query parameters that carry credentials in other APIs: refused, as is a key anywhere in the URL. */
 const CREDENTIAL_PARAMETER = /^(api[_-]?key|key|token|access[_-]?token|auth|authorization|bearer|password|secret)$/i
 const LOOPBACK = /^(127\.|::1$|localhost$)/
 
+/** 401; the connection closes after it, so a refused client cannot go on streaming its body. */
 function refuse (reply: FastifyReply, error: string | undefined, message: string): never {
   reply.header('www-authenticate', error === undefined ? REALM : `${REALM}, error="${error}"`)
+  reply.header('connection', 'close')
   throw new UnauthorizedError(message)
 }
 
-/** The query string must carry no credential: URLs are logged, kept in histories and by proxies. */
+/** No credential in the URL: URLs are logged, kept in histories and by proxies. */
 function refuseCredentialsInUrl (request: FastifyRequest): void {
   const query = request.url.indexOf('?')
-  if (query < 0) return
-  for (const [name, value] of new URLSearchParams(request.url.slice(query + 1))) {
-    if (CREDENTIAL_PARAMETER.test(name) || value.startsWith('psk_')) {
-      throw new InvalidRequestError('credentials are never accepted in the URL (it is logged and kept by proxies): send the key as `Authorization: Bearer <key>`, and treat this one as leaked')
-    }
+  const names = query < 0 ? [] : [...new URLSearchParams(request.url.slice(query + 1)).keys()]
+  if (urlHoldsKey(request.url) || names.some(name => CREDENTIAL_PARAMETER.test(name))) {
+    throw new InvalidRequestError('credentials are never accepted in the URL (it is logged and kept by proxies): send the key as `Authorization: Bearer <key>`, and treat this one as leaked')
   }
+}
+
+/** Who an address is: one form per address (an IPv4 address mapped into IPv6 is the IPv4 one),
+ *  an IPv6 client by its /64 (one host has a whole /64 to pick from), and the connection's own
+ *  address when a forwarded one is no address at all. */
+export function callerAddress (ip: string, socketAddress: string | undefined): string {
+  const address = isIP(ip) === 0 ? socketAddress ?? 'unknown' : ip
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+  if (mapped?.[1] !== undefined) return mapped[1]
+  if (isIP(address) !== 6) return address
+  return `${expandIPv6(address).slice(0, 4).join(':')}::/64`
+}
+
+/** The eight groups of an IPv6 address, without leading zeros. */
+function expandIPv6 (address: string): string[] {
+  const [head = '', tail] = address.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
+  return groups.map(group => Number.parseInt(group, 16).toString(16))
 }
 
 export default fp<AccessOptions>(async function accessPlugin (app, options) {
   const { defaults, keysFile } = options
-  const addressTenant = (ip: string): Tenant => ({ id: `address:${ip}`, label: '-', ...defaults })
+  const addressTenant = (request: FastifyRequest): Tenant => ({ id: `address:${callerAddress(request.ip, request.socket.remoteAddress)}`, label: '-', ...defaults })
   const keyTenant = (key: ApiKey): Tenant => ({
     id: `key:${key.name}`,
     label: key.name,
@@ -89,17 +112,18 @@ export default fp<AccessOptions>(async function accessPlugin (app, options) {
   let keys: readonly ApiKey[] | undefined
   if (keysFile !== undefined) {
     try {
-      keys = parseKeys(readFileSync(keysFile, 'utf8'), defaults.ceilings)
+      keys = parseKeys(readKeysFile(keysFile), defaults.ceilings)
     } catch (error) {
       throw new ConfigError([{ variable: 'API_KEYS_FILE', value: keysFile, line: `API_KEYS_FILE=${JSON.stringify(keysFile)} cannot be used: ${(error as Error).message}` }])
     }
     warnIfWritable(keysFile, message => app.log.warn(message))
     app.log.info({ keys: keys.length, file: keysFile }, `API keys on: ${keys.length} key(s); /execute needs Authorization: Bearer <key>`)
     if (keys.length === 0) app.log.warn(`API_KEYS_FILE ${keysFile} lists no key: every request to /execute is refused 401`)
+    if (options.metricsOpen) app.log.warn('API keys are on but /metrics is open (no METRICS_TOKEN_HASH): anyone can read your keys\' names and traffic there')
 
     const reload = (why: string): void => {
       try {
-        const next = parseKeys(readFileSync(keysFile, 'utf8'), defaults.ceilings)
+        const next = parseKeys(readKeysFile(keysFile), defaults.ceilings)
         keys = next
         app.log.info({ keys: next.length, why }, `API keys reloaded: ${next.length} key(s)`)
       } catch (error) {
@@ -128,7 +152,7 @@ export default fp<AccessOptions>(async function accessPlugin (app, options) {
   app.addHook('onRequest', async (request, reply) => {
     refuseCredentialsInUrl(request)
     if (keys === undefined || request.routeOptions.config.public === true) {
-      request.tenant = addressTenant(request.ip)
+      request.tenant = addressTenant(request)
       return
     }
     const token = bearerToken(request.headers.authorization)

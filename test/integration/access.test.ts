@@ -91,6 +91,8 @@ const RULES: Array<{ name: string, deny: (s: Server) => Promise<Attempt>, allow:
       await execute(s, bearer(alice.key))
       await execute(s, {}, `/execute?api_key=${alice.key}`)
       await execute(s, {}, `/execute?q=${bob.key}`)
+      await fetch(`${s.url}/${bob.key}`)
+      await fetch(`${s.url}/healthz/%70${bob.key.slice(1)}`)
       const log = s.log()
       return { breached: log.includes(alice.key) || log.includes(bob.key), evidence: log.includes(alice.key) ? 'alice\'s key in the log' : 'bob\'s key in the log' }
     },
@@ -130,6 +132,7 @@ else {
       t.same(Object.keys(none.body), ['statusCode', 'error', 'code', 'message', 'requestId'])
       t.equal(none.body.code, 'UNAUTHORIZED')
       t.equal(none.headers.get('www-authenticate'), 'Bearer realm="pysandbox"')
+      t.equal(none.headers.get('connection'), 'close', 'and the connection closes: a refused client cannot go on sending')
       const wrong = await execute(server, bearer('psk_wrong'))
       t.equal(wrong.headers.get('www-authenticate'), 'Bearer realm="pysandbox", error="invalid_token"')
       t.match(wrong.body.message, 'not valid')
@@ -142,6 +145,9 @@ else {
         t.match(reply.body.message, 'never accepted in the URL')
       }
       t.equal((await execute(server, bearer(alice.key), '/execute?verbose=1')).status, 200, 'allow: another query parameter')
+      for (const path of [`/${alice.key}`, `/healthz/%70${alice.key.slice(1)}`]) {
+        t.equal((await fetch(`${server.url}${path}`)).status, 400, 'a key in the path, raw or encoded, even on an open route')
+      }
     })
 
     await t.test('health, readiness, the OpenAPI document, the docs and the playground stay open', async t => {
@@ -193,6 +199,12 @@ else {
     })
   })
 
+  t.test('keys on with /metrics open: a warning', async t => {
+    const server = await serve({ API_KEYS_FILE: keysFile })
+    t.teardown(async () => { await server.app.close() })
+    t.match(server.log(), '/metrics is open')
+  })
+
   t.test('a keys file that cannot be used stops the start, naming the line but never its content', async t => {
     const bad = join(dir, 'bad')
     writeFileSync(bad, `${alice.line}\nbob:${bob.key}\n`)
@@ -202,14 +214,16 @@ else {
   })
 
   t.test('open (no API_KEYS_FILE): anyone runs, /readyz says so, and a non-loopback address is warned about', async t => {
-    const open = await serve({ HOST: '0.0.0.0' })
+    const open = await serve({ HOST: '0.0.0.0', LIMIT_WALL_MS_MAX: '40000' })
     t.teardown(async () => { await open.app.close() })
     t.equal((await execute(open)).body.result, 'ran')
     t.equal((await (await fetch(`${open.url}/readyz`)).json() as { auth: string }).auth, 'open')
     t.match(open.log(), 'NO API KEYS')
-    const local = await serve({ HOST: '127.0.0.1' })
+    t.match(open.log(), 'LIMIT_WALL_MS_MAX (40000 ms) is above QUEUE_TIMEOUT_MS (30000 ms)', 'a wall ceiling past the queue timeout is warned about')
+    const local = await serve({ HOST: '127.0.0.1', LIMIT_WALL_MS_MAX: '4000' })
     t.teardown(async () => { await local.app.close() })
     t.notMatch(local.log(), 'NO API KEYS', 'no warning on loopback')
+    t.notMatch(local.log(), 'QUEUE_TIMEOUT_MS', 'nor about the wall ceiling, by default')
   })
 
   t.test('sabotage: with auth switched off, every deny test reports the breach', async t => {

@@ -98,16 +98,16 @@ if (externalUrl !== undefined) {
       await blocker
       return { own: (await Promise.all(own)).map(r => r.status).sort(), other, third }
     }
-    const fair = await serve(t, { CONCURRENCY: '2', QUEUE_SIZE: '4', TRUST_PROXY: '1' })
+    const fair = await serve(t, { CONCURRENCY: '2', QUEUE_SIZE: '4', TRUST_PROXY: '1', TENANT_SLOTS: '1' }) // the default for 2 slots
     const { own, other, third } = await attack(fair.url)
     t.same(own, [200, 200, 200, 200, 429, 429], 'the flood: 1 running (its share of slots), 4 waiting (the queue had room), then 1 refused CONCURRENCY_LIMITED, and 1 waiter displaced')
     t.equal(other.status, 200, 'deny: another caller is served')
     t.ok(other.ms < 1500, `at once, on the slot the flood cannot take (${Math.round(other.ms)} ms)`)
     t.equal(third.status, 200, `deny: a third caller finding the queue full takes a flood waiter's place (${Math.round(third.ms)} ms)`)
-    // Sabotage: shares as large as the whole: the flood holds both slots and the queue.
-    const whole = await serve(t, { CONCURRENCY: '2', QUEUE_SIZE: '4', TRUST_PROXY: '1', TENANT_SLOTS: '2', TENANT_QUEUE: '4' })
+    // Sabotage: a share of slots as large as the whole: the flood holds both, the other waits a run.
+    const whole = await serve(t, { CONCURRENCY: '2', QUEUE_SIZE: '4', TRUST_PROXY: '1', TENANT_SLOTS: '2' })
     const sabotaged = await attack(whole.url)
-    t.equal(sabotaged.other.status, 503, `sabotage: the other caller is refused BUSY (${String(sabotaged.other.body.code)})`)
+    t.ok(sabotaged.other.status !== 200 || sabotaged.other.ms > 1500, `sabotage: the other caller is refused or waits for a run (${sabotaged.other.status}, ${Math.round(sabotaged.other.ms)} ms)`)
   })
 
   t.test('two tenants: a flood from one key keeps the other key\'s p50 under 10x its idle value', async t => {
@@ -149,7 +149,7 @@ if (externalUrl !== undefined) {
     t.comment(`two tenants, defaults (TENANT_SLOTS 1): victim p50 idle ${fair.idle.toFixed(1)} ms, under flood ${fair.flooded.toFixed(1)} ms (${(fair.flooded / fair.idle).toFixed(1)}x); flood replies ${JSON.stringify(fair.floodReplies)}`)
     t.equal(fair.refused, 0, 'the victim is never refused')
     t.ok(fair.flooded < 10 * fair.idle, `deny: p50 under flood ${fair.flooded.toFixed(1)} ms < 10 x idle ${fair.idle.toFixed(1)} ms`)
-    const whole = await measure({ TENANT_SLOTS: '2', TENANT_QUEUE: '4' })
+    const whole = await measure({ TENANT_SLOTS: '2' })
     t.comment(`sabotage (shares as large as the whole): victim p50 idle ${whole.idle.toFixed(1)} ms, under flood ${whole.flooded.toFixed(1)} ms, ${whole.refused} of 40 refused`)
     t.ok(whole.refused > 0 || whole.flooded >= 10 * whole.idle, 'sabotage: without the shares the flood breaks the bound')
   })

@@ -1,14 +1,19 @@
 // The parts of access control that need no server: keys (made, hashed, parsed, found), bearer
 // tokens, a request's limits within the ceilings, and the slots' per-caller shares.
 import t from 'tap'
-import { bearerToken, findKey, hashKey, newKey, parseKeys, tokenMatches } from '../../src/access/keys.js'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MAX_KEYS_FILE_BYTES, bearerToken, findKey, hashKey, newKey, parseKeys, readKeysFile, tokenMatches, urlHoldsKey } from '../../src/access/keys.js'
+import { callerAddress } from '../../src/plugins/access.js'
 import { KEYGEN_USAGE, keygen } from '../../src/access/keygen.js'
 import { resolveLimits } from '../../src/access/limits.js'
 import { limitsFrom } from '../../src/backends/backend.js'
 import { ceilingsOf, loadConfig, trustProxyOf } from '../../src/config.js'
 import { Slots } from '../../src/slots.js'
 
-const config = loadConfig({})
+const config = loadConfig({ LIMIT_WALL_MS_MAX: '60000' })
 const server = ceilingsOf(config)
 
 t.test('a new key: psk_ and 256 random bits; its line holds only the SHA-256', async t => {
@@ -82,26 +87,28 @@ t.test('TRUST_PROXY: false, hops, addresses; never true', async t => {
   t.match(trustProxyOf('true'), { problem: /a client writes the first one/ })
   t.match(trustProxyOf('0'), { problem: /must be false/ })
   t.match(trustProxyOf('loopback; rm'), { problem: /must be false/ })
-  for (const bad of ['1.2.3.4/99', ':::', '999.1.1.1', '10.0.0.0/8/8', '::1/129', '1.2.3.4/x']) t.match(trustProxyOf(bad), { problem: /must be false/ }, bad)
+  for (const bad of ['1.2.3.4/99', ':::', '999.1.1.1', '10.0.0.0/8/8', '::1/129', '1.2.3.4/x', '0.0.0.0/1', '128.0.0.0/1', '0.0.0.0/0', '::/0']) t.match(trustProxyOf(bad), { problem: /must be false/ }, bad)
   t.same(trustProxyOf('fd00::/8,192.168.0.0/16'), ['fd00::/8', '192.168.0.0/16'])
   t.throws(() => loadConfig({ TRUST_PROXY: 'true' }), { name: 'ConfigError', message: /^TRUST_PROXY="true" would believe every X-Forwarded-For entry/ })
   t.throws(() => loadConfig({ LIMIT_WALL_MS_MAX: '1000' }), { message: /LIMIT_WALL_MS_MAX="1000" must be at least LIMIT_WALL_MS \(10000\)/ })
+  t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS: '5000' })), { ...server, wallMs: 5000 }, 'a ceiling defaults to its limit: raising is the operator\'s choice')
 })
 
 t.test('slots: a caller holds at most its share, waits at most its queue, and a freed slot goes to whoever holds fewest', async t => {
   const slots = new Slots(2, 3, 10_000)
-  const flood = { id: 'flood', slots: 1, queue: 1 }
-  const other = { id: 'other', slots: 1, queue: 1 }
+  const flood = { id: 'flood', slots: 1, queue: 10 }
+  const other = { id: 'other', slots: 1, queue: 10 }
   const running = await slots.acquire(flood)
   const waiting = [slots.acquire(flood), slots.acquire(flood)]
-  const beyond = slots.acquire(flood)
+  const newest = slots.acquire(flood)
   t.equal(slots.queued, 3, 'allow: alone, a caller may fill the queue')
-  await t.rejects(slots.acquire(flood), { code: 'CONCURRENCY_LIMITED', statusCode: 429, message: /its share: 1 running and 3 waiting/ }, 'deny: a full queue refuses a caller beyond its share for that')
+  await t.rejects(slots.acquire(flood), { code: 'BUSY' }, 'the queue is full: BUSY')
   t.equal(slots.running, 1, 'the second slot stays free for someone else')
   const served = await slots.acquire(other)
   t.equal(served.slot, 1, 'allow: another caller gets it at once')
   const otherWaits = slots.acquire(other)
-  await t.rejects(beyond, { code: 'CONCURRENCY_LIMITED' }, 'deny: in a full queue the other caller takes the place of the flood\'s newest waiter')
+  await t.rejects(newest, { code: 'CONCURRENCY_LIMITED', message: /its share: 1 running and 3 waiting/ }, 'deny: in a full queue the other caller takes the place of the flood\'s newest waiter')
+  await t.rejects(slots.acquire(other), { code: 'BUSY' }, 'but only while the flood has two more waiting than it')
   served.release()
   // Both callers wait; flood holds 1, other holds 0: the freed slot goes to other, though flood waited longer.
   const next = await otherWaits
@@ -111,7 +118,30 @@ t.test('slots: a caller holds at most its share, waits at most its queue, and a 
   for (const waiter of waiting) (await waiter).release() // one at a time: its share is one slot
   t.equal(slots.running, 0)
   t.equal(slots.queued, 0)
-  // A caller with nothing running or waiting whom the queue cannot take: BUSY (the server's doing), not its share.
+
+  // Two callers together: each at one slot and two waiting fill everything; a third still gets in.
+  const shared = new Slots(2, 4, 10_000)
+  const a = { id: 'a', slots: 1, queue: 10 }
+  const c = { id: 'c', slots: 1, queue: 10 }
+  const b = { id: 'b', slots: 1, queue: 10 }
+  const held = [await shared.acquire(a), await shared.acquire(c)]
+  const queued = [shared.acquire(a), shared.acquire(c), shared.acquire(a), shared.acquire(c)]
+  const third = shared.acquire(b)
+  await t.rejects(queued[3] as Promise<unknown>, { code: 'CONCURRENCY_LIMITED' }, 'deny: the newest waiter of the colluders makes room')
+  held[0]?.release()
+  const granted = await third
+  t.pass('allow: the third caller gets the next slot')
+  granted.release()
+  held[1]?.release()
+  for (const waiter of queued.slice(0, 3)) (await waiter).release()
+
+  // Its own cap on waiting; a caller with nothing whom a full queue cannot take: BUSY (the server's load).
+  const capped = new Slots(1, 10, 10_000)
+  const first = await capped.acquire({ id: 'a', slots: 1, queue: 1 })
+  const second = capped.acquire({ id: 'a', slots: 1, queue: 1 })
+  await t.rejects(capped.acquire({ id: 'a', slots: 1, queue: 1 }), { code: 'CONCURRENCY_LIMITED', statusCode: 429, message: /its share: 1 running and 1 waiting/ })
+  first.release()
+  ;(await second).release()
   const full = new Slots(1, 0, 10_000)
   const lease = await full.acquire({ id: 'a', slots: 1, queue: 0 })
   await t.rejects(full.acquire({ id: 'b', slots: 1, queue: 0 }), { code: 'BUSY' })
@@ -140,4 +170,41 @@ t.test('keygen: the key alone on stdout, the line on stderr; usage errors exit 2
   t.notMatch(made.stderr, key, 'the key only on stdout')
   for (const args of [[], ['a', 'b'], ['-h'], ['--help']]) t.same(run(args), { code: 2, stdout: '', stderr: KEYGEN_USAGE }, JSON.stringify(args))
   t.match(run(['bad name']), { code: 2, stdout: '', stderr: /a key's name/ })
+})
+
+t.test('readKeysFile: a regular file (through links) of at most 1 MiB; never a FIFO, a device or more', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'pysandbox-keysfile-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'keys')
+  writeFileSync(file, 'a:0\n')
+  symlinkSync(file, join(dir, 'link'))
+  t.equal(readKeysFile(join(dir, 'link')), 'a:0\n', 'allow: through a symbolic link (a Kubernetes Secret)')
+  execFileSync('mkfifo', [join(dir, 'fifo')])
+  t.throws(() => readKeysFile(join(dir, 'fifo')), /not a regular file/, 'deny: a FIFO is refused at once, not waited on')
+  symlinkSync('/dev/zero', join(dir, 'zero'))
+  t.throws(() => readKeysFile(join(dir, 'zero')), /not a regular file/, 'deny: a device')
+  writeFileSync(join(dir, 'big'), Buffer.alloc(MAX_KEYS_FILE_BYTES + 1, 0x61))
+  t.throws(() => readKeysFile(join(dir, 'big')), /larger than 1048576 bytes/, 'deny: over 1 MiB')
+  writeFileSync(join(dir, 'full'), Buffer.alloc(MAX_KEYS_FILE_BYTES, 0x61))
+  t.equal(readKeysFile(join(dir, 'full')).length, MAX_KEYS_FILE_BYTES, 'allow: exactly 1 MiB')
+  t.throws(() => readKeysFile(join(dir, 'absent')), { code: 'ENOENT' })
+})
+
+t.test('a key pasted where an option goes is never echoed; a key anywhere in a URL is found', async t => {
+  const a = newKey('a')
+  t.throws(() => parseKeys(`${a.line} ${newKey('b').key}`, server), { message: /line 1 \(a\): unknown option; the options are/ })
+  t.throws(() => parseKeys(`${a.line} colour=red`, server), { message: /unknown option "colour"/ })
+  for (const url of ['/psk_x', '/execute?x=psk_1', '/execute?x=%70sk_1', '/%2570sk_'.replace('%25', '%'), '/execute?q=a,psk_1']) t.ok(urlHoldsKey(url), url)
+  for (const url of ['/execute', '/execute?verbose=1', '/execute?x=%E0%A4%A', '/pskx']) t.notOk(urlHoldsKey(url), url)
+})
+
+t.test('callerAddress: one form per address, IPv6 by its /64, the connection\'s own when the forwarded one is no address', async t => {
+  t.equal(callerAddress('203.0.113.7', '10.0.0.1'), '203.0.113.7')
+  t.equal(callerAddress('::ffff:203.0.113.7', '10.0.0.1'), '203.0.113.7')
+  t.equal(callerAddress('2001:db8:1:2:3:4:5:6', undefined), '2001:db8:1:2::/64')
+  t.equal(callerAddress('2001:db8:1:2::99', undefined), '2001:db8:1:2::/64', 'any host of the /64 is one caller')
+  t.equal(callerAddress('2001:db8::', undefined), '2001:db8:0:0::/64')
+  t.equal(callerAddress('::1', undefined), '0:0:0:0::/64')
+  t.equal(callerAddress('foo', '10.0.0.1'), '10.0.0.1', 'a forwarded entry that is no address: the connection')
+  t.equal(callerAddress('x'.repeat(8000), undefined), 'unknown')
 })

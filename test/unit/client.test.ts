@@ -166,7 +166,7 @@ t.test('refusals: the code, Retry-After when given, the request id for our fault
   t.equal((await running).code, EXIT.ok)
   t.same((await Promise.all(next)).map(ran => ran.code).sort(), [EXIT.ok, EXIT.failed], 'one waited and ran, one was refused')
   t.equal(limited.code, EXIT.failed)
-  t.match(limited.stderr, /^CONCURRENCY_LIMITED: this caller already has 1 executions? running and 1 waiting.*\nretry after 1 s\n$/)
+  t.match(limited.stderr, /^CONCURRENCY_LIMITED: this caller already has its share: 1 running and 1 waiting.*\nretry after 1 s\n$/)
 
   const internal = await serve(t, new FakeBackend('nsjail', { run: async () => { throw new Error('boom') } }))
   const ours = await cli(['run', script, '--url', internal])

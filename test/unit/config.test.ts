@@ -128,18 +128,18 @@ t.test('a ceiling of a request\'s limits is at least its default: a relation nam
   t.equal(loadConfig({ LIMIT_PROCESSES: '32', LIMIT_PROCESSES_MAX: '32' }).LIMIT_PROCESSES_MAX, 32, 'equal to the default is allowed')
 })
 
-t.test('ceilingsOf: the *_MAX variables, else the defaults (time and CPU at least 60 s, memory, processes and output the limits themselves)', async t => {
-  t.same(ceilingsOf(loadConfig({})), { wallMs: 60_000, cpuSeconds: 60, memoryMb: 512, processes: 64, outputBytes: MiB })
-  t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS: '90000', LIMIT_CPU_S: '120' })), { wallMs: 90_000, cpuSeconds: 120, memoryMb: 512, processes: 64, outputBytes: MiB }, 'a default above 60 s is its own ceiling')
+t.test('ceilingsOf: the *_MAX variables, else the limits themselves (raising is the operator\'s choice)', async t => {
+  t.same(ceilingsOf(loadConfig({})), { wallMs: 10_000, cpuSeconds: 10, memoryMb: 512, processes: 64, outputBytes: MiB })
+  t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS: '90000', LIMIT_CPU_S: '120' })), { wallMs: 90_000, cpuSeconds: 120, memoryMb: 512, processes: 64, outputBytes: MiB }, 'a limit is its own ceiling')
   t.same(ceilingsOf(loadConfig({ LIMIT_WALL_MS_MAX: '120000', LIMIT_CPU_S_MAX: '90', LIMIT_MEMORY_MB_MAX: '2048', LIMIT_PROCESSES_MAX: '128', LIMIT_OUTPUT_BYTES_MAX: String(4 * MiB) })),
     { wallMs: 120_000, cpuSeconds: 90, memoryMb: 2048, processes: 128, outputBytes: 4 * MiB })
 })
 
-t.test('tenantSharesOf: one caller\'s share, by default CONCURRENCY - 1 slots (at least 1) and half the queue rounded up; never more than the whole', async t => {
+t.test('tenantSharesOf: one caller\'s share, by default CONCURRENCY - 1 slots (at least 1) and the whole queue; never more than the whole', async t => {
   const table: Array<[Record<string, string>, { slots: number, queue: number }]> = [
-    [{ CONCURRENCY: '4', QUEUE_SIZE: '8' }, { slots: 3, queue: 4 }],
+    [{ CONCURRENCY: '4', QUEUE_SIZE: '8' }, { slots: 3, queue: 8 }],
     [{ CONCURRENCY: '1', QUEUE_SIZE: '0' }, { slots: 1, queue: 0 }],
-    [{ CONCURRENCY: '2', QUEUE_SIZE: '5' }, { slots: 1, queue: 3 }],
+    [{ CONCURRENCY: '2', QUEUE_SIZE: '5' }, { slots: 1, queue: 5 }],
     [{ CONCURRENCY: '4', QUEUE_SIZE: '8', TENANT_SLOTS: '2', TENANT_QUEUE: '0' }, { slots: 2, queue: 0 }],
     [{ CONCURRENCY: '4', QUEUE_SIZE: '8', TENANT_SLOTS: '4', TENANT_QUEUE: '8' }, { slots: 4, queue: 8 }],
     [{ CONCURRENCY: '2', QUEUE_SIZE: '3', TENANT_SLOTS: '16', TENANT_QUEUE: '100' }, { slots: 2, queue: 3 }]
@@ -216,8 +216,8 @@ t.test('a bad value is one sentence: the variable, the value given and what is a
     [{ SANDBOX_BACKENDS: 'nsjail, unshare' }, 'SANDBOX_BACKENDS="nsjail, unshare" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
     [{ SANDBOX_BACKENDS: '' }, 'SANDBOX_BACKENDS="" must be one or more of nsjail, unshare, direct, separated by commas without spaces'],
     // TRUST_PROXY's forms (a relation check: no schema keyword says them); never true
-    [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'],
-    [{ TRUST_PROXY: '10' }, 'TRUST_PROXY="10" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'],
+    [{ TRUST_PROXY: 'yes' }, 'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges (/8 or narrower) separated by commas'],
+    [{ TRUST_PROXY: '10' }, 'TRUST_PROXY="10" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges (/8 or narrower) separated by commas'],
     [{ TRUST_PROXY: 'true' }, 'TRUST_PROXY="true" would believe every X-Forwarded-For entry, and a client writes the first one: give the number of proxies in front of the server (Cloud Run: 1) or their addresses'],
     // boolean
     [{ WARM_SANDBOXES: '1' }, 'WARM_SANDBOXES="1" must be true or false'],
@@ -250,7 +250,7 @@ t.test('every problem at once, one line each, in the schema\'s order; no ajv wor
     'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct',
     'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000',
     'QUEUE_SIZE="-1" must be an integer between 0 and 10000',
-    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas'
+    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges (/8 or narrower) separated by commas'
   ]
   t.equal(error?.message, lines.join('\n'))
   t.same(error?.problems.map(p => p.line), lines)

@@ -121,7 +121,7 @@ t.test('server: a bad configuration stops the process with one sentence per prob
   t.equal(several.stderr, [
     'SANDBOX_BACKEND="bogus" is not allowed: one of nsjail, unshare, direct',
     'LIMIT_WALL_MS="abc" must be an integer between 100 and 600000',
-    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges separated by commas',
+    'TRUST_PROXY="yes" must be false, a number of proxies from 1 to 9, or addresses and CIDR ranges (/8 or narrower) separated by commas',
     ''
   ].join('\n'), 'every problem, one line each')
   t.notMatch(several.stderr, /^ {4}at /m, 'no stack trace')
