@@ -129,7 +129,7 @@ export class Slots {
     let most = mine + 1
     for (let i = this.waiting.length - 1; i >= 0; i--) {
       const waiter = this.waiting[i] as Waiter
-      const theirs = this.holdings.get(waiter.share.id)?.waiting ?? 0
+      const theirs = (this.holdings.get(waiter.share.id) as Holding).waiting // a waiter's caller holds it
       if (waiter.share.id !== id && theirs > most) {
         chosen = waiter
         most = theirs

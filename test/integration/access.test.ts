@@ -4,7 +4,7 @@
 // the breach. A breach is a script that ran (or /metrics that answered) for a caller without a
 // valid key, or a key found in the log.
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
@@ -199,10 +199,20 @@ else {
     })
   })
 
-  t.test('keys on with /metrics open: a warning', async t => {
+  t.test('keys on with /metrics open, a keys file others can write, or one with no key: warnings', async t => {
     const server = await serve({ API_KEYS_FILE: keysFile })
     t.teardown(async () => { await server.app.close() })
     t.match(server.log(), '/metrics is open')
+    t.notMatch(server.log(), 'writable by its group or by others', 'not for a file of mode 600')
+    const empty = join(dir, 'empty')
+    writeFileSync(empty, '# nobody yet\n', { mode: 0o666 })
+    chmodSync(empty, 0o666)
+    const none = await serve({ API_KEYS_FILE: empty, METRICS_TOKEN_HASH: hashKey(metricsToken.key) })
+    t.teardown(async () => { await none.app.close() })
+    t.match(none.log(), 'lists no key: every request to /execute is refused 401')
+    t.match(none.log(), 'writable by its group or by others')
+    t.notMatch(none.log(), '/metrics is open')
+    t.equal((await execute(none, bearer(alice.key))).status, 401, 'fail closed: no key admits anyone')
   })
 
   t.test('a keys file that cannot be used stops the start, naming the line but never its content', async t => {

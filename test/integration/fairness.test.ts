@@ -195,6 +195,7 @@ async function waitFor (check: () => Promise<boolean>, what: string, ms = 10_000
 async function redisPing (port: number): Promise<boolean> {
   const { Redis } = await import('ioredis')
   const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  client.on('error', () => {}) // refused while it starts: the caller tries again
   try {
     await client.connect()
     return await client.ping() === 'PONG'
