@@ -26,9 +26,8 @@ export interface Tenant {
 export type AuthMode = 'api-keys' | 'open'
 
 export interface Access {
+  /** Whether /execute needs a key; /readyz reports it. */
   readonly mode: AuthMode
-  /** Keys in force (0 when open). */
-  readonly keys: number
 }
 
 declare module 'fastify' {
@@ -144,8 +143,7 @@ export default fp<AccessOptions>(async function accessPlugin (app, options) {
   }
 
   app.decorate('access', {
-    get mode (): AuthMode { return keys === undefined ? 'open' : 'api-keys' },
-    get keys () { return keys?.length ?? 0 }
+    get mode (): AuthMode { return keys === undefined ? 'open' : 'api-keys' }
   } satisfies Access)
   app.decorateRequest('tenant', null as unknown as Tenant)
 
