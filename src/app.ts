@@ -123,14 +123,15 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     }
   })
   const shares = tenantSharesOf(config)
+  const ceilings = ceilingsOf(config)
   await app.register(access, {
     keysFile: config.API_KEYS_FILE,
-    defaults: { rate: config.RATE_LIMIT_MAX, ...shares, ceilings: ceilingsOf(config) },
+    defaults: { rate: config.RATE_LIMIT_MAX, ...shares, ceilings },
     host: config.HOST,
     metricsOpen: config.METRICS_TOKEN_HASH === undefined
   })
-  if (ceilingsOf(config).wallMs > config.QUEUE_TIMEOUT_MS) {
-    app.log.warn(`LIMIT_WALL_MS_MAX (${ceilingsOf(config).wallMs} ms) is above QUEUE_TIMEOUT_MS (${config.QUEUE_TIMEOUT_MS} ms): a request queued behind one long run can time out BUSY`)
+  if (ceilings.wallMs > config.QUEUE_TIMEOUT_MS) {
+    app.log.warn(`LIMIT_WALL_MS_MAX (${ceilings.wallMs} ms) is above QUEUE_TIMEOUT_MS (${config.QUEUE_TIMEOUT_MS} ms): a request queued behind one long run can time out BUSY`)
   }
   if (config.RATE_LIMIT_MAX > 0) {
     const redis = config.REDIS_URL === undefined
@@ -174,7 +175,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   // The error layer before the routes: child contexts inherit its handlers.
   await app.register(errors, { bodyLimitBytes: config.LIMIT_BODY_BYTES, rateLimited: config.RATE_LIMIT_MAX > 0 })
   await app.register(executeRoute, {
-    limits: { defaults: limitsFrom(config), ceilings: ceilingsOf(config) },
+    limits: { defaults: limitsFrom(config), ceilings },
     filesIn: {
       count: config.LIMIT_FILES_IN,
       fileBytes: config.LIMIT_FILE_IN_BYTES,

@@ -523,15 +523,20 @@ t.test('a key put where a key does not go (a script name, an argument, a reply) 
   for (const ran of [extra, asScript, asUrl, quoted]) keyNotPrinted(t, ran, message(ran))
 })
 
+/** Writes files under `dir`: at(name, content) gives the file's path. */
+function fileIn (dir: string): (name: string, content: string | Buffer) => string {
+  return (name, content) => {
+    const path = join(dir, name)
+    writeFileSync(path, content)
+    return path
+  }
+}
+
 t.test('what is sent: input (inline or @FILE), stdin (a file or "-"), files (UTF-8 as text, else base64)', async t => {
   const fake = new FakeBackend('nsjail')
   const url = await serve(t, fake)
   const inputs = mkdtempSync(join(tmpdir(), 'pysandbox-client-in-'))
-  const at = (name: string, content: string | Buffer): string => {
-    const path = join(inputs, name)
-    writeFileSync(path, content)
-    return path
-  }
+  const at = fileIn(inputs)
   const binary = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff, 0xfe, 0x80])
   const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('a,b\n1,2\n')])
   const ran = await cli(['run', script, '--url', url,
@@ -576,11 +581,7 @@ t.test('an unreadable or unusable file, or --out that cannot be made: exit 2, no
   const fake = new FakeBackend('nsjail')
   const url = await serve(t, fake)
   const inputs = mkdtempSync(join(tmpdir(), 'pysandbox-client-bad-'))
-  const at = (name: string, content: string | Buffer): string => {
-    const path = join(inputs, name)
-    writeFileSync(path, content)
-    return path
-  }
+  const at = fileIn(inputs)
   const missing = join(inputs, 'missing')
   const table: Array<{ argv: string[], stdin?: Readable, message: RegExp }> = [
     { argv: ['--file', missing], message: /^pysandbox: cannot read .*missing: ENOENT/ },
