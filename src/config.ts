@@ -16,6 +16,9 @@ export type BackendName = typeof BACKEND_NAMES[number]
 /** The project's root: where harness/, nsjail/ and .sandbox/ live (src/ or dist/ is one level down). */
 export const PROJECT_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)))
 
+/** QUEUE_SIZE's default per CPU. */
+const QUEUE_PER_CPU = 32
+
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'TCP port to listen on (Cloud Run sets it)' }),
   HOST: Type.String({ default: '0.0.0.0', description: 'Address to listen on' }),
@@ -44,8 +47,14 @@ export const ConfigSchema = Type.Object({
   LIMIT_BODY_BYTES: Type.Integer({ default: 12 * MiB, minimum: 1024, maximum: 64 * MiB, description: 'Request body size; larger bodies get 413 before being read whole. The default holds 8 MiB of files in base64 (4/3 of their bytes) and a script' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Time a client has to send its whole request (slow bodies get 408)' }),
   CONCURRENCY: Type.Integer({ default: Math.min(availableParallelism(), MAX_SLOTS), minimum: 1, maximum: MAX_SLOTS, description: `Sandboxes running at once (default: number of CPUs, at most ${MAX_SLOTS})` }),
-  QUEUE_SIZE: Type.Integer({ default: 2 * availableParallelism(), minimum: 0, maximum: 10_000, description: 'Requests waiting for a slot; beyond, 503 BUSY with Retry-After' }),
+  QUEUE_SIZE: Type.Integer({ default: QUEUE_PER_CPU * availableParallelism(), minimum: 0, maximum: 10_000, description: `Requests waiting for a slot; beyond, 503 BUSY with Retry-After (default: ${QUEUE_PER_CPU} per CPU: a burst of warm runs, a few ms each, waits rather than being refused; QUEUE_EXPECTED_WAIT_MS sheds long waits)` }),
   QUEUE_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 600_000, description: 'Longest wait for a slot before 503 BUSY (ms)' }),
+  QUEUE_EXPECTED_WAIT_MS: Type.Integer({ default: 5000, minimum: 0, maximum: 600_000, description: 'A request that would wait longer than this for a slot (the queue ahead of it times the recent mean run time, divided by the slots) is refused 503 BUSY at once, with that wait as Retry-After, instead of queueing (ms; 0: only QUEUE_SIZE and QUEUE_TIMEOUT_MS bound the wait)' }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ default: 8000, minimum: 0, maximum: 3_600_000, description: 'On SIGTERM/SIGINT: /readyz answers 503 and new runs 503 SHUTTING_DOWN at once; runs in flight (and queued) have this long to finish, then are stopped and answered 503 SHUTTING_DOWN (ms). Keep it under the platform\'s window: Cloud Run kills 10 s after SIGTERM; Kubernetes after terminationGracePeriodSeconds (preStop included)' }),
+  MAX_CONNECTIONS: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'Open client connections at most; more are closed at once (default: (the descriptor limit - 64 - 16 x CONCURRENCY) / 2: descriptors kept for the sandboxes, and two per connection, its socket and a file it may be sent; so idle connections never starve a run of descriptors). HTTP pipelining is refused: a request sent before the reply to the one before it closes its connection' })),
+  REPLY_TIMEOUT_MS: Type.Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'Longest a reply may make no progress while being sent (a client that stopped reading, or reads less than 64 KiB in that time); then its connection is closed and its bytes freed (ms). A run\'s own time does not count' }),
+  UNREAD_REPLY_BYTES: Type.Integer({ default: 256 * MiB, minimum: MiB, maximum: 64 * 1024 * MiB, description: 'Bytes of replies held for clients that have not read them yet, all clients together; beyond, /execute answers 503 BUSY until they are read or time out' }),
+  UNREAD_REPLY_BYTES_PER_CALLER: Type.Integer({ default: 64 * MiB, minimum: MiB, maximum: 64 * 1024 * MiB, description: 'The same, per caller (an API key, else an address); beyond, its /execute requests get 429 CONCURRENCY_LIMITED' }),
   PROBE_INTERVAL_MS: Type.Integer({ default: 300_000, minimum: 0, description: 'How often the chosen backend is probed again; while it fails, /readyz and /execute answer 503 (0: only at start). A re-probe whose canary ran out of time (a busy host) is inconclusive: readiness is kept and it is retried within 10 s' }),
   LIMIT_WALL_MS_MAX: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'Highest `limits.wallMs` a request may ask for (default: LIMIT_WALL_MS: a raise is the operator\'s choice, as a longer run holds its slot longer; keep it under QUEUE_TIMEOUT_MS, or a queued request can time out behind one run)' })),
   LIMIT_CPU_S_MAX: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600, description: 'Highest `limits.cpuSeconds` a request may ask for (default: LIMIT_CPU_S)' })),

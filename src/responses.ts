@@ -97,8 +97,9 @@ export const executeResponses = {
     RATE_LIMITED: { summary: 'Too many requests', value: { statusCode: 429, error: 'Too Many Requests', code: 'RATE_LIMITED', message: 'too many requests from this client: at most 3000 per 60000 ms; retry in 12 seconds', requestId: id } },
     CONCURRENCY_LIMITED: { summary: 'Its share of slots and queue is taken', value: { statusCode: 429, error: 'Too Many Requests', code: 'CONCURRENCY_LIMITED', message: 'this caller already has its share: 1 running and 2 waiting; retry when one has finished', requestId: id } }
   }, { ...RETRY_AFTER, ...RATE_LIMIT_HEADERS }),
-  503: errorReply('Nothing was run: every slot is taken and the queue is full, or no permitted backend passes its probe', {
+  503: errorReply('Not the script\'s doing: every slot is taken and the queue is full (or the wait would be long), the server is shutting down, or no permitted backend passes its probe. Retry after Retry-After', {
     BUSY: { summary: 'Every slot and the queue are full', value: { statusCode: 503, error: 'Service Unavailable', code: 'BUSY', message: 'every execution slot is taken and the wait queue is full; retry later', requestId: id } },
+    SHUTTING_DOWN: { summary: 'A rollout or scale-in: another instance answers a retry', value: { statusCode: 503, error: 'Service Unavailable', code: 'SHUTTING_DOWN', message: 'the server is shutting down: it takes no new runs; retry (another instance answers)', requestId: id } },
     SANDBOX_UNAVAILABLE: { summary: 'No backend passes its probe', value: { statusCode: 503, error: 'Service Unavailable', code: 'SANDBOX_UNAVAILABLE', message: 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)', requestId: id } }
   }, RETRY_AFTER),
   '4xx': errorReply('Another client error, in the same shape (a wrong path or method elsewhere)', {

@@ -109,7 +109,7 @@ const ProbeEntry = Type.Object({
 })
 
 export const Readiness = Type.Object({
-  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable'), Type.Literal('shutting-down')], { description: 'shutting-down: SIGTERM was received; runs in flight finish, new ones are refused 503 SHUTTING_DOWN' }),
   backend: Type.Union([Backend, Type.Null()]),
   auth: Type.Union([Type.Literal('api-keys'), Type.Literal('open')], { description: 'api-keys: /execute needs `Authorization: Bearer <key>` (API_KEYS_FILE); open: anyone who reaches the port runs code' }),
   warning: Type.Optional(Type.String()),

@@ -32,11 +32,14 @@ if [ -z "${IMAGE:-}" ]; then
   IMAGE="$REGION-docker.pkg.dev/$PROJECT/pysandbox/pysandbox:$TAG"
 fi
 
-# CONCURRENCY sandboxes per instance (one per vCPU), QUEUE_SIZE waiting; Cloud Run's
-# per-instance concurrency is their sum, so an instance is never sent more than it can hold.
+# CONCURRENCY sandboxes per instance (one per vCPU), QUEUE_SIZE waiting (a burst of warm runs,
+# a few ms each, waits rather than being refused); Cloud Run's per-instance concurrency is their
+# sum, so an instance is never sent more than it can hold. Cloud Run sends SIGTERM and kills 10 s
+# later: SHUTDOWN_GRACE_MS (8 s) lets runs in flight finish, with room to stop the rest and exit.
 CPU=2
 CONCURRENCY=2
-QUEUE_SIZE=4
+QUEUE_SIZE=32
+SHUTDOWN_GRACE_MS=8000
 
 args=(
   run deploy "$SERVICE"
@@ -53,7 +56,7 @@ args=(
   --min-instances 0
   --max-instances "${MAX_INSTANCES:-10}"
   --ingress all
-  --set-env-vars "TRUST_PROXY=1,LIMIT_WALL_MS_MAX=20000,CONCURRENCY=$CONCURRENCY,QUEUE_SIZE=$QUEUE_SIZE,LIMIT_WALL_MS=10000,LIMIT_MEMORY_MB=512"
+  --set-env-vars "TRUST_PROXY=1,LIMIT_WALL_MS_MAX=20000,CONCURRENCY=$CONCURRENCY,QUEUE_SIZE=$QUEUE_SIZE,SHUTDOWN_GRACE_MS=$SHUTDOWN_GRACE_MS,LIMIT_WALL_MS=10000,LIMIT_MEMORY_MB=512"
   --startup-probe "httpGet.path=/readyz,httpGet.port=8080,periodSeconds=2,timeoutSeconds=2,failureThreshold=30"
   --liveness-probe "httpGet.path=/healthz,httpGet.port=8080,periodSeconds=30,timeoutSeconds=5,failureThreshold=3"
 )

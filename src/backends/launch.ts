@@ -6,6 +6,7 @@ import { MiB } from '../units.js'
 import type { Limits, RunOutcome, RunRequest, ScriptRequest } from './backend.js'
 import { interpret } from './outcome.js'
 import { spawnCapped, type SpawnResult } from './spawn.js'
+import { SandboxStartError } from '../errors/errors.js'
 
 export const HARNESS_DIR = resolve(PROJECT_ROOT, 'harness')
 /** Paths inside the sandbox (harness/run.py knows the second one too). */
@@ -95,18 +96,43 @@ function filesPart ({ files }: ScriptRequest): Buffer | undefined {
   }))
 }
 
+/** What a failed system call says when the host, not the request, is short: of descriptors
+ *  (EMFILE for this process, ENFILE for the host), of processes or threads (EAGAIN from fork),
+ *  or of memory (ENOMEM from fork). */
+const EXHAUSTED = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM'])
+
+export function exhausted (error: unknown): boolean {
+  return error instanceof Error && EXHAUSTED.has(String((error as NodeJS.ErrnoException).code))
+}
+
+/** `error` as the reply should tell it: a sandbox that could not be started (or prepared) for
+ *  lack of descriptors, processes or memory is the service's doing, a retryable 503 BUSY, never
+ *  a 500 nor the script's failure (the errno is its cause, logged by plugins/connections.ts).
+ *  Any other error is returned as it is. */
+export function startFailure (error: unknown): unknown {
+  return exhausted(error) ? new SandboxStartError({ cause: error }) : error
+}
+
 /** `limits` are the run's (the request's, else the backend's); `normalise` undoes a launcher's
- *  quirks in reporting how its child ended. */
+ *  quirks in reporting how its child ended, or tells the outcome itself when the launcher's own
+ *  end says more than the child's. */
 export async function runLaunch (launch: Launch, request: RunRequest, limits: Limits, memoryByCgroup: boolean,
-  normalise: (spawned: SpawnResult) => SpawnResult = spawned => spawned): Promise<RunOutcome> {
-  const spawned = await spawnCapped({
-    ...launch,
-    input: harnessRequest(request),
-    outputLimit: limits.outputBytes,
-    channelLimit: channelLimit(limits),
-    wallTimeMs: limits.wallTimeMs,
-    killGraceMs: limits.killGraceMs,
-    signal: request.signal
-  })
-  return interpret(normalise(spawned), { limits, memoryByCgroup })
+  normalise: (spawned: SpawnResult) => SpawnResult | RunOutcome = spawned => spawned): Promise<RunOutcome> {
+  let spawned: SpawnResult
+  try {
+    spawned = await spawnCapped({
+      ...launch,
+      input: harnessRequest(request),
+      outputLimit: limits.outputBytes,
+      channelLimit: channelLimit(limits),
+      wallTimeMs: limits.wallTimeMs,
+      killGraceMs: limits.killGraceMs,
+      signal: request.signal
+    })
+  } catch (error) { // Node throws at once for what it does not report as 'error' (ENOMEM from fork)
+    throw startFailure(error)
+  }
+  if (spawned.spawnError !== undefined) throw startFailure(spawned.spawnError)
+  const normalised = normalise(spawned)
+  return 'ok' in normalised ? normalised : interpret(normalised, { limits, memoryByCgroup })
 }

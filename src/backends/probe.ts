@@ -124,7 +124,10 @@ export async function probeBackend (run: (request: RunRequest) => Promise<RunOut
   try {
     canary = await run({ script: canaryScript(), slot: PROBE_SLOT })
   } catch (error) {
-    return { ok: false, reason: `the canary could not start: ${(error as Error).message}`, features: {} }
+    // Out of descriptors or processes for the moment (launch.ts: BUSY): a busy host again, not a
+    // broken sandbox; a failed verdict would refuse every run for a whole probe interval.
+    const busy = (error as { code?: string }).code === 'BUSY'
+    return { ok: false, ...(busy ? { inconclusive: true } : {}), reason: `${busy ? 'inconclusive, ' : ''}the canary could not start: ${(error as Error).message}`, features: {} }
   }
   // Out of wall or CPU time: any script on a busy host can be, so that proves nothing about the
   // sandbox. Every other failure is the sandbox's own.

@@ -1,5 +1,7 @@
 // The one place that starts a process: argv arrays, no shell, a process group of its own,
-// byte-capped streaming, SIGTERM then SIGKILL, settled on 'close' (all output read).
+// byte-capped streaming, SIGTERM then SIGKILL, settled on 'close' (all output read). A process
+// that cannot be started settles with spawnError, never an exception: out of descriptors
+// (EMFILE, ENFILE), Node returns a child without pipes and reports 'error' on the next tick.
 import { spawn } from 'node:child_process'
 import { constants } from 'node:os'
 import type { Readable, Writable } from 'node:stream'
@@ -34,7 +36,8 @@ export interface SpawnResult {
   channelOverflow: boolean
   timedOut: boolean
   aborted: boolean
-  /** Set when the process could not be started at all (ENOENT, EACCES). */
+  /** Set when the process could not be started at all (ENOENT, EACCES; EMFILE, ENFILE, EAGAIN:
+   *  the host's lack of descriptors or processes, see launch.ts startFailure). */
   spawnError?: Error
   durationMs: number
 }
@@ -77,13 +80,15 @@ export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
     const stdout = new CappedSink(request.outputLimit)
     const stderr = new CappedSink(request.outputLimit)
     const channel = new CappedSink(request.channelLimit, () => killGroup('SIGKILL'))
-    const [, out, err, chan, input] = child.stdio as unknown as [null, Readable, Readable, Readable, Writable]
-    out.on('data', (c: Buffer) => stdout.push(c))
-    err.on('data', (c: Buffer) => stderr.push(c))
-    chan.on('data', (c: Buffer) => channel.push(c))
+    // No pipes at all when the spawn failed for lack of descriptors (EMFILE, ENFILE): Node gives
+    // up before making them, and 'error' (then 'close') settles the run on the next tick.
+    const [, out, err, chan, input] = (child.stdio as unknown as [null, Readable, Readable, Readable, Writable] | undefined) ?? []
+    out?.on('data', (c: Buffer) => stdout.push(c))
+    err?.on('data', (c: Buffer) => stderr.push(c))
+    chan?.on('data', (c: Buffer) => channel.push(c))
     // A child that exits without reading its input makes the write fail with EPIPE: not our error.
-    input.on('error', () => {})
-    input.end(request.input)
+    input?.on('error', () => {})
+    input?.end(request.input)
 
     timers.push(setTimeout(() => {
       if (exited) return // finished in time; only stray holders of its pipes remain
@@ -99,7 +104,9 @@ export function spawnCapped (request: SpawnRequest): Promise<SpawnResult> {
       settled = true
       for (const t of timers) clearTimeout(t)
       request.signal?.removeEventListener('abort', onAbort)
-      for (const s of [out, err, chan]) s.destroy()
+      // Every pipe closed, the input too: a child that never read it (or never started) holds
+      // no descriptor of ours after this.
+      for (const s of [out, err, chan, input]) s?.destroy()
       resolve({
         exitCode,
         signal: exitSignal,

@@ -17,3 +17,5 @@ export const PROBE_SLOT = 4095
 /** The layout in words, for SANDBOX_UID_BASE's description. */
 export const UID_LAYOUT = `slot n uses base+n (its warm jails alternate with base+${SUCCESSOR_UID_OFFSET}+n, probes use ` +
   `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET})`
+/** The uids a server may use from its base: every slot, successor, zygote and probe uid. */
+export const UID_SPAN = PROBE_SLOT + SUCCESSOR_UID_OFFSET + ZYGOTE_UID_OFFSET + 1

@@ -18,7 +18,7 @@ export const HARNESS_ERROR_CODES = [
 export const SCRIPT_ERROR_CODES = [...HARNESS_ERROR_CODES, 'CRASHED'] as const
 
 /** Ours (5xx): the script is not to blame. */
-export const SERVICE_ERROR_CODES = ['BUSY', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR'] as const
+export const SERVICE_ERROR_CODES = ['BUSY', 'SHUTTING_DOWN', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR'] as const
 
 export const ERROR_CODES = [...REQUEST_ERROR_CODES, ...SCRIPT_ERROR_CODES, ...SERVICE_ERROR_CODES] as const
 
@@ -37,7 +37,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   PAYLOAD_TOO_LARGE: { status: 413, meaning: 'the body is larger than LIMIT_BODY_BYTES' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'the content type is not application/json' },
   RATE_LIMITED: { status: 429, meaning: 'too many requests from this caller (its API key, else its address) in the window; retry after Retry-After' },
-  CONCURRENCY_LIMITED: { status: 429, meaning: 'this caller already has its share of running and waiting executions (TENANT_SLOTS, TENANT_QUEUE); retry after Retry-After' },
+  CONCURRENCY_LIMITED: { status: 429, meaning: 'this caller already has its share of running and waiting executions (TENANT_SLOTS, TENANT_QUEUE), or more bytes of replies it has not read than UNREAD_REPLY_BYTES_PER_CALLER; retry after Retry-After' },
   HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers are larger than 16 KiB' },
   SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
   MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },
@@ -50,7 +50,8 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   TIME_LIMIT_EXCEEDED: { status: 422, meaning: 'the script ran past LIMIT_WALL_MS or used LIMIT_CPU_S of CPU' },
   MEMORY_LIMIT_EXCEEDED: { status: 422, meaning: 'the script used more than LIMIT_MEMORY_MB' },
   CRASHED: { status: 422, meaning: 'the script\'s process ended without a result (a signal or an exit)' },
-  BUSY: { status: 503, meaning: 'every execution slot is taken and the queue is full; retry after Retry-After' },
+  BUSY: { status: 503, meaning: 'every execution slot is taken and the queue is full (or the expected wait is over QUEUE_EXPECTED_WAIT_MS, or the server holds too many unread replies); nothing ran; retry after Retry-After' },
+  SHUTTING_DOWN: { status: 503, meaning: 'the server is shutting down (a rollout or a scale-in): nothing new is run, and a run still going when SHUTDOWN_GRACE_MS ended was stopped; not the script\'s fault; retry after Retry-After (another instance answers)' },
   SANDBOX_UNAVAILABLE: { status: 503, meaning: 'no permitted sandbox backend passes its probe; nothing is executed' },
   INTERNAL_ERROR: { status: 500, meaning: 'our fault; quote the request id' }
 }

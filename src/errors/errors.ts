@@ -18,6 +18,15 @@ export const UnsupportedMediaTypeError = define('UNSUPPORTED_MEDIA_TYPE', 'conte
 export const RateLimitedError = define('RATE_LIMITED', 'too many requests from this client: at most %s per %s; retry in %s')
 export const ConcurrencyLimitedError = define('CONCURRENCY_LIMITED', 'this caller already has its share: %s running and %s waiting; retry when one has finished')
 export const BusyError = define('BUSY', 'every execution slot is taken and the wait queue is full; retry later')
+export const ExpectedWaitError = define('BUSY', 'every execution slot is taken and the wait for one would be about %s s, over the %s ms this server lets a request wait (QUEUE_EXPECTED_WAIT_MS); retry later')
+export const ShuttingDownError = define('SHUTTING_DOWN', 'the server is shutting down: %s; retry (another instance answers)')
+// Ours, not the script's: the host is short of descriptors, processes or memory to start a
+// sandbox for the moment (backends/launch.ts); the errno goes to the log.
+export const SandboxStartError = define('BUSY', 'the server cannot start a sandbox right now; nothing ran; retry later')
+// Replies a client has not read hold server memory (plugins/connections.ts): the caller's own
+// bound is its fault (429), the bound for all callers together is ours (503).
+export const UnreadRepliesError = define('CONCURRENCY_LIMITED', 'this caller has %s bytes of replies it has not read, over the %s allowed (UNREAD_REPLY_BYTES_PER_CALLER); read them (or close those connections), then retry')
+export const UnreadRepliesBusyError = define('BUSY', 'the server holds too many replies its clients have not read yet; nothing ran; retry later')
 export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)')
 export const InternalError = define('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it')
 // Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.

@@ -28,7 +28,9 @@ export default fp<ErrorsOptions>(async function errorsPlugin (app, options) {
     if (known === undefined) request.log.error({ err: error }, 'internal error')
     const shown = known ?? new InternalError(request.id)
     const statusCode = Number(shown.statusCode)
-    if (shown.code === 'BUSY' || shown.code === 'CONCURRENCY_LIMITED') reply.header('retry-after', BUSY_RETRY_AFTER_S)
+    if (shown.code === 'BUSY' || shown.code === 'CONCURRENCY_LIMITED' || shown.code === 'SHUTTING_DOWN') {
+      reply.header('retry-after', (shown as { retryAfterS?: number }).retryAfterS ?? BUSY_RETRY_AFTER_S)
+    }
     return await reply.code(statusCode).send(errorBody(statusCode, shown.code as ErrorCode, shown.message, request.id))
   })
 

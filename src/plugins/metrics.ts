@@ -26,6 +26,9 @@ export interface Metrics {
   readonly registry: Registry
   /** Counts one execution that reached a sandbox (the /execute route calls it once per run). */
   recordExecution: (record: ExecutionRecord) => void
+  /** Counts one request refused for unread replies (the connections plugin); the slots count
+   *  their own refusals. */
+  recordShed: (reason: 'unread_replies' | 'caller_unread_replies') => void
 }
 
 declare module 'fastify' {
@@ -36,6 +39,8 @@ declare module 'fastify' {
 
 /** Seconds: from a fast hello (~0.05 s) to past the default wall-time limit (10 s). */
 const DURATION_BUCKETS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** Seconds: from a health poll (~1 ms) to a long run. */
+const HTTP_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 const QUEUE_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30]
 
 let processRegistry: Registry | undefined
@@ -66,8 +71,8 @@ export default fp(async function metricsPlugin (app) {
   })
   const duration = new Histogram({
     name: 'pysandbox_execution_duration_seconds',
-    help: 'Time a script spent in its sandbox, by backend',
-    labelNames: ['backend'] as const,
+    help: 'Time a script spent in its sandbox, by backend and outcome (ok, or the script error code)',
+    labelNames: ['backend', 'outcome'] as const,
     buckets: DURATION_BUCKETS,
     registers: [own]
   })
@@ -83,10 +88,40 @@ export default fp(async function metricsPlugin (app) {
     labelNames: ['status', 'code', 'key'] as const,
     registers: [own]
   })
+  const requests = new Histogram({
+    name: 'pysandbox_http_request_duration_seconds',
+    help: 'HTTP requests by route ("-" for no route), status and error code ("-" for none): from the first byte read to the last written to the socket',
+    labelNames: ['route', 'status', 'code'] as const,
+    buckets: HTTP_BUCKETS,
+    registers: [own]
+  })
+  /** Shed by the connections plugin (unread replies); the slots count their own. */
+  const shedHere = { unread_replies: 0, caller_unread_replies: 0 }
+  new Counter({ // eslint-disable-line no-new -- it lives in its registry
+    name: 'pysandbox_shed_total',
+    help: 'Requests refused to protect the service, by reason: queue_full, expected_wait (QUEUE_EXPECTED_WAIT_MS), queue_timeout, caller_share (TENANT_SLOTS/TENANT_QUEUE), unread_replies, caller_unread_replies',
+    labelNames: ['reason'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      for (const [reason, n] of Object.entries({ ...sandbox.slots.shed, ...shedHere })) this.inc({ reason }, n)
+    }
+  })
+  new Counter({ // eslint-disable-line no-new
+    name: 'pysandbox_shutdown_total',
+    help: 'What shutting down did: refused (a request answered 503 SHUTTING_DOWN while draining), stopped (a run or a wait still going when SHUTDOWN_GRACE_MS ended)',
+    labelNames: ['what'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      for (const [what, n] of Object.entries(sandbox.shutdownCounts)) this.inc({ what }, n)
+    }
+  })
   /** A gauge read at scrape time: `read` sets its value(s) on the gauge it is given. */
   function gauge (name: string, help: string, read: (gauge: Gauge) => void, labelNames: string[] = []): void {
     new Gauge({ name, help, labelNames, registers: [own], collect () { this.reset(); read(this) } }) // eslint-disable-line no-new -- it lives in its registry
   }
+  gauge('pysandbox_shutting_down', '1 from SIGTERM until the process exits (draining: /readyz answers 503)', g => g.set(sandbox.draining ? 1 : 0))
   gauge('pysandbox_queue_depth', 'Requests waiting for an execution slot', g => g.set(sandbox.slots.queued))
   gauge('pysandbox_running_sandboxes', 'Sandboxes running now', g => g.set(sandbox.slots.running))
   gauge('pysandbox_concurrency_limit', 'Sandboxes that may run at once (CONCURRENCY)', g => g.set(sandbox.slots.size))
@@ -118,9 +153,10 @@ export default fp(async function metricsPlugin (app) {
     registry,
     recordExecution ({ backend, outcome, durationMs, queuedMs, key }) {
       executions.inc({ backend, outcome, key })
-      duration.observe({ backend }, durationMs / 1000)
+      duration.observe({ backend, outcome }, durationMs / 1000)
       queueWait.observe(queuedMs / 1000)
-    }
+    },
+    recordShed (reason) { shedHere[reason]++ }
   } satisfies Metrics)
 
   // Every error reply, from the error handler, the not-found handler or /execute's 422, is an
@@ -128,10 +164,16 @@ export default fp(async function metricsPlugin (app) {
   app.addHook('preSerialization', async (request, reply, payload) => {
     const code = reply.statusCode >= 400 ? errorCode(payload) : undefined
     // A request refused before its key was checked has no tenant yet.
-    if (code !== undefined) errors.inc({ status: String(reply.statusCode), code, key: (request.tenant as Tenant | null)?.label ?? '-' })
+    if (code !== undefined) {
+      request.replyCode = code
+      errors.inc({ status: String(reply.statusCode), code, key: (request.tenant as Tenant | null)?.label ?? '-' })
+    }
     return payload
   })
-}, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox'] })
+  app.addHook('onResponse', async (request, reply) => {
+    requests.observe({ route: request.routeOptions.url ?? '-', status: String(reply.statusCode), code: request.replyCode ?? '-' }, reply.elapsedTime / 1000)
+  })
+}, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox', 'access-log'] })
 
 /** GET /metrics in the Prometheus text format; never rate limited (a scraper is no abuser), open
  *  or behind a token of its own (METRICS_TOKEN_HASH), whatever API keys say. */

@@ -5,7 +5,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
 import type { ProbeReport, RunOutcome, SandboxBackend, ScriptRequest } from '../backends/backend.js'
-import { ClientClosedError, SandboxUnavailableError } from '../errors/errors.js'
+import { ClientClosedError, SandboxUnavailableError, ShuttingDownError } from '../errors/errors.js'
 import { Slots, type Share } from '../slots.js'
 
 export type ProbeResult = ProbeReport & { backend: BackendName }
@@ -26,6 +26,13 @@ export interface Sandbox {
   /** The start-up probes in order, the chosen backend's replaced by its latest re-probe. */
   readonly probes: readonly ProbeResult[]
   readonly slots: Slots
+  /** True from the start of a shutdown: /readyz answers 503, new executions SHUTTING_DOWN. */
+  readonly draining: boolean
+  /** What shutdowns did: requests refused while draining, runs stopped when the grace ended. */
+  readonly shutdownCounts: { refused: number, stopped: number }
+  /** Starts a graceful shutdown: nothing new runs; what is running or queued has `graceMs` to
+   *  finish, then is stopped and answered 503 SHUTTING_DOWN. Resolves when nothing is left. */
+  drain: (graceMs: number) => Promise<void>
   /** Runs `script` in a slot within the caller's `share`; `signal` aborts when the client leaves:
    *  a run is stopped, a request still queued (or just granted a slot) is not run and throws
    *  ClientClosedError. */
@@ -46,6 +53,8 @@ export interface SandboxPluginOptions {
   queueTimeoutMs: number
   /** Re-probe the chosen backend this often (an inconclusive one sooner); 0: never. */
   probeIntervalMs: number
+  /** QUEUE_EXPECTED_WAIT_MS: a request that would wait longer is refused at once (0 or undefined: never). */
+  queueExpectedWaitMs?: number
   /** How soon an inconclusive re-probe is retried, at most (default INCONCLUSIVE_RETRY_MS; tests shorten it). */
   inconclusiveRetryMs?: number
 }
@@ -113,8 +122,14 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     app.log.info({ backend: backend.name }, 'sandbox backend chosen')
   }
 
-  const slots = new Slots(options.concurrency, options.queueSize, options.queueTimeoutMs)
+  const slots = new Slots(options.concurrency, options.queueSize, options.queueTimeoutMs, options.queueExpectedWaitMs ?? 0)
   const inFlight = new Set<AbortController>()
+  let draining = false
+  /** Set when a shutdown's grace has ended: what still runs is stopped, and answered SHUTTING_DOWN. */
+  let stopping = false
+  const shutdownCounts = { refused: 0, stopped: 0 }
+  /** Settles when nothing runs or waits (checked as each execution ends). */
+  let idle: (() => void) | undefined
 
   let ready = readyAtStart
   let reprobe: NodeJS.Timeout | undefined
@@ -148,6 +163,10 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
   }
 
   async function execute (request: ScriptRequest, signal: AbortSignal, share?: Share): Promise<Execution> {
+    if (draining) {
+      shutdownCounts.refused++
+      throw new ShuttingDownError('it takes no new runs')
+    }
     if (backend === undefined || !ready) throw new SandboxUnavailableError()
     const queuedAt = performance.now()
     // A client that leaves while queued gives up its place at once; one that left just as its
@@ -164,11 +183,43 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     inFlight.add(controller)
     try {
       const outcome = await backend.run({ ...request, slot: lease.slot, signal: controller.signal })
+      // Stopped by the shutdown, not by its script: whatever the sandbox said, the service's doing.
+      if (stopping && controller.signal.aborted && !signal.aborted) {
+        shutdownCounts.stopped++
+        throw new ShuttingDownError(`the run was still going when the shutdown's grace ended, and was stopped after ${outcome.durationMs} ms`)
+      }
       return { outcome, backend: backend.name, queuedMs }
     } finally {
       signal.removeEventListener('abort', abort)
       inFlight.delete(controller)
       lease.release()
+      if (inFlight.size === 0 && slots.queued === 0) idle?.()
+    }
+  }
+
+  /** Stop everything still running or waiting: a shutdown's grace is over (or the app closes). */
+  function stopAll (): void {
+    stopping = true
+    slots.drain(() => {
+      shutdownCounts.stopped++
+      return new ShuttingDownError('the request was still waiting for a slot when the shutdown\'s grace ended')
+    })
+    for (const controller of inFlight) controller.abort()
+  }
+
+  async function drain (graceMs: number): Promise<void> {
+    draining = true
+    if (inFlight.size > 0 || slots.queued > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await new Promise<void>(resolve => {
+        idle = resolve
+        timer = setTimeout(resolve, graceMs)
+      })
+      clearTimeout(timer)
+    }
+    if (inFlight.size > 0 || slots.queued > 0) {
+      app.log.warn({ running: inFlight.size, queued: slots.queued }, `shutdown: the grace of ${graceMs} ms is over; stopping what still runs (answered 503 SHUTTING_DOWN)`)
+      stopAll()
     }
   }
 
@@ -177,15 +228,19 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     get ready () { return ready },
     probes,
     slots,
+    get draining () { return draining },
+    shutdownCounts,
+    drain,
     execute
   } satisfies Sandbox)
 
-  // On close: refuse the queue, kill every running sandbox (the spawn wrapper escalates to SIGKILL).
+  // On close (after drain() when the process got a signal): refuse the queue, kill every running
+  // sandbox (the spawn wrapper escalates to SIGKILL); both are answered 503 SHUTTING_DOWN.
   app.addHook('preClose', async () => {
     closed = true
+    draining = true
     clearTimeout(reprobe)
-    slots.drain()
-    for (const controller of inFlight) controller.abort()
+    stopAll()
   })
   app.addHook('onClose', async () => { await backend?.close?.() })
 }, { name: 'sandbox', fastify: '5.x' })

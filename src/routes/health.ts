@@ -14,9 +14,10 @@ const health: FastifyPluginAsyncTypebox = async app => {
     schema: { summary: 'Readiness: the chosen backend and every probe\'s result', response: { 200: Readiness, 503: Readiness } },
     config: { rateLimit: false, public: true }
   }, async (_request, reply) => {
-    const { backend, probes, ready } = app.sandbox
+    const { backend, probes, draining } = app.sandbox
+    const ready = app.sandbox.ready && !draining
     const body: Readiness = {
-      status: ready ? 'ready' : 'unavailable',
+      status: draining ? 'shutting-down' : ready ? 'ready' : 'unavailable',
       backend: backend?.name ?? null,
       auth: app.access.mode,
       probes: probes.map(p => ({ ...p }))

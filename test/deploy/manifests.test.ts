@@ -119,6 +119,8 @@ t.test('Cloud Run: the Knative service', async t => {
   const wallSeconds = Number(env.LIMIT_WALL_MS ?? WALL_MS) / 1000
   t.ok(template.spec.timeoutSeconds > wallSeconds, `the request timeout (${template.spec.timeoutSeconds} s) exceeds the wall-time limit (${wallSeconds} s)`)
   t.ok(template.spec.timeoutSeconds * 1000 >= QUEUE_TIMEOUT_MS + WALL_MS + KILL_GRACE_MS, 'and a queue wait plus a whole run')
+  // Cloud Run kills an instance 10 s after SIGTERM: the grace, the kill grace and the close fit.
+  t.ok(Number(env.SHUTDOWN_GRACE_MS) + KILL_GRACE_MS + 1000 <= 10_000, `SHUTDOWN_GRACE_MS (${env.SHUTDOWN_GRACE_MS}) fits Cloud Run's 10 s after SIGTERM`)
 
   t.equal(container.startupProbe.httpGet.path, '/readyz', 'the startup probe waits for a sandbox backend')
   t.equal(container.startupProbe.httpGet.port, port)
@@ -141,6 +143,8 @@ t.test('Cloud Run: deploy.sh deploys the same settings', async t => {
   t.match(script, new RegExp(`^CPU=${container.resources.limits.cpu}$`, 'm'))
   t.match(script, new RegExp(`^CONCURRENCY=${env.CONCURRENCY}$`, 'm'))
   t.match(script, new RegExp(`^QUEUE_SIZE=${env.QUEUE_SIZE}$`, 'm'))
+  t.match(script, new RegExp(`^SHUTDOWN_GRACE_MS=${env.SHUTDOWN_GRACE_MS}$`, 'm'))
+  t.match(script, /SHUTDOWN_GRACE_MS=\$SHUTDOWN_GRACE_MS,/)
   t.match(script, /--concurrency \$\(\(CONCURRENCY \+ QUEUE_SIZE\)\)/)
   t.match(script, /TRUST_PROXY=1,/)
   t.match(script, /--startup-probe "httpGet\.path=\/readyz,/)
@@ -180,7 +184,11 @@ t.test('Kubernetes: the Deployment grants exactly what nsjail needs', async t =>
   t.ok(Number(env.SANDBOX_UID_BASE) + concurrency - 1 < 65536,
     'every slot\'s outside uid exists in the pod\'s user namespace (0-65535)')
   t.ok(bytes(container.resources.limits.memory) >= concurrency * MEMORY_MIB_PER_RUN * 2 ** 20, 'memory for every sandbox')
-  t.ok(pod.terminationGracePeriodSeconds * 1000 > WALL_MS + KILL_GRACE_MS, 'a run can end within the grace period')
+  // preStop, then SIGTERM: the shutdown's grace, the kill grace and the close (server.ts: 5 s at most).
+  const preStopS = Number(container.lifecycle.preStop.exec.command[1])
+  t.same(container.lifecycle.preStop.exec.command, ['sleep', String(preStopS)], 'preStop: the endpoints stop sending before SIGTERM')
+  t.ok(Number(env.SHUTDOWN_GRACE_MS) >= WALL_MS + KILL_GRACE_MS, 'a default run can end within the shutdown\'s grace')
+  t.ok(pod.terminationGracePeriodSeconds * 1000 >= preStopS * 1000 + Number(env.SHUTDOWN_GRACE_MS) + KILL_GRACE_MS + 5000, 'and all of it within terminationGracePeriodSeconds')
 
   const ports = Object.fromEntries((container.ports as Json[]).map(p => [p.name, p.containerPort]))
   t.equal(ports.http, 8080)

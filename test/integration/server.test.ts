@@ -1,5 +1,6 @@
 // The process as operators run it: `node dist/server.js` reads PORT, serves, and on SIGTERM
-// stops accepting, kills the sandboxes still running and exits.
+// gives runs in flight SHUTDOWN_GRACE_MS, then stops the rest (503 SHUTTING_DOWN) and exits
+// (the drain in detail, with runs that finish and a queue: test/integration/lifecycle.test.ts).
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -22,10 +23,10 @@ async function waitReady (url: string, deadline: number): Promise<number> {
 if (externalUrl !== undefined) {
   t.pass('skipped: starts its own server process')
 } else {
-  t.test('SIGTERM closes gracefully: the running sandbox is killed and the process exits', async t => {
+  t.test('SIGTERM closes gracefully: the run still going after the grace is stopped, answered 503, and the process exits', async t => {
     const port = await freePort()
     const server = spawn(process.execPath, [resolve(PROJECT_ROOT, 'dist/server.js')], {
-      env: { ...process.env, ...TEST_LIMITS, LIMIT_WALL_MS: '30000', LIMIT_CPU_S: '30', PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
+      env: { ...process.env, ...TEST_LIMITS, LIMIT_WALL_MS: '30000', LIMIT_CPU_S: '30', SHUTDOWN_GRACE_MS: '1000', PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'inherit']
     })
     let log = ''
@@ -47,12 +48,14 @@ if (externalUrl !== undefined) {
     server.kill('SIGTERM')
     const reply = await long
     const body = await reply.json() as { code: string, message: string }
-    t.equal(body.code, 'TIME_LIMIT_EXCEEDED')
-    t.match(body.message, /shutting down/)
+    t.equal(reply.status, 503, 'not a 422: the script is not to blame')
+    t.equal(body.code, 'SHUTTING_DOWN')
+    t.match(body.message, /still going when the shutdown's grace ended/)
     const [code] = await once(server, 'exit') as [number | null]
     t.equal(code, 0, 'exits cleanly')
     t.ok(Date.now() - closedAt < 10_000, 'well before the 25 s sleep would have ended')
-    t.match(log, /"msg":"closing"/)
+    t.match(log, /"msg":"shutting down: \/readyz answers 503/)
+    t.match(log, /"msg":"closed"/)
     t.notMatch(log, new RegExp(marker), 'the script never reaches the log')
   })
 }

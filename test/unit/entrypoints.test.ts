@@ -9,8 +9,11 @@ import t from 'tap'
 import { README, withConfigTable } from '../../scripts/config-table.js'
 import { LOG_REDACT, buildApp } from '../../src/app.js'
 import * as configModule from '../../src/config.js'
-import { PROJECT_ROOT, ceilingsOf, loadConfig } from '../../src/config.js'
+import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
 import { FakeBackend } from '../helpers/fake-backend.js'
+
+/** The uid claim, granted (its own test is test/integration/uid-base.test.ts). */
+const UIDS_FREE = { '../../src/backends/uid-lock.js': { claimUidBase: async () => ({ release: () => {} }) } }
 
 t.test('server: builds the app from the configuration, listens, and closes on a signal or an error', async t => {
   const config = loadConfig()
@@ -23,39 +26,63 @@ t.test('server: builds the app from the configuration, listens, and closes on a 
       error: (...args: unknown[]) => { calls.push(['error', ...args]) }
     },
     listen: async (options: unknown) => { calls.push(['listen', options]) },
-    close: async () => { calls.push(['close']) }
+    close: async () => { calls.push(['close']) },
+    sandbox: { slots: { running: 1, queued: 2 }, drain: async (graceMs: number) => { calls.push(['drain', graceMs]) } }
   }
   let appOptions: { config: unknown, logger: { level: string } } | undefined
   await t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/app.js': { buildApp: async (options: typeof appOptions) => { appOptions = options; return app } },
     'close-with-grace': {
       default: (options: unknown, handler: typeof onClose) => { graceOptions = options; onClose = handler }
     }
   })
   t.same(appOptions, { config, logger: { level: config.LOG_LEVEL } }, 'the level; buildApp adds the redaction')
-  // The longest run a request may ask for (its ceiling), not only the default one.
-  t.same(graceOptions, { delay: ceilingsOf(config).wallMs + config.LIMIT_KILL_GRACE_MS + 2000, skip: [] }, 'room for a running sandbox to end; SIGHUP closes without API keys')
+  // The grace, then room to stop what still runs and close the warm jails.
+  t.same(graceOptions, { delay: config.SHUTDOWN_GRACE_MS + config.LIMIT_KILL_GRACE_MS + 5000, skip: [] }, 'room for the grace and the close; SIGHUP closes without API keys')
   t.same(calls, [['listen', { port: config.PORT, host: config.HOST }]])
 
   calls.length = 0
   await onClose?.({ signal: 'SIGTERM' })
-  t.same(calls, [['info', { signal: 'SIGTERM' }, 'closing'], ['close']])
+  t.same(calls, [
+    ['info', { signal: 'SIGTERM', graceMs: config.SHUTDOWN_GRACE_MS, running: 1, queued: 2 }, 'shutting down: /readyz answers 503, new runs 503 SHUTTING_DOWN; runs in flight may finish'],
+    ['drain', config.SHUTDOWN_GRACE_MS], ['close'], ['info', 'closed']
+  ], 'a signal drains first: runs in flight get the grace')
 
   calls.length = 0
   const err = new Error('uncaught')
   await onClose?.({ err })
-  t.same(calls, [['error', { err }, 'closing after an error'], ['close']])
+  t.same(calls, [['error', { err }, 'closing after an error'], ['close'], ['info', 'closed']], 'an uncaught error closes at once')
+})
+
+t.test('server: uids are claimed only by a root server that runs sandboxes under them', async t => {
+  const claimed: number[] = []
+  const claims = { '../../src/backends/uid-lock.js': { claimUidBase: async (base: number) => { claimed.push(base); return { release: () => {} } } } }
+  const app = { log: {}, listen: async () => {}, close: async () => {} }
+  for (const [env, root, expected] of [[{}, true, [1_900_000_000]], [{ SANDBOX_BACKEND: 'direct' }, true, []], [{}, false, []]] as const) {
+    claimed.length = 0
+    const config = loadConfig(env)
+    t.intercept(process, 'getuid', { value: () => root ? 0 : 1000 })
+    await t.mockImport('../../src/server.js', {
+      ...claims,
+      '../../src/config.js': { ...configModule, loadConfig: () => config },
+      '../../src/app.js': { buildApp: async () => app },
+      'close-with-grace': { default: () => {} }
+    })
+    t.same(claimed, expected, `${JSON.stringify(env)}, ${root ? 'root' : 'not root'}`)
+  }
 })
 
 t.test('server: with API_KEYS_FILE, SIGHUP is left to the keys\' reload instead of closing', async t => {
-  const config = loadConfig({ API_KEYS_FILE: '/run/secrets/pysandbox-keys', LIMIT_WALL_MS_MAX: '90000' })
+  const config = loadConfig({ API_KEYS_FILE: '/run/secrets/pysandbox-keys', SHUTDOWN_GRACE_MS: '90000' })
   let graceOptions: unknown
   await t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/config.js': { ...configModule, loadConfig: () => config },
     '../../src/app.js': { buildApp: async () => ({ log: {}, listen: async () => {}, close: async () => {} }) },
     'close-with-grace': { default: (options: unknown) => { graceOptions = options } }
   })
-  t.same(graceOptions, { delay: 90_000 + config.LIMIT_KILL_GRACE_MS + 2000, skip: ['SIGHUP'] })
+  t.same(graceOptions, { delay: 90_000 + config.LIMIT_KILL_GRACE_MS + 5000, skip: ['SIGHUP'] })
 })
 
 t.test('the server\'s logger, as buildApp makes it: never a script, a credential or a query string in the log', async t => {
@@ -135,12 +162,14 @@ t.test('server, in process: a ConfigError is written as its lines and ends with 
   t.intercept(process, 'exit', { value: (code?: number) => { exits.push(code); throw new Error('exited') } })
   const problem = { variable: 'PORT', value: 'x', line: 'PORT="x" must be an integer between 0 and 65535' }
   await t.rejects(t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/config.js': { ...configModule, ConfigError, loadConfig: () => { throw new ConfigError([problem]) } },
     '../../src/app.js': { buildApp: async () => { throw new Error('not reached') } }
   }), /exited/)
   t.same(written, ['PORT="x" must be an integer between 0 and 65535\n'])
   t.same(exits, [78])
   await t.rejects(t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/config.js': { ...configModule, ConfigError, loadConfig: () => { throw new Error('a bug') } },
     '../../src/app.js': { buildApp: async () => { throw new Error('not reached') } }
   }), /a bug/, 'not a configuration problem: thrown as it is')
@@ -150,11 +179,21 @@ t.test('server, in process: a ConfigError is written as its lines and ends with 
   exits.length = 0
   const keys = { variable: 'API_KEYS_FILE', value: '/nope', line: 'API_KEYS_FILE="/nope" cannot be used: ENOENT: no such file or directory, open \'/nope\'' }
   await t.rejects(t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/app.js': { buildApp: async () => { throw new ConfigError([keys]) } }
   }), /exited/)
   t.same(written, [`${keys.line}\n`], 'the keys file\'s problem, as one line')
   t.same(exits, [78])
   await t.rejects(t.mockImport('../../src/server.js', {
+    ...UIDS_FREE,
     '../../src/app.js': { buildApp: async () => { throw new Error('a bug while building') } }
   }), /a bug while building/, 'an error building the app that is no configuration problem: thrown as it is')
+  written.length = 0
+  exits.length = 0
+  await t.rejects(t.mockImport('../../src/server.js', {
+    '../../src/backends/uid-lock.js': { claimUidBase: async () => ({ problem: 'SANDBOX_UID_BASE=1900000000: another PySandbox server on this host uses some of the same sandbox uids' }) },
+    '../../src/app.js': { buildApp: async () => { throw new Error('not reached') } }
+  }), /exited/)
+  t.same(written, ['SANDBOX_UID_BASE=1900000000: another PySandbox server on this host uses some of the same sandbox uids\n'], 'uids in use elsewhere: refused before anything starts')
+  t.same(exits, [78])
 })

@@ -33,7 +33,8 @@ const METRICS = [
   'pysandbox_executions_total', 'pysandbox_execution_duration_seconds', 'pysandbox_queue_wait_seconds',
   'pysandbox_http_errors_total', 'pysandbox_queue_depth', 'pysandbox_running_sandboxes',
   'pysandbox_concurrency_limit', 'pysandbox_queue_limit', 'pysandbox_probe_ok', 'pysandbox_ready',
-  'pysandbox_warm_runs_total', 'pysandbox_warm_sandboxes'
+  'pysandbox_warm_runs_total', 'pysandbox_warm_sandboxes', 'pysandbox_http_request_duration_seconds',
+  'pysandbox_shed_total', 'pysandbox_shutdown_total', 'pysandbox_shutting_down'
 ]
 
 t.test('GET /metrics is Prometheus text naming every metric, and the process metrics', async t => {
@@ -60,10 +61,12 @@ t.test('executions are counted by backend and outcome, with their time in the sa
   t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="ok",key="-"}'), 2)
   t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="MAIN_RAISED",key="-"}'), 1)
   t.equal(value(text, 'pysandbox_executions_total{backend="unshare",outcome="TIME_LIMIT_EXCEEDED",key="-"}'), 1)
-  t.equal(value(text, 'pysandbox_execution_duration_seconds_count{backend="unshare"}'), 4)
-  t.equal(value(text, 'pysandbox_execution_duration_seconds_sum{backend="unshare"}'), 5.6)
-  t.equal(value(text, 'pysandbox_execution_duration_seconds_bucket{le="0.05",backend="unshare"}'), 1)
-  t.equal(value(text, 'pysandbox_execution_duration_seconds_bucket{le="2.5",backend="unshare"}'), 3)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_count{backend="unshare",outcome="ok"}'), 2)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_sum{backend="unshare",outcome="ok"}'), 0.1)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_bucket{le="0.05",backend="unshare",outcome="ok"}'), 1)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_bucket{le="2.5",backend="unshare",outcome="MAIN_RAISED"}'), 1)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_count{backend="unshare",outcome="TIME_LIMIT_EXCEEDED"}'), 1)
+  t.equal(value(text, 'pysandbox_execution_duration_seconds_sum{backend="unshare",outcome="TIME_LIMIT_EXCEEDED"}'), 4)
   t.equal(value(text, 'pysandbox_queue_wait_seconds_count'), 4)
 })
 

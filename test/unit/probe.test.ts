@@ -2,6 +2,8 @@
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
 import { checkFacts, hint, probeBackend } from '../../src/backends/probe.js'
+import { success } from '../helpers/fake-backend.js'
+import { SandboxStartError } from '../../src/errors/errors.js'
 
 const limits: Limits = { wallTimeMs: 1000, killGraceMs: 100, cpuSeconds: 2, memoryMiB: 128, processes: 16, openFiles: 64, tmpMiB: 8, tmpFiles: 1024, outputBytes: 1024, resultBytes: 1024, filesOut: 100, filesOutBytes: 8 * 1024 * 1024 }
 const output = { stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 }
@@ -25,12 +27,19 @@ const GOOD_FACTS = {
   numpy: '2',
   pandas: '2'
 }
-const ok = (result: unknown): RunOutcome => ({ ok: true, result, ...output })
+const ok = (result: unknown): RunOutcome => success(result, output)
 const fail = (code: 'MEMORY_LIMIT_EXCEEDED' | 'CRASHED', stderr = ''): RunOutcome => ({ ok: false, code, message: code, details: {}, ...output, stderr })
 
 t.test('a canary that cannot start fails the probe with the reason', async t => {
   const report = await probeBackend(async () => { throw new Error('spawn nsjail ENOENT') }, limits, { isolated: true, seccomp: true })
   t.same([report.ok, report.reason], [false, 'the canary could not start: spawn nsjail ENOENT'])
+  t.notOk(report.inconclusive)
+})
+
+t.test('a canary that cannot start for want of descriptors or processes (BUSY) is inconclusive: a busy host, not a broken sandbox', async t => {
+  const report = await probeBackend(async () => { throw new SandboxStartError({ cause: new Error('spawn nsjail EMFILE') }) }, limits, { isolated: true, seccomp: true })
+  t.same([report.ok, report.inconclusive], [false, true])
+  t.match(report.reason, /^inconclusive, the canary could not start: the server cannot start a sandbox right now/)
 })
 
 t.test('a memory limit that does not stop the memory canary fails the probe', async t => {

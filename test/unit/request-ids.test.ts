@@ -74,15 +74,16 @@ t.test('the log records each execution without the script or its output', async 
   const { app, logs } = await build(t, { backends: [fake] })
   const script = 'def main():\n    return "SCRIPT_MARKER"\n'
   t.equal((await execute(app, { script })).statusCode, 200)
-  const entry = logs.find(l => l.msg === 'execution')
-  t.match(entry, { outcome: 'ok', backend: 'nsjail', scriptBytes: Buffer.byteLength(script), stdoutBytes: 13, stderrBytes: 13 })
+  const entry = logs.find(l => l.msg === 'request')
+  t.match(entry, { route: '/execute', status: 200, outcome: 'ok', backend: 'nsjail', scriptBytes: Buffer.byteLength(script), stdoutBytes: 13, stderrBytes: 13, queuedMs: Number, sandboxMs: Number, durationMs: Number })
+  t.equal(logs.filter(l => l.reqId === entry?.reqId).length, 1, 'one line for the request: the access log with what ran')
   const all = JSON.stringify(logs)
   for (const marker of ['SCRIPT_MARKER', 'STDOUT_MARKER', 'STDERR_MARKER', 'RESULT_MARKER']) t.notOk(all.includes(marker), `${marker} not logged`)
 
   const failing = new FakeBackend('nsjail', { run: failure('MAIN_RAISED', 'ValueError: MESSAGE_MARKER') })
   const second = await build(t, { backends: [failing] })
   await execute(second.app)
-  t.match(second.logs.find(l => l.msg === 'execution'), { outcome: 'MAIN_RAISED' })
+  t.match(second.logs.find(l => l.msg === 'request'), { status: 422, code: 'MAIN_RAISED', outcome: 'MAIN_RAISED' })
 })
 
 t.test('helmet\'s security headers are set', async t => {

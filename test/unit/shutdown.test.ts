@@ -20,11 +20,13 @@ t.test('app.close() aborts an in-flight run and refuses the queue', async t => {
   await within(app.close(), 'close()')
   t.equal(request.signal?.aborted, true, 'the backend saw the abort')
   const ended = await running
-  t.equal(ended.json<{ code: string }>().code, 'TIME_LIMIT_EXCEEDED', 'the run ended as the backend reported')
+  t.equal(ended.statusCode, 503)
+  t.equal(ended.json<{ code: string }>().code, 'SHUTTING_DOWN', 'a run stopped by the close is the service\'s doing, whatever the backend reported')
+  t.equal(ended.headers['retry-after'], '1', 'and retryable')
   t.equal(ended.headers.connection, 'close', 'a reply sent while closing ends its connection')
   const refused = await queued
   t.equal(refused.statusCode, 503)
-  t.equal(refused.json<{ code: string }>().code, 'BUSY', 'the queued request was refused, not run')
+  t.equal(refused.json<{ code: string }>().code, 'SHUTTING_DOWN', 'the queued request was refused, not run')
   t.equal(held.requests.length, 1)
 })
 
@@ -99,7 +101,7 @@ t.test('a client that leaves while queued leaves the queue at once; its script n
 
   t.ok(logs.some(l => l.level === 30 && /closed the connection before its script ran/.test(String(l.msg))), 'the departure is logged')
   t.notOk(logs.some(l => l.msg === 'internal error'), 'not an internal error')
-  t.equal(logs.filter(l => l.msg === 'execution').length, 2, 'only the scripts that ran are logged as executions')
+  t.equal(logs.filter(l => l.msg === 'request' && l.outcome !== undefined).length, 2, 'only the scripts that ran are logged as executions')
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.equal(seriesValue(metrics, 'pysandbox_executions_total{backend="nsjail",outcome="ok",key="-"}'), 2, 'counted under key "-": no API keys')
   t.notMatch(metrics, /pysandbox_executions_total\{[^}]*outcome="(?!ok")/, 'no failed execution is counted')

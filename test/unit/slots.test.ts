@@ -224,3 +224,87 @@ t.test('however a waiter leaves the queue, it leaves no abort listener behind', 
     held.release()
   }
 })
+
+t.test('drain(refusal) rejects the waiters with the error it makes', async t => {
+  const slots = new Slots(1, 2, LONG_MS)
+  const held = await slots.acquire()
+  const waiter = slots.acquire()
+  slots.drain(() => Object.assign(new Error('shutting down'), { code: 'SHUTTING_DOWN' }))
+  await t.rejects(waiter, { code: 'SHUTTING_DOWN' })
+  held.release()
+})
+
+t.test('the expected wait: refused at once, with the wait as Retry-After, when the queue ahead would take longer than the bound', async t => {
+  const slots = new Slots(2, 100, LONG_MS, 1000)
+  t.equal(slots.expectedWait, 0, 'no estimate before a run has ended')
+  // Runs of about 400 ms: the mean the estimate uses.
+  const first = await slots.acquire()
+  await new Promise(resolve => setTimeout(resolve, 400))
+  first.release()
+  const mean = slots.expectedWait * 2 // one queued ahead of nobody: (0 + 1) × mean / 2 slots
+  t.ok(mean >= 390 && mean < 1000, `the mean run time is measured (${mean.toFixed(0)} ms)`)
+  const running = [await slots.acquire(), await slots.acquire()]
+  // Each waiter adds mean / 2 to the next one's wait: waiters are let in while it stays ≤ 1000 ms.
+  const admitted: Array<Promise<Lease>> = []
+  let refused: (Error & { code?: string, retryAfterS?: number }) | undefined
+  while (refused === undefined && admitted.length < 10) {
+    const expected = slots.expectedWait
+    try {
+      if (expected > 1000) await slots.acquire()
+      else admitted.push(slots.acquire())
+    } catch (error) {
+      refused = error as typeof refused
+    }
+  }
+  t.equal(admitted.length, Math.floor(1000 / (mean / 2)), 'waiters queue while their expected wait is within the bound')
+  t.match(refused, { code: 'BUSY', message: /the wait for one would be about \d+\.\d s, over the 1000 ms this server lets a request wait \(QUEUE_EXPECTED_WAIT_MS\)/ })
+  t.ok((refused?.retryAfterS ?? 0) >= 1, 'Retry-After: the expected wait, in whole seconds')
+  t.equal(slots.shed.expected_wait, 1)
+  t.equal(slots.queued, admitted.length, 'the refused request took no place')
+  for (const lease of running) lease.release()
+  for (const waiter of admitted) (await waiter).release()
+})
+
+t.test('without a bound on the expected wait (0), only the queue size refuses', async t => {
+  const slots = new Slots(1, 3, LONG_MS, 0)
+  const held = await slots.acquire()
+  await new Promise(resolve => setTimeout(resolve, 50))
+  held.release()
+  const again = await slots.acquire()
+  const waiters = [slots.acquire(), slots.acquire(), slots.acquire()]
+  await t.rejects(slots.acquire(), { code: 'BUSY', message: /the wait queue is full/ })
+  t.same(slots.shed, { queue_full: 1, expected_wait: 0, queue_timeout: 0, caller_share: 0 })
+  again.release()
+  for (const waiter of waiters) (await waiter).release()
+})
+
+t.test('refusals are counted by reason: a full queue, a wait timed out, a caller over its share', async t => {
+  const slots = new Slots(1, 1, 30)
+  const held = await slots.acquire({ id: 'a', slots: 1, queue: 1 })
+  await t.rejects(slots.acquire({ id: 'b', slots: 1, queue: 1 }), { code: 'BUSY' }, 'timed out in the queue')
+  const waiting = slots.acquire({ id: 'a', slots: 1, queue: 1 })
+  await t.rejects(slots.acquire({ id: 'a', slots: 1, queue: 1 }), { code: 'CONCURRENCY_LIMITED' })
+  await t.rejects(slots.acquire({ id: 'c', slots: 1, queue: 1 }), { code: 'BUSY' }, 'the queue is full')
+  await t.rejects(waiting, { code: 'BUSY' })
+  t.same(slots.shed, { queue_full: 1, expected_wait: 0, queue_timeout: 2, caller_share: 1 })
+  held.release()
+})
+
+t.test('equal callers in closed loops share the slots evenly (once two of four took every slot: the freed slot went to the caller with the fewest waiting, always the one whose run had just ended)', async t => {
+  const slots = new Slots(2, 64, LONG_MS)
+  const runs: Record<string, number> = { a: 0, b: 0, c: 0, d: 0 }
+  const until = performance.now() + 200
+  const loop = async (id: string): Promise<void> => {
+    while (performance.now() < until) {
+      const lease = await slots.acquire({ id, slots: 1, queue: 64 })
+      runs[id] = (runs[id] ?? 0) + 1
+      await new Promise(resolve => setImmediate(resolve))
+      lease.release()
+      await new Promise(resolve => setImmediate(resolve)) // the client's turn-around before it sends again
+    }
+  }
+  const loops = Object.keys(runs).flatMap(id => Array.from({ length: 4 }, async () => await loop(id)))
+  await Promise.all(loops)
+  const counts = Object.values(runs)
+  t.ok(Math.min(...counts) >= Math.max(...counts) / 2, `every caller ran about as often: ${JSON.stringify(runs)}`)
+})

@@ -1,7 +1,15 @@
-import { readFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync } from 'node:fs'
 import { constants } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
+import type { Limits } from '../../src/backends/backend.js'
+import { exhausted, runLaunch, startFailure } from '../../src/backends/launch.js'
+import { WarmPool } from '../../src/backends/nsjail/warm-pool.js'
+import { Zygote } from '../../src/backends/nsjail/zygote.js'
 import { spawnCapped, type SpawnRequest, type SpawnResult } from '../../src/backends/spawn.js'
+import { UnshareBackend } from '../../src/backends/unshare/backend.js'
+import { PROJECT_ROOT } from '../../src/config.js'
+import { SandboxStartError } from '../../src/errors/errors.js'
 
 const ENV = { PATH: '/usr/bin:/bin' }
 
@@ -281,4 +289,117 @@ t.test('a process that exits before the wall limit is not reported timed out whi
   t.equal(r.exitCode, 0)
   t.equal(r.stdout.toString(), 'hi\n')
   t.equal(r.timedOut, false, 'the wall timer must not fire for a process that already exited')
+})
+
+// Out of descriptors, processes or memory (issue 14): every spawn is guarded. None of these may
+// throw, leave an 'error' event unheard (that ends the process), or blame the script.
+
+/** Runs `start` while this process has no descriptor left (EMFILE), then gives them back: the spawn
+ *  fails inside, and Node reports it on the next tick, once they are back. */
+function withoutDescriptors<T> (start: () => T): T {
+  const taken: number[] = []
+  try {
+    for (;;) taken.push(openSync('/dev/null', 'r'))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EMFILE') throw error
+  }
+  try {
+    return start()
+  } finally {
+    for (const fd of taken) closeSync(fd)
+  }
+}
+
+const LIMITS: Limits = {
+  wallTimeMs: 5000,
+  killGraceMs: 500,
+  cpuSeconds: 5,
+  memoryMiB: 256,
+  processes: 16,
+  openFiles: 64,
+  tmpMiB: 16,
+  tmpFiles: 1024,
+  outputBytes: 1 << 16,
+  resultBytes: 1 << 16,
+  filesOut: 100,
+  filesOutBytes: 8 * 1024 * 1024
+}
+
+t.test('what counts as the host being short: EMFILE, ENFILE, EAGAIN, ENOMEM', async t => {
+  const errno = (code: string): Error => Object.assign(new Error(code), { code })
+  for (const code of ['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM']) t.equal(exhausted(errno(code)), true, code)
+  for (const code of ['ENOENT', 'EACCES', 'E2BIG']) t.equal(exhausted(errno(code)), false, code)
+  t.equal(exhausted({ code: 'EMFILE' }), false, 'not an Error')
+  t.equal(exhausted(undefined), false)
+  const busy = startFailure(errno('EAGAIN'))
+  t.ok(busy instanceof SandboxStartError)
+  t.match(busy, { code: 'BUSY', statusCode: 503, cause: { code: 'EAGAIN' } })
+  const other = errno('ENOENT')
+  t.equal(startFailure(other), other, 'anything else as it is')
+})
+
+t.test('out of descriptors, a spawn settles with spawnError EMFILE: no exception, nothing unheard', async t => {
+  const pending = withoutDescriptors(async () => await sh('echo never'))
+  const r = await pending
+  t.match(r.spawnError, { code: 'EMFILE' })
+  t.equal(r.exitCode, null)
+  t.equal(r.stdout.length, 0)
+  t.equal(r.timedOut, false)
+})
+
+t.test('a run that cannot start for lack of descriptors is BUSY (503, retryable), never the script\'s failure', async t => {
+  const request = { script: 'def main():\n    return 1\n', slot: 0 }
+  const launch = { file: '/bin/true', args: [], env: ENV }
+  const rejected = withoutDescriptors(async () => await runLaunch(launch, request, LIMITS, false))
+  await t.rejects(rejected, { code: 'BUSY', statusCode: 503, message: 'the server cannot start a sandbox right now; nothing ran; retry later', cause: { code: 'EMFILE' } })
+  await t.rejects(runLaunch({ file: '/nonexistent/launcher', args: [], env: ENV }, request, LIMITS, false), { code: 'ENOENT' }, 'a launcher that is not there stays an internal error')
+  await t.rejects(runLaunch({ file: '/bin/true', args: ['nul\0byte'], env: ENV }, request, LIMITS, false), { code: 'ERR_INVALID_ARG_VALUE' }, 'so does one Node refuses at once')
+})
+
+t.test('unshare: a run whose jail cannot be prepared throws what prepared it, BUSY when the host is short', async t => {
+  const backend = new UnshareBackend({ python: '/usr/bin/python3', sitePackages: '/nonexistent', uidBase: 1_000_000, limits: LIMITS })
+  await t.rejects(backend.run({ script: 'x', slot: 0 }), { message: 'unshare backend used before its probe' })
+})
+
+/** A stand-in for harness/zygote.py (test/unit/warm.test.ts uses it too). */
+const FAKE_ZYGOTE = join(PROJECT_ROOT, 'test/fixtures/fake_zygote.py')
+
+t.test('a warm jail that cannot start for lack of descriptors dies on the next tick, like any other', async t => {
+  const deaths: string[] = []
+  const zygote = withoutDescriptors(() => new Zygote({ file: '/usr/bin/python3', args: [FAKE_ZYGOTE, 'ok'], env: {} }, LIMITS, 1024, dead => deaths.push(dead.reason)))
+  t.same(deaths, [], 'not while it is being made (its pool does not hold it yet)')
+  t.equal(await zygote.whenReady(), false)
+  await zygote.exited
+  t.match(deaths, [/could not start: spawn \/usr\/bin\/python3 EMFILE/])
+  t.equal(zygote.state, 'dead')
+  zygote.kill('again') // nothing left to stop
+  t.equal(deaths.length, 1)
+})
+
+t.test('a warm jail Node refuses to start at once dies on the next tick too', async t => {
+  const deaths: string[] = []
+  const zygote = new Zygote({ file: '/usr/bin/python3', args: ['nul\0byte'], env: {} }, LIMITS, 1024, dead => deaths.push(dead.reason))
+  t.same(deaths, [])
+  t.equal(await zygote.whenReady(), false)
+  await zygote.exited
+  t.match(deaths, [/could not start: .*null bytes/])
+})
+
+t.test('a warm jail whose replacement cannot start, in the exit handler of the one it replaces: no exception; the slot backs off and goes cold', async t => {
+  const log: string[] = []
+  const pool = new WarmPool({
+    // Generation 2 cannot be started (Node refuses it at once, as it does a fork without memory).
+    launch: (_slot, generation) => ({ file: '/usr/bin/python3', args: generation === 1 ? [FAKE_ZYGOTE, 'dies'] : ['nul\0byte'], env: {} }),
+    limits: LIMITS,
+    channelLimit: LIMITS.resultBytes + 1024,
+    recycleRuns: 100,
+    memoryByCgroup: false,
+    log: message => log.push(message)
+  })
+  t.teardown(async () => { await pool.close() })
+  t.match(await pool.run(0, { script: 'x' }), { ok: false, code: 'CRASHED' }, 'the first jail dies mid-run')
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.match(log.join('\n'), /ended after 0 runs: could not start/, 'its replacement could not start')
+  t.equal(await pool.run(0, { script: 'y' }), undefined, 'the next run goes cold (the slot backs off)')
+  t.equal(pool.stats.runs.cold, 1)
 })

@@ -3,12 +3,13 @@
 // rung must pass the same canaries. With warm sandboxes on, runs go to the warm pool's zygotes
 // (warm-pool.ts) and cold only when none can be had.
 import { mkdirSync } from 'node:fs'
+import { constants } from 'node:os'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../config.js'
 import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend, WarmStats } from '../backend.js'
 import { channelLimit, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, pythonArgs, runLaunch, type Launch } from '../launch.js'
 import { MEMORY_RUNGS, boundsWholeRun, memoryFeatures, perProcessMemoryWarning, type MemoryRung } from '../memory.js'
-import { crashed } from '../outcome.js'
+import { crashed, outputOf } from '../outcome.js'
 import { probeBackend, type ProbeExpectations } from '../probe.js'
 import { discoverPython, type PythonRuntime } from '../python-runtime.js'
 import type { SpawnResult } from '../spawn.js'
@@ -45,6 +46,8 @@ export interface NsjailOptions {
   warn?: (message: string) => void
 }
 
+/** Warm-path probes whose canary runs out of time (a busy host) before warm sandboxes go off. */
+const WARM_PROBE_ATTEMPTS = 3
 /** While the zygote's footprint is being measured (MiB). */
 const MEASURING_ALLOWANCE_MIB = 512
 /** What the zygote keeps: dropping each run to the run's uid with an empty bounding set (SETUID,
@@ -55,8 +58,15 @@ const COLD_FDS = [3, 4] as const
 
 const NSJAIL_EXPECTATIONS: ProbeExpectations = { isolated: true, seccomp: true }
 
-/** nsjail reports a child killed by signal N as its own exit status 128 + N: the signal, then. */
-export function undoExitStatusSignal (spawned: SpawnResult): SpawnResult {
+/** nsjail reports a child killed by signal N as its own exit status 128 + N: the signal, then.
+ *  nsjail itself ended by a signal that neither our timer, an abort nor the channel's cap sent was
+ *  killed from outside (an operator, a fault): CRASHED, not the script's memory or CPU (a SIGKILL
+ *  read as the cgroup's was once answered MEMORY_LIMIT_EXCEEDED; found by the load command). */
+export function undoExitStatusSignal (spawned: SpawnResult): SpawnResult | RunOutcome {
+  if (spawned.signal !== null && !spawned.timedOut && !spawned.aborted && !spawned.channelOverflow) {
+    const name = Object.entries(constants.signals).find(([, n]) => n === spawned.signal)?.[0] ?? `signal ${spawned.signal}`
+    return crashed(`the sandbox (nsjail) was killed by ${name} from outside before the script reported a status`, outputOf(spawned))
+  }
   const code = spawned.exitCode
   if (spawned.signal !== null || code === null || code <= 128 || code >= 128 + 65) return spawned
   return { ...spawned, exitCode: null, signal: code - 128 }
@@ -153,8 +163,13 @@ export class NsjailBackend implements SandboxBackend {
     if (reason === '') {
       const probing = this.newPool(rung, allowanceMiB, 1000)
       try {
-        const report = await probeBackend(async request => await probing.run(request.slot, request) ?? crashed(`no warm sandbox: ${probing.lastFailure}`),
+        const probe = async (): Promise<ProbeReport> => await probeBackend(async request => await probing.run(request.slot, request) ?? crashed(`no warm sandbox: ${probing.lastFailure}`),
           this.options.limits, { ...NSJAIL_EXPECTATIONS, memoryPerRun: boundsWholeRun(rung) })
+        let report = await probe()
+        // A canary out of time (a busy host) says nothing about the jail: asked again before warm
+        // sandboxes are turned off for a whole probe interval (seen once at start under load).
+        /* c8 ignore next -- only a host too busy for a canary's time limit gets here: no test can make it so on cue */
+        for (let attempt = 1; report.inconclusive === true && attempt < WARM_PROBE_ATTEMPTS; attempt++) report = await probe()
         if (!report.ok) reason = report.reason
         /* c8 ignore next 4 -- only a host too busy for a canary's time limit gets here: no test can make it so on cue */
         if (report.inconclusive === true && this.pool !== undefined) {

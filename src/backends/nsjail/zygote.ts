@@ -3,9 +3,11 @@
 // run it forks a fresh child that runs the script, and relays the child's streams as frames on
 // the jail's stdout (frames.ts, docs/warm.md). A zygote that misbehaves in any way (a malformed
 // frame, a failed clean-up, a stop it does not honour, an early exit) is killed with its whole
-// jail and replaced; it is never served twice.
+// jail and replaced; it is never served twice. One that cannot even be started (no descriptors
+// or processes left: EMFILE, ENFILE, EAGAIN) dies on the next tick like any other, never by an
+// exception: it is made inside the 'exit' handler of the one it replaces (warm-pool.ts).
 import { spawn, type ChildProcess } from 'node:child_process'
-import type { Readable, Writable } from 'node:stream'
+import type { Writable } from 'node:stream'
 import type { Limits, RunOutcome, ScriptRequest, WarmSandboxState } from '../backend.js'
 import { harnessRequest, type Launch } from '../launch.js'
 import { crashed, interpret, outputOf } from '../outcome.js'
@@ -40,8 +42,10 @@ export type ZygoteState = WarmSandboxState
 
 /** One jail whose pid 1 is the zygote. */
 export class Zygote {
-  private readonly child: ChildProcess
-  private readonly input: Writable
+  /** Undefined when Node refused to start it at all (it threw). */
+  private readonly child: ChildProcess | undefined
+  /** Undefined when it has no pipes (it could not be started). */
+  private readonly input: Writable | undefined
   private current: ZygoteState = 'starting'
   private readonly frames = new FrameReader()
   private pending: Pending | undefined
@@ -60,25 +64,38 @@ export class Zygote {
   readonly exited: Promise<void>
 
   constructor (launch: Launch, private readonly limits: Limits, private readonly channelLimit: number, private readonly onDeath: (zygote: Zygote) => void) {
-    this.child = spawn(launch.file, launch.args, {
-      env: launch.env,
-      stdio: ['pipe', 'pipe', 'ignore'],
-      detached: true,
-      shell: false
-    })
-    // An idle pool keeps no process alive: the jail exits by itself when its input closes.
-    this.child.unref()
-    for (const stream of [this.child.stdin, this.child.stdout] as unknown as Array<{ unref?: () => void } | null>) stream?.unref?.()
+    // Whichever way it fails to start, it dies on a later tick, once its pool holds it.
+    let child: ChildProcess
+    try {
+      child = spawn(launch.file, launch.args, {
+        env: launch.env,
+        stdio: ['pipe', 'pipe', 'ignore'],
+        detached: true,
+        shell: false
+      })
+    } catch (error) { // what Node does not report as 'error' (ENOMEM from fork, a bad argument)
+      this.child = this.input = undefined
+      this.exited = Promise.resolve()
+      process.nextTick(() => this.die(`could not start: ${(error as Error).message}`))
+      return
+    }
+    this.child = child
     this.exited = new Promise(resolve => {
-      this.child.once('exit', () => resolve())
-      this.child.once('error', () => resolve())
+      child.once('exit', () => resolve())
+      child.once('error', () => resolve())
     })
-    const [input, output] = [this.child.stdin as Writable, this.child.stdout as Readable]
+    child.on('error', error => this.die(`could not start: ${error.message}`))
+    child.on('exit', (code, signal) => this.die(`exited (${signal ?? String(code)})`))
+    // An idle pool keeps no process alive: the jail exits by itself when its input closes.
+    child.unref()
+    const input = child.stdin ?? undefined
+    const output = child.stdout ?? undefined
     this.input = input
+    // Out of descriptors (EMFILE, ENFILE), Node makes no pipes: 'error' ends it on the next tick.
+    if (input === undefined || output === undefined) return
+    for (const stream of [input, output] as unknown as Array<{ unref?: () => void }>) stream.unref?.()
     input.on('error', () => this.die('its input closed'))
     output.on('data', (chunk: Buffer) => this.receive(chunk))
-    this.child.on('error', error => this.die(`could not start: ${error.message}`))
-    this.child.on('exit', (code, signal) => this.die(`exited (${signal ?? String(code)})`))
     this.arm(START_TIMEOUT_MS, 'did not become ready in time')
   }
 
@@ -109,8 +126,8 @@ export class Zygote {
     this.current = 'dead'
     clearTimeout(this.timer)
     this.terminate()
-    this.child.stdout?.destroy()
-    this.input.destroy()
+    this.child?.stdout?.destroy()
+    this.input?.destroy()
     for (const waiter of this.waiters.splice(0)) waiter(false)
     this.pending?.finish(undefined)
     this.pending = undefined
@@ -121,8 +138,9 @@ export class Zygote {
    *  leave those behind on the host); its process group gets SIGKILL if it lingers. The zygote
    *  is dead to the pool from the first moment either way. */
   private terminate (): void {
-    const pid = this.child.pid
-    if (pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return
+    const child = this.child
+    const pid = child?.pid
+    if (child === undefined || pid === undefined || child.exitCode !== null || child.signalCode !== null) return
     const signal = (target: number, name: NodeJS.Signals): void => {
       try {
         process.kill(target, name)
@@ -205,7 +223,7 @@ export class Zygote {
   private stop (pending: Pending, reason: string): void {
     /* c8 ignore next -- defensive: a run's timer and abort listener are removed when it finishes */
     if (this.current !== 'running' || this.pending !== pending) return
-    this.input.write(stopFrame(pending.runId))
+    this.input?.write(stopFrame(pending.runId))
     this.arm(STOP_GRACE_MS, `${reason}, and the run was not stopped within ${STOP_GRACE_MS} ms`)
   }
 
@@ -235,7 +253,7 @@ export class Zygote {
       }
     }
     this.pending = pending
-    this.input.write(scriptFrame(runId, script))
+    this.input?.write(scriptFrame(runId, script)) // one that is ready has its pipes
     // Past the wall time, or when the client is gone: the zygote stops the run; if it does not
     // report within STOP_GRACE_MS, the whole jail goes and a new one comes. (A stop is sent after
     // its run's script frame, which the zygote must have read first.)

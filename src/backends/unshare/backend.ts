@@ -8,7 +8,7 @@ import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../config.js'
 import { MiB } from '../../units.js'
 import type { Limits, ProbeReport, RunRequest, RunOutcome, SandboxBackend } from '../backend.js'
-import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, prlimitArgs, runLaunch, type Launch } from '../launch.js'
+import { HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, SANDBOX_ENV, harnessArgs, prlimitArgs, runLaunch, startFailure, type Launch } from '../launch.js'
 import { MEMORY_RUNGS, boundsWholeRun, memoryFeatures, perProcessMemoryWarning, type MemoryRung } from '../memory.js'
 import { hint, probeBackend } from '../probe.js'
 import { discoverPython, type PythonRuntime } from '../python-runtime.js'
@@ -141,10 +141,17 @@ export class UnshareBackend implements SandboxBackend {
       { isolated: true, seccomp: true, memoryPerRun: boundsWholeRun(rung) })
   }
 
-  /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns. */
+  /** One run in the slot's cgroup (if the rung has one), which is empty again when this returns.
+   *  A slot's group made (or its limits written) while this process is out of descriptors is
+   *  the service's failure, as a spawn's is (launch.ts startFailure): 503 BUSY. */
   private async runWith (request: RunRequest, rung: MemoryRung): Promise<RunOutcome> {
     const limits = request.limits ?? this.options.limits
-    const launch = this.launch(request.slot, rung, limits)
+    let launch: Launch
+    try {
+      launch = this.launch(request.slot, rung, limits)
+    } catch (error) {
+      throw startFailure(error)
+    }
     try {
       return await runLaunch(launch, request, limits, boundsWholeRun(rung), undoSigkillQuirk)
     } finally {
