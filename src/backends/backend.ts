@@ -17,7 +17,10 @@ export interface RunOutput {
 export type RunOutcome =
   | ({
     ok: true
-    result: unknown
+    /** main()'s value, parsed from resultJson when first read. */
+    readonly result: unknown
+    /** main()'s value as the JSON text the reply carries as it is (outcome.ts succeeded()). */
+    resultJson: Buffer
     /** The files the script left under output/ and its open figures; absent when none. */
     files?: ReturnedFile[]
     /** Entries under output/ that did not come back (links, FIFOs, ...), and why. */

@@ -1,13 +1,14 @@
 // Turns what a sandboxed process left behind (exit status, output, the result channel) into
 // an outcome. The channel is written by code the user controls: it is bounded by the spawn
-// wrapper and parsed strictly here.
+// wrapper and checked strictly here, in one scan whose cost is linear in its bytes whatever their
+// shape; main()'s value is never parsed on the way to the reply (see succeeded()).
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { constants } from 'node:os'
 import { HARNESS_ERROR_CODES } from '../errors/codes.js'
 import type { Limits, RunOutcome, RunOutput, ScriptErrorCode } from './backend.js'
 import type { SpawnResult } from './spawn.js'
-import { nestsWithin } from '../json-depth.js'
+import { scanJsonInSlices } from '../json-scan.js'
 import { clash, mediaTypeOf, pathProblem, sizeOf, type ReturnedFile } from '../files.js'
 
 const HarnessCode = Type.Union(HARNESS_ERROR_CODES.map(c => Type.Literal(c)))
@@ -54,15 +55,61 @@ const lenient = new TextDecoder('utf-8')
  *  overflows the stack when the reply is serialized (a 500). A little above the harness's bound. */
 export const MAX_CHANNEL_DEPTH = 256
 
-function parseChannel (bytes: Buffer): ChannelMessage | undefined {
-  // Size is bounded by the spawn wrapper (channelLimit); nesting is bounded here, before
-  // JSON.parse builds anything.
-  if (!nestsWithin(bytes, MAX_CHANNEL_DEPTH)) return undefined
-  try {
-    const message: unknown = JSON.parse(utf8.decode(bytes))
-    return Value.Check(ChannelMessage, message) ? message : undefined
-  } catch {
-    return undefined
+/** The most values a message of the harness holds outside main()'s value: a failure's eleven
+ *  fields, or a success's envelope with four values per returned file (an object and its three
+ *  strings) and three per file left out, LIMIT_FILES_OUT of them together. More is a script
+ *  writing on the channel: refused before JSON.parse builds them. */
+export function envelopeValues (limits: Pick<Limits, 'filesOut'>): number {
+  return 16 + 4 * limits.filesOut
+}
+
+interface Channel {
+  message: ChannelMessage
+  /** main()'s JSON text, checked by the scan, when the message carries one. */
+  result?: Buffer
+  /** A value in main()'s JSON that the harness would have refused (the script wrote it). */
+  unreadable?: string
+}
+
+/** The message, or 'too large' for main()'s JSON over LIMIT_RESULT_BYTES, or undefined for a
+ *  malformed one. */
+async function parseChannel (bytes: Buffer, limits: Limits): Promise<Channel | 'too large' | undefined> {
+  // Size is bounded by the spawn wrapper (channelLimit, which leaves room for files too); the
+  // grammar, the nesting, main()'s JSON's size, the envelope's and the values' rules are checked
+  // here, before anything is parsed, in slices that leave the event loop free between them.
+  const scan = await scanJsonInSlices(bytes, { maxDepth: MAX_CHANNEL_DEPTH, member: 'result', maxValuesOutside: envelopeValues(limits), maxMemberBytes: limits.resultBytes })
+  if (scan.memberTooLarge === true) return 'too large'
+  if (scan.error !== undefined || scan.unreadable?.inMember === false) return undefined
+  const { member } = scan
+  // The envelope alone is parsed, main()'s value standing in as null: a few fields and files.
+  const envelope = member === undefined
+    ? utf8.decode(bytes)
+    : `${utf8.decode(bytes.subarray(0, member.start))}null${utf8.decode(bytes.subarray(member.end))}`
+  const message: unknown = JSON.parse(envelope)
+  if (!Value.Check(ChannelMessage, message)) return undefined
+  return {
+    message,
+    ...(member !== undefined ? { result: bytes.subarray(member.start, member.end) } : {}),
+    ...(scan.unreadable !== undefined ? { unreadable: scan.unreadable.message } : {})
+  }
+}
+
+type SuccessFields = Omit<Extract<RunOutcome, { ok: true }>, 'ok' | 'result' | 'resultJson'>
+
+/** A success carrying main()'s value as JSON text (checked by the channel's scan, or made by
+ *  JSON.stringify), which the reply passes on as it is: JSON.parse of 8 MiB of `[{}]` takes
+ *  0.9 s of the event loop. `result` parses it the first time it is read (the probes' canaries
+ *  and the tests read it), and keeps it. */
+export function succeeded (resultJson: Buffer, fields: SuccessFields): RunOutcome {
+  let parsed: { value: unknown } | undefined
+  return {
+    ok: true,
+    get result (): unknown {
+      parsed ??= { value: JSON.parse(utf8.decode(resultJson)) }
+      return parsed.value
+    },
+    resultJson,
+    ...fields
   }
 }
 
@@ -126,7 +173,7 @@ export function outputOf (spawned: Pick<SpawnResult, 'stdout' | 'stderr' | 'stdo
   }
 }
 
-export function interpret (spawned: SpawnResult, context: InterpretContext): RunOutcome {
+export async function interpret (spawned: SpawnResult, context: InterpretContext): Promise<RunOutcome> {
   if (spawned.spawnError !== undefined) throw spawned.spawnError
   const output = outputOf(spawned)
   const fail = (code: ScriptErrorCode, message: string, details: Record<string, string | number> = {}): RunOutcome =>
@@ -141,20 +188,25 @@ export function interpret (spawned: SpawnResult, context: InterpretContext): Run
       ? 'the run was stopped because the server is shutting down'
       : `the script ran longer than the wall-time limit of ${limits.wallTimeMs} ms`)
   }
-  const message = spawned.channel.length > 0 ? parseChannel(spawned.channel) : undefined
-  if (spawned.channel.length > 0 && message === undefined) {
+  const channel = spawned.channel.length > 0 ? await parseChannel(spawned.channel, limits) : undefined
+  // The harness refuses more itself; a script that writes on the channel is refused here.
+  if (channel === 'too large') return fail('RESULT_TOO_LARGE', `main() returned more than ${limits.resultBytes} bytes of JSON`)
+  if (spawned.channel.length > 0 && channel === undefined) {
     return fail('CRASHED', 'the sandbox returned a malformed result message (was the result channel written to?)')
   }
+  const message = channel?.message
   if (message?.ok === true && spawned.exitCode === 0) {
+    // The harness refuses these before it writes; a script that writes on the channel itself
+    // meets the same rules here, in the harness's words.
+    if (channel?.unreadable !== undefined) return fail('RESULT_NOT_JSON', `main() returned something that is not JSON: ${channel.unreadable}`)
+    const result = channel?.result as Buffer // a success has its result: the schema requires it
     const files = returnedFiles(message, limits)
     if (files === undefined) return fail('CRASHED', 'the sandbox returned a malformed list of files (was the result channel written to?)')
-    return {
-      ok: true,
-      result: message.result,
+    return succeeded(result, {
       ...(files.length > 0 ? { files } : {}),
       ...(message.leftOut !== undefined ? { filesLeftOut: message.leftOut } : {}),
       ...output
-    }
+    })
   }
   if (message?.ok === false) {
     const { code, message: text, ok: _ok, ...details } = message

@@ -2,6 +2,7 @@
 // and it records every call, so app tests can check which backend was probed and what it ran.
 import type { BackendName } from '../../src/config.js'
 import type { ProbeReport, RunOutcome, RunOutput, RunRequest, SandboxBackend, ScriptErrorCode } from '../../src/backends/backend.js'
+import { succeeded } from '../../src/backends/outcome.js'
 
 export const PASSING: ProbeReport = Object.freeze({ ok: true, features: { network: 'none', uid: 65534 } })
 
@@ -11,8 +12,9 @@ export function failingProbe (reason: string): ProbeReport {
 
 const OUTPUT: RunOutput = { stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 5 }
 
+/** A success with main()'s value as JSON.stringify writes it. */
 export function success (result: unknown, output: Partial<RunOutput> = {}): RunOutcome {
-  return { ok: true, result, ...OUTPUT, ...output }
+  return succeeded(Buffer.from(JSON.stringify(result)), { ...OUTPUT, ...output })
 }
 
 export function failure (code: ScriptErrorCode, message: string, details: Record<string, string | number> = {},

@@ -6,11 +6,12 @@ import fc from 'fast-check'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
+import { success } from '../helpers/fake-backend.js'
 
 const echo: SandboxBackend = {
   name: 'nsjail',
   probe: async () => ({ ok: true, features: {} }),
-  run: async request => ({ ok: true, result: request.script.length, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 })
+  run: async request => success(request.script.length)
 }
 
 const ALLOWED_5XX = new Set(['BUSY', 'SANDBOX_UNAVAILABLE'])

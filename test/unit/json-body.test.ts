@@ -4,15 +4,17 @@ import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
 import { duplicateKey } from '../../src/json-body.js'
+import { success } from '../helpers/fake-backend.js'
 
 const echo: SandboxBackend = {
   name: 'nsjail',
   probe: async () => ({ ok: true, features: {} }),
-  run: async request => ({ ok: true, result: request.script, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 })
+  run: async request => success(request.script)
 }
 
 const CASES: Array<{ name: string, body: string | Buffer, status: number, code?: string, message?: RegExp, result?: string }> = [
   { name: 'duplicate keys are refused, not resolved', body: '{"script": "a", "script": "b"}', status: 400, code: 'INVALID_JSON', message: /"script" appears twice/ },
+  { name: 'in input too, however deep', body: '{"script": "a", "input": [{"a": {"b": 1, "b": 2}}]}', status: 400, code: 'INVALID_JSON', message: /"b" appears twice/ },
   { name: 'duplicates hidden behind escapes are found', body: '{"script": "a", "scr\\u0069pt": "b"}', status: 400, code: 'INVALID_JSON', message: /appears twice/ },
   { name: 'NaN is not JSON', body: '{"script": NaN}', status: 400, code: 'INVALID_JSON' },
   { name: 'a huge number in an unknown field names the field', body: '{"script": "a", "x": 1e999}', status: 400, code: 'INVALID_REQUEST', message: /unknown field "x"/ },
@@ -36,6 +38,78 @@ t.test('request bodies at the edge of JSON', async t => {
     if (c.message !== undefined) t.match(body.message, c.message, c.name)
     if (c.result !== undefined) t.equal(body.result, c.result, c.name)
   }
+})
+
+const FIELDS = '"script", "input", "stdin", "files", "limits"'
+const LIMITS = '"wallMs", "cpuSeconds", "memoryMb", "processes", "outputBytes"'
+const FILE = '"path", "content", "encoding"'
+
+t.test('an unknown field is refused before the body is parsed, in the validator\'s words and order', async t => {
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0' }), backends: [echo] })
+  t.teardown(async () => await app.close())
+  const table: Array<{ body: string, status: number, code: string, message: string }> = [
+    { body: '{"script":"x","limits":{"zz":1},"files":[{"path":"a","content":"","yy":1}],"xx":1}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "xx" in body; the fields are ${FIELDS}` },
+    { body: '{"script":"x","limits":{"zz":1},"files":[{"path":"a","content":"","yy":1}]}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "yy" in body.files.0; the fields are ${FILE}` },
+    { body: '{"limits":{"zz":1},"script":"x","files":[{"path":"a","content":""},{"yy":1,"ww":2}]}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "yy" in body.files.1; the fields are ${FILE}` },
+    { body: '{"script":5,"limits":{"zz":1}}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "zz" in body.limits; the fields are ${LIMITS}` },
+    { body: '{"script":"x","files":[{"path":"a","content":"","limits":{"q":1}}]}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "limits" in body.files.0; the fields are ${FILE}` },
+    { body: '{"script":"x","\\u0078":1}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "x" in body; the fields are ${FIELDS}` },
+    { body: '{"script":"x","scrïpt":1}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "scrïpt" in body; the fields are ${FIELDS}` },
+    { body: '{"xx":1,"script":"a","script":"b"}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "xx" in body; the fields are ${FIELDS}` },
+    { body: '{"script":"a","script":"b","limits":{"zz":1}}', status: 400, code: 'INVALID_REQUEST', message: `unknown field "zz" in body.limits; the fields are ${LIMITS}` },
+    { body: '{"xx":1,"script":"a",}', status: 400, code: 'INVALID_JSON', message: 'the body is not valid JSON' },
+    // Fields of the same names elsewhere are no fields of those objects: the validator's to judge.
+    { body: '{"script":"x","files":{"a":{"zz":1}}}', status: 400, code: 'INVALID_REQUEST', message: 'body.files must be array' },
+    { body: '{"script":"x","limits":[{"zz":1}]}', status: 400, code: 'INVALID_REQUEST', message: 'body.limits must be object' },
+    { body: '{"script":"x","files":[[{"zz":1}]]}', status: 400, code: 'INVALID_REQUEST', message: 'body.files.0 must be object' },
+    { body: '[{"xx":1}]', status: 400, code: 'INVALID_REQUEST', message: 'body must be object' },
+    { body: `{"script":"x","files":[${Array(10_001).fill('{"path":"a","content":""}').join(',')}]}`, status: 400, code: 'INVALID_REQUEST', message: 'body.files must NOT have more than 10000 items' },
+    { body: '{"script":"x","input":{"zz":{"limits":{"q":1},"files":[{"w":1}]}}}', status: 200, code: '', message: '' }
+  ]
+  for (const { body, status, code, message } of table) {
+    const reply = await app.inject({ method: 'POST', url: '/execute', payload: body, headers: { 'content-type': 'application/json' } })
+    t.equal(reply.statusCode, status, body)
+    if (status !== 200) t.match(reply.json(), { code, message: message.startsWith('the body') ? new RegExp(message) : message }, body)
+  }
+})
+
+t.test('keys: duplicates are found in each object whatever the bytes spell, and many keys cost what their bytes do', async t => {
+  t.equal(duplicateKey('{"é": 1, "\\u00e9": 2}'), 'é', 'two-byte UTF-8 against its escape')
+  t.equal(duplicateKey('{"✓": 1, "\\u2713": 2}'), '✓', 'three bytes')
+  t.equal(duplicateKey('{"😀": 1, "\\ud83d\\ude00": 2}'), '😀', 'four bytes')
+  t.equal(duplicateKey('{"\\u00e9": 1, "é": 2}'), 'é', 'the escape first')
+  t.equal(duplicateKey('{"k4uzx": 1, "kf2ad": 2}'), undefined, 'keys of the same hash are told apart')
+  t.equal(duplicateKey('{"k4uzx": 1, "kf2ad": 2, "k4uzx": 3}'), 'k4uzx')
+  const many = Array.from({ length: 50_000 }, (_, i) => `"k${i}":${i}`)
+  t.equal(duplicateKey(`{${many.join(',')}}`), undefined, '50,000 keys, none twice')
+  t.equal(duplicateKey(`{${many.join(',')},"k49999":0}`), 'k49999', 'the last one twice')
+  t.equal(duplicateKey(`[{${many.join(',')}},{"k1":1,"k2":2},{"a":[{"k1":1}],"k1":1}]`), undefined, 'a big object, then small ones at its level')
+})
+
+t.test('deny/allow: a body of 96,331 unknown fields is refused before JSON.parse builds it; an input of as many keys runs', async t => {
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0' }), backends: [echo] })
+  t.teardown(async () => await app.close())
+  const fields = Array.from({ length: 96_331 }, (_, i) => `"f${i}":0`).join(',')
+  const post = async (payload: string): Promise<{ status: number, body: Record<string, unknown>, parsed: number }> => {
+    const parsed: number[] = []
+    const parse = JSON.parse
+    JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => {
+      parsed.push(text.length)
+      return parse(text, reviver)
+    }) as typeof JSON.parse
+    try {
+      const reply = await app.inject({ method: 'POST', url: '/execute', payload, headers: { 'content-type': 'application/json' } })
+      return { status: reply.statusCode, body: reply.json(), parsed: Math.max(0, ...parsed) }
+    } finally {
+      JSON.parse = parse
+    }
+  }
+  const denied = await post(`{"script":"x",${fields}}`)
+  t.match(denied, { status: 400, body: { code: 'INVALID_REQUEST', message: `unknown field "f0" in body; the fields are ${FIELDS}` } })
+  t.ok(denied.parsed < 1000, `deny: the largest text parsed is ${denied.parsed} characters`)
+  const allowed = await post(`{"script":"x","input":{${fields}}}`)
+  t.equal(allowed.status, 200, 'allow: the same keys in input')
+  t.ok(allowed.parsed > 1_000_000, 'the body was parsed')
 })
 
 t.test('duplicateKey looks at each object on its own', async t => {

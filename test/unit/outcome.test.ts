@@ -2,8 +2,10 @@ import { constants } from 'node:os'
 import t from 'tap'
 import type { Limits, RunOutcome } from '../../src/backends/backend.js'
 import { undoExitStatusSignal } from '../../src/backends/nsjail/backend.js'
-import { MAX_CHANNEL_DEPTH, interpret } from '../../src/backends/outcome.js'
-import { nestsWithin } from '../../src/json-depth.js'
+import { MAX_CHANNEL_DEPTH, envelopeValues, interpret, succeeded } from '../../src/backends/outcome.js'
+import { buildApp } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { FakeBackend } from '../helpers/fake-backend.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 
 const limits: Limits = {
@@ -43,9 +45,13 @@ function spawned ({ signal, ...overrides }: Overrides = {}): SpawnResult {
 
 const channel = (message: unknown): Buffer => Buffer.from(JSON.stringify(message))
 
-/** Interpreted as a run under nsjail, which reports its child's death by signal N as 128 + N. */
-function run (overrides: Overrides, memoryByCgroup = false): RunOutcome {
-  return interpret(undoExitStatusSignal(spawned(overrides)), { limits, memoryByCgroup })
+/** Interpreted as a run under nsjail, which reports its child's death by signal N as its own
+ *  exit status 128 + N; one given a signal, as a run whose launcher reports the signal itself
+ *  (unshare, direct): under nsjail, a signal is nsjail's own. */
+async function run (overrides: Overrides, memoryByCgroup = false): Promise<RunOutcome> {
+  const result = spawned(overrides)
+  const normalised = result.signal === null ? undoExitStatusSignal(result) : result
+  return 'ok' in normalised ? normalised : await interpret(normalised, { limits, memoryByCgroup })
 }
 
 /** The failure's code, message and details, or a marker that the run succeeded. */
@@ -57,10 +63,11 @@ function failure (outcome: RunOutcome): { code: string, message: string, details
 t.test('a success message and exit 0 is a success carrying the result and the output', async t => {
   const results: unknown[] = [{ msg: 'success', value: 42 }, [1, 'two', null], 'text', 0, false, null]
   for (const result of results) {
-    const outcome = run({ channel: channel({ ok: true, result }), stdoutTruncated: true, durationMs: 77 })
+    const outcome = await run({ channel: channel({ ok: true, result }), stdoutTruncated: true, durationMs: 77 })
     t.same(outcome, {
       ok: true,
       result,
+      resultJson: Buffer.from(JSON.stringify(result)),
       stdout: 'printed\n',
       stderr: 'warned\n',
       stdoutTruncated: true,
@@ -71,7 +78,7 @@ t.test('a success message and exit 0 is a success carrying the result and the ou
 })
 
 t.test('a success message with a non-zero exit is not a success', async t => {
-  const outcome = run({ channel: channel({ ok: true, result: 1 }), exitCode: 3 })
+  const outcome = await run({ channel: channel({ ok: true, result: 1 }), exitCode: 3 })
   t.match(failure(outcome), { code: 'CRASHED', details: { exitCode: 3 } })
 })
 
@@ -82,7 +89,7 @@ t.test('every harness error code is passed through with its message and details'
   ]
   for (const code of codes) {
     for (const exitCode of [0, 1]) {
-      const outcome = run({
+      const outcome = await run({
         exitCode,
         channel: channel({ ok: false, code, message: `text of ${code}`, exception: 'ValueError', traceback: 'Traceback ...', line: 3, column: 0 })
       })
@@ -98,7 +105,7 @@ t.test('every harness error code is passed through with its message and details'
 })
 
 t.test('a harness error without optional fields has empty details', async t => {
-  const outcome = run({ exitCode: 1, channel: channel({ ok: false, code: 'MISSING_MAIN', message: 'no main' }) })
+  const outcome = await run({ exitCode: 1, channel: channel({ ok: false, code: 'MISSING_MAIN', message: 'no main' }) })
   t.same(failure(outcome), { code: 'MISSING_MAIN', message: 'no main', details: {} })
 })
 
@@ -127,7 +134,7 @@ t.test('a malformed result channel is CRASHED, never a success or the message\'s
   ]
   for (const { name, bytes } of table) {
     for (const exitCode of [0, 1]) {
-      const outcome = run({ channel: bytes, exitCode })
+      const outcome = await run({ channel: bytes, exitCode })
       const { code, message, details } = failure(outcome)
       t.equal(code, 'CRASHED', `${name}, exit ${exitCode}`)
       t.match(message, /malformed result message/, `${name}: says why`)
@@ -147,7 +154,7 @@ t.test(`a channel nested deeper than MAX_CHANNEL_DEPTH (${MAX_CHANNEL_DEPTH}) is
     { name: 'deep nesting in an error message\'s extra field', text: `{"ok":false,"code":"MAIN_RAISED","message":"m","traceback":${nested(100_000)}}` }
   ]
   for (const { name, text } of table) {
-    const outcome = run({ channel: Buffer.from(text), exitCode: 0 })
+    const outcome = await run({ channel: Buffer.from(text), exitCode: 0 })
     t.match(failure(outcome), { code: 'CRASHED', message: /malformed result message/ }, name)
     t.doesNotThrow(() => JSON.stringify(outcome), `${name}: the outcome serializes`)
   }
@@ -156,24 +163,9 @@ t.test(`a channel nested deeper than MAX_CHANNEL_DEPTH (${MAX_CHANNEL_DEPTH}) is
 t.test('a result nested as deep as the harness allows (200 levels, plus the envelope) comes back intact', async t => {
   for (const depth of [150, 200, MAX_CHANNEL_DEPTH - 1]) {
     const result: unknown = JSON.parse(nested(depth, '"leaf"'))
-    const outcome = run({ channel: channel({ ok: true, result }), exitCode: 0 })
+    const outcome = await run({ channel: channel({ ok: true, result }), exitCode: 0 })
     t.same(outcome.ok ? outcome.result : outcome, result, `depth ${depth}`)
   }
-})
-
-t.test('nestsWithin counts brackets outside strings only, without recursion', async t => {
-  const table: Array<{ text: string, max: number, within: boolean }> = [
-    { text: '[]', max: 1, within: true },
-    { text: '[[]]', max: 1, within: false },
-    { text: '{"a":[{}]}', max: 3, within: true },
-    { text: '{"a":[{}]}', max: 2, within: false },
-    { text: '"[[[[[[[["', max: 0, within: true },
-    { text: '["\\"[[[[", "\\\\"]', max: 1, within: true },
-    { text: '["\\"", [[]]]', max: 2, within: false },
-    { text: '["é[[", "😀"]', max: 1, within: true },
-    { text: nested(1_000_000), max: 1_000_000, within: true }
-  ]
-  for (const { text, max, within } of table) t.equal(nestsWithin(Buffer.from(text), max), within, `${text.slice(0, 30)} within ${max}`)
 })
 
 t.test('channel overflow is RESULT_TOO_LARGE naming the limit, whatever else happened', async t => {
@@ -183,7 +175,7 @@ t.test('channel overflow is RESULT_TOO_LARGE naming the limit, whatever else hap
     { exitCode: null, signal: 'SIGTERM', timedOut: true }
   ]
   for (const overrides of table) {
-    const outcome = run({ ...overrides, channelOverflow: true })
+    const outcome = await run({ ...overrides, channelOverflow: true })
     t.match(failure(outcome), { code: 'RESULT_TOO_LARGE', message: String(limits.resultBytes) }, JSON.stringify(overrides))
   }
 })
@@ -195,7 +187,7 @@ t.test('a wall timeout or an abort is TIME_LIMIT_EXCEEDED, even with a result on
   ]
   for (const { name, overrides, message } of table) {
     for (const extra of [{ exitCode: null, signal: 'SIGTERM' as const }, { exitCode: 0, channel: channel({ ok: true, result: 1 }) }]) {
-      const outcome = run({ ...extra, ...overrides })
+      const outcome = await run({ ...extra, ...overrides })
       t.match(failure(outcome), { code: 'TIME_LIMIT_EXCEEDED', message }, `${name}, ${JSON.stringify(extra.exitCode)}`)
     }
   }
@@ -203,7 +195,7 @@ t.test('a wall timeout or an abort is TIME_LIMIT_EXCEEDED, even with a result on
 
 t.test('SIGXCPU, from the launcher (128+24) or the process itself, is TIME_LIMIT_EXCEEDED naming the CPU limit', async t => {
   for (const overrides of [{ exitCode: 128 + 24 }, { exitCode: null, signal: 'SIGXCPU' as const }]) {
-    const outcome = run(overrides, true)
+    const outcome = await run(overrides, true)
     t.match(failure(outcome), { code: 'TIME_LIMIT_EXCEEDED', message: /10 s of CPU time/ }, JSON.stringify(overrides))
   }
 })
@@ -217,7 +209,7 @@ t.test('SIGKILL nobody of ours sent: memory under a cgroup before the CPU budget
     { name: 'signal SIGKILL, no cgroup', overrides: { exitCode: null, signal: 'SIGKILL' as const, durationMs: 11_000 }, memoryByCgroup: false, code: 'TIME_LIMIT_EXCEEDED', message: /CPU time/ }
   ]
   for (const { name, overrides, memoryByCgroup, code, message } of table) {
-    t.match(failure(run(overrides, memoryByCgroup)), { code, message }, name)
+    t.match(failure(await run(overrides, memoryByCgroup)), { code, message }, name)
   }
 })
 
@@ -231,7 +223,7 @@ t.test('death by another signal is CRASHED naming the signal', async t => {
     { name: 'exit 128+40, a real-time signal without a name', overrides: { exitCode: 168 }, signal: 'signal 40' }
   ]
   for (const { name, overrides, signal } of table) {
-    t.same(failure(run(overrides)), {
+    t.same(failure(await run(overrides)), {
       code: 'CRASHED',
       message: `the script was killed by ${signal}`,
       details: { signal }
@@ -249,7 +241,7 @@ t.test('an exit without a result message and without a signal is CRASHED with th
     { exitCode: null, expected: -1 }
   ]
   for (const { exitCode, expected } of table) {
-    t.same(failure(run({ exitCode })), {
+    t.same(failure(await run({ exitCode })), {
       code: 'CRASHED',
       message: `the script exited with status ${String(exitCode)} before returning a result`,
       details: { exitCode: expected }
@@ -259,11 +251,11 @@ t.test('an exit without a result message and without a signal is CRASHED with th
 
 t.test('a process that could not start throws its spawn error', async t => {
   const error = Object.assign(new Error('spawn nsjail ENOENT'), { code: 'ENOENT' })
-  t.throws(() => run({ spawnError: error, exitCode: null }), error)
+  await t.rejects(run({ spawnError: error, exitCode: null }), error)
 })
 
 t.test('stdout and stderr with invalid UTF-8 are decoded leniently', async t => {
-  const outcome = run({
+  const outcome = await run({
     stdout: Buffer.concat([Buffer.from('ok '), Buffer.from([0xff]), Buffer.from(' é')]),
     stderr: Buffer.from([0xc3]), // a truncated two-byte sequence
     channel: channel({ ok: true, result: null })
@@ -274,9 +266,9 @@ t.test('stdout and stderr with invalid UTF-8 are decoded leniently', async t => 
 })
 
 t.test('returned files: checked as the harness keeps them, sized and typed by the server', async t => {
-  const ok = (extra: Record<string, unknown>): RunOutcome => run({ channel: channel({ ok: true, result: 1, ...extra }) })
+  const ok = async (extra: Record<string, unknown>): Promise<RunOutcome> => await run({ channel: channel({ ok: true, result: 1, ...extra }) })
   const png = Buffer.from([0x89, 0x50, 0x4e, 0x47]).toString('base64')
-  const good = ok({
+  const good = await ok({
     files: [{ path: 'report.txt', encoding: 'utf8', content: 'héllo' }, { path: 'figures/1.png', encoding: 'base64', content: png }],
     leftOut: [{ path: 'env', reason: 'a symbolic link (not followed)' }]
   })
@@ -288,8 +280,8 @@ t.test('returned files: checked as the harness keeps them, sized and typed by th
     ],
     filesLeftOut: [{ path: 'env', reason: 'a symbolic link (not followed)' }]
   })
-  t.notOk('files' in ok({}) || 'filesLeftOut' in ok({}), 'none: neither field')
-  t.notOk('files' in ok({ leftOut: [{ path: 'f', reason: 'a FIFO' }] }), 'only files left out: no files field')
+  t.notOk('files' in await ok({}) || 'filesLeftOut' in await ok({}), 'none: neither field')
+  t.notOk('files' in await ok({ leftOut: [{ path: 'f', reason: 'a FIFO' }] }), 'only files left out: no files field')
 
   const forged: Array<[string, Record<string, unknown>]> = [
     ['a path that escapes', { files: [{ path: '../x', encoding: 'utf8', content: '' }] }],
@@ -305,13 +297,129 @@ t.test('returned files: checked as the harness keeps them, sized and typed by th
     ['an extra field', { files: [{ path: 'a', encoding: 'utf8', content: '', mediaType: 'text/html' }] }]
   ]
   for (const [name, extra] of forged) {
-    t.match(ok(extra), { ok: false, code: 'CRASHED', message: /malformed/ }, `deny: ${name}`)
+    t.match(await ok(extra), { ok: false, code: 'CRASHED', message: /malformed/ }, `deny: ${name}`)
   }
-  t.match(ok({ files: Array.from({ length: 100 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })) }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT')
-  t.match(ok({ files: [{ path: 'a', encoding: 'utf8', content: 'x'.repeat(8 * 1024 * 1024) }] }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT_BYTES')
+  t.match(await ok({ files: Array.from({ length: 100 }, (_, i) => ({ path: `f${i}`, encoding: 'utf8', content: '' })) }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT')
+  t.match(await ok({ files: [{ path: 'a', encoding: 'utf8', content: 'x'.repeat(8 * 1024 * 1024) }] }), { ok: true }, 'allow: exactly LIMIT_FILES_OUT_BYTES')
 })
 
 t.test('OUTPUT_TOO_LARGE carries the counts as details', async t => {
-  const outcome = run({ channel: channel({ ok: false, code: 'OUTPUT_TOO_LARGE', message: 'the script left 2 files of 9 bytes', outputFiles: 2, outputBytes: 9 }) })
+  const outcome = await run({ channel: channel({ ok: false, code: 'OUTPUT_TOO_LARGE', message: 'the script left 2 files of 9 bytes', outputFiles: 2, outputBytes: 9 }) })
   t.match(outcome, { ok: false, code: 'OUTPUT_TOO_LARGE', details: { outputFiles: 2, outputBytes: 9 } })
+})
+
+/** A success message around main()'s JSON text, as a script writing on the channel itself would. */
+const written = (resultText: string, rest = ''): Buffer => Buffer.from(`{"ok":true,"result":${resultText}${rest}}`)
+
+t.test('deny/allow: values the harness refuses are refused on the channel too, RESULT_NOT_JSON in its words', async t => {
+  const deny: Array<[string, string]> = [
+    ['"\\ud800"', 'result is a str with a lone surrogate, which is not valid Unicode'],
+    ['{"a": ["x", "\\udc00"]}', 'result[\'a\'][1] is a str with a lone surrogate, which is not valid Unicode'],
+    ['{"\\ud800": 1}', 'result has a key \'\\ud800\' with a lone surrogate, which is not valid Unicode'],
+    ['[1e400]', 'result[0] is 1e400, inf as a float, which is not JSON (NaN and Infinity are not numbers in JSON)'],
+    ['18446744073709551617', 'result is an int beyond ±(2**53 - 1), which JSON readers cannot hold exactly; return it as a str'],
+    ['[-9007199254740992]', 'result[0] is an int beyond ±(2**53 - 1), which JSON readers cannot hold exactly; return it as a str']
+  ]
+  for (const [text, where] of deny) {
+    t.same(failure(await run({ channel: written(text) })), { code: 'RESULT_NOT_JSON', message: `main() returned something that is not JSON: ${where}`, details: {} }, `deny: ${text}`)
+  }
+  const allow: Array<[string, unknown]> = [
+    ['"\\ud83d\\ude00"', '😀'], ['[1.7976931348623157e308, 1e-400]', [1.7976931348623157e308, 0]],
+    ['[9007199254740991, -9007199254740991]', [9007199254740991, -9007199254740991]], ['9007199254740992.0', 9007199254740992]
+  ]
+  for (const [text, value] of allow) t.match(await run({ channel: written(text) }), { ok: true, result: value }, `allow: ${text}`)
+  t.match(failure(await run({ channel: written('"\\ud800"'), exitCode: 1 })), { code: 'CRASHED', details: { exitCode: 1 } }, 'a success with a non-zero exit is no success, whatever it holds')
+})
+
+t.test('a value the harness never writes outside the result makes the message malformed', async t => {
+  const table = [
+    '{"ok":false,"code":"SYNTAX_ERROR","message":"m","line":1e400}',
+    '{"ok":false,"code":"MAIN_RAISED","message":"\\ud800"}',
+    '{"ok":false,"code":"OUTPUT_TOO_LARGE","message":"m","outputFiles":18446744073709551617}',
+    '{"ok":true,"result":1,"leftOut":[{"path":"\\udc00","reason":"a FIFO"}]}'
+  ]
+  for (const text of table) t.match(failure(await run({ channel: Buffer.from(text) })), { code: 'CRASHED', message: /malformed result message/ }, text)
+})
+
+t.test('deny/allow: main()\'s JSON over LIMIT_RESULT_BYTES is RESULT_TOO_LARGE, at it a success, the scan stopped soon past it', async t => {
+  const tooLarge = { code: 'RESULT_TOO_LARGE', message: `main() returned more than ${limits.resultBytes} bytes of JSON`, details: {} }
+  const string = `"${'x'.repeat(limits.resultBytes - 2)}"`
+  t.match(await run({ channel: written(string) }), { ok: true }, 'allow: a string of exactly the limit')
+  t.same(failure(await run({ channel: written(string.replace('"x', '"xx')) })), tooLarge, 'deny: one byte over')
+  const zeros = `[${'0,'.repeat(limits.resultBytes / 2 - 1)}0]`
+  t.match(await run({ channel: written(zeros.slice(0, -3) + ']') }), { ok: true }, 'allow: a list of exactly the limit')
+  t.same(failure(await run({ channel: written(zeros) })), tooLarge, 'deny: one byte over')
+  t.same(failure(await run({ channel: written(zeros + ' '.repeat(1000), '"x') })), tooLarge, 'deny: found before the rest is read')
+  t.same(failure(await run({ channel: written(`[${zeros}, 1]`), exitCode: 1 })), tooLarge, 'whatever follows and however it ended')
+})
+
+t.test('the result travels as the text the sandbox wrote, parsed only when read', async t => {
+  const text = '[1.0, 2.50, "é", {"a" : 1e2}]'
+  const outcome = await run({ channel: written(text) })
+  if (!outcome.ok) throw new Error('expected a success')
+  t.equal(outcome.resultJson.toString(), text, 'its bytes, spaces and all')
+  t.same(outcome.result, [1, 2.5, 'é', { a: 100 }])
+  t.equal(outcome.result, outcome.result, 'parsed once')
+  t.match(failure(await run({ channel: written('1', ',"result":2') })), { code: 'CRASHED', message: /malformed/ }, 'deny: "result" twice')
+  t.match(failure(await run({ channel: Buffer.from('{"ok":true,"result":1,"r\\u0065sult":2}') })), { code: 'CRASHED', message: /malformed/ }, 'deny: twice, once escaped')
+})
+
+t.test('the channel costs a scan, never a parse of main()\'s value or of an envelope stuffed with values', async t => {
+  const parsed: number[] = []
+  const parse = JSON.parse
+  JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => {
+    parsed.push(text.length)
+    return parse(text, reviver)
+  }) as typeof JSON.parse
+  let outcomes: RunOutcome[]
+  try {
+    const objects = `[${'{},'.repeat(limits.resultBytes / 3 - 1)}{}]` // 8 MiB of [{}]: 2.8 million objects
+    outcomes = [
+      await run({ channel: written(objects) }),
+      await run({ channel: Buffer.from(`{"ok":false,"code":"MAIN_RAISED","message":"m","traceback":${objects}}`) }),
+      await run({ channel: written('1', `,"leftOut":[${'{},'.repeat(envelopeValues(limits))}{}]`) })
+    ]
+  } finally {
+    JSON.parse = parse
+  }
+  t.match(outcomes, [{ ok: true }, { ok: false, code: 'CRASHED' }, { ok: false, code: 'CRASHED' }])
+  t.ok(Math.max(...parsed) < 100, `the largest text parsed: ${Math.max(...parsed)} characters`)
+  t.equal(envelopeValues(limits), 416, 'sixteen, and four per returned file')
+})
+
+t.test('the reply: main()\'s JSON as written, then the rest in the order and shape of the 200 schema', async t => {
+  const outcome = succeeded(Buffer.from('{"a": 1.0, "b": [1e2]}'), {
+    files: [{ path: 'a.txt', size: 1, mediaType: 'text/plain', encoding: 'utf8', content: 'x' }],
+    filesLeftOut: [{ path: 'l', reason: 'a FIFO' }],
+    stdout: 'out',
+    stderr: 'err',
+    stdoutTruncated: true,
+    stderrTruncated: false,
+    durationMs: 3
+  })
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0' }), backends: [new FakeBackend('nsjail', { run: outcome })] })
+  t.teardown(async () => await app.close())
+  const reply = await app.inject({ method: 'POST', url: '/execute', payload: { script: 'x' } })
+  t.equal(reply.statusCode, 200)
+  t.equal(reply.headers['content-type'], 'application/json; charset=utf-8')
+  // The schema's serializer writes the required fields first, then those present of the others:
+  // the order replies have always had.
+  t.equal(reply.body, '{"result":{"a": 1.0, "b": [1e2]},"stdout":"out","stderr":"err","backend":"nsjail",' +
+    '"files":[{"path":"a.txt","size":1,"mediaType":"text/plain","encoding":"utf8","content":"x"}],"filesLeftOut":[{"path":"l","reason":"a FIFO"}],"stdoutTruncated":true}')
+})
+
+t.test('nsjail itself killed by a signal from outside (not our timer, an abort or the channel cap): CRASHED, never the script\'s memory or CPU', async t => {
+  for (const memoryByCgroup of [true, false]) {
+    const outcome = undoExitStatusSignal(spawned({ signal: 'SIGKILL', stdout: Buffer.from('partial') }))
+    t.ok('ok' in outcome, 'an outcome, not a process to interpret')
+    if (!('ok' in outcome)) continue
+    t.match(failure(outcome), { code: 'CRASHED', message: 'the sandbox (nsjail) was killed by SIGKILL from outside before the script reported a status' })
+    t.equal(outcome.stdout, 'partial', 'with what the script printed until then')
+    // Allow: the same signal with our own reason for it is read as before.
+    const timedOut = undoExitStatusSignal(spawned({ signal: 'SIGKILL', timedOut: true }))
+    t.notOk('ok' in timedOut, `ours (the wall timer): interpreted as usual (memory by cgroup: ${String(memoryByCgroup)})`)
+    t.match(failure(await run({ exitCode: 128 + 9 }, memoryByCgroup)), { code: memoryByCgroup ? 'MEMORY_LIMIT_EXCEEDED' : 'TIME_LIMIT_EXCEEDED' }, 'the child killed (nsjail\'s status 137): as before')
+  }
+  t.match(failure(undoExitStatusSignal(spawned({ signal: 99 })) as RunOutcome), { message: /killed by signal 99 from outside/ })
+  for (const ours of [{ aborted: true }, { channelOverflow: true }]) t.notOk('ok' in undoExitStatusSignal(spawned({ signal: 'SIGKILL', ...ours })), `${Object.keys(ours)[0] ?? ''}: ours, interpreted as usual`)
 })

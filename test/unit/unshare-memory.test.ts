@@ -8,6 +8,7 @@ import { sharedMemoryCanaryScript, sharedMemoryProblem } from '../../src/backend
 import { interpret } from '../../src/backends/outcome.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 import { jailBinds, undoSigkillQuirk } from '../../src/backends/unshare/backend.js'
+import { success } from '../helpers/fake-backend.js'
 
 const limits = { wallTimeMs: 4000, killGraceMs: 500, cpuSeconds: 3, memoryMiB: 256, processes: 32 } as Limits
 const COMPLAINT = 'unshare: sigprocmask unblock failed: Invalid argument\n'
@@ -24,7 +25,7 @@ t.test('util-linux 2.38 reporting a SIGKILLed child as exit 1 with a complaint',
   t.equal(killed.signal, constants.signals.SIGKILL)
   t.equal(killed.exitCode, null)
   t.equal(killed.stderr.toString(), 'the script\'s own\n', 'the complaint is not the script\'s: dropped')
-  const outcome = interpret(killed, { limits, memoryByCgroup: true })
+  const outcome = await interpret(killed, { limits, memoryByCgroup: true })
   t.match(outcome, { ok: false, code: 'MEMORY_LIMIT_EXCEEDED', message: /256 MiB/ }, 'under a memory cgroup: its OOM kill')
 
   for (const [name, overrides] of [
@@ -38,7 +39,7 @@ t.test('util-linux 2.38 reporting a SIGKILLed child as exit 1 with a complaint',
 })
 
 t.test('the shared-memory canary', async t => {
-  const ok = (result: unknown): RunOutcome => ({ ok: true, result, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 300 })
+  const ok = (result: unknown): RunOutcome => success(result, { durationMs: 300 })
   const script = sharedMemoryCanaryScript(limits)
   t.match(script, /^CHILDREN, SHARE_BYTES, DEADLINE_SECONDS = 4, /m, 'four children within the process limit')
   t.match(script, String(80 * 1024 * 1024), 'of 80 MiB each: 64 MiB over the limit together')
