@@ -3,7 +3,7 @@ SANDBOX_PYTHON ?= /usr/bin/python3
 PIP_INSTALL = $(SANDBOX_PYTHON) -m pip install --quiet --disable-pip-version-check --no-cache-dir \
               --require-hashes --no-deps --only-binary :all: --target
 
-.PHONY: run test build deps lint bench clean browser redis
+.PHONY: run test build deps lint bench load clean browser redis
 
 run: deps build
 	npm start
@@ -20,6 +20,12 @@ lint: node_modules .sandbox/lint/.ok
 
 bench: deps
 	npm run bench
+
+# The load command (scripts/load.ts): a mix of scripts at 64 connections for 120 s against a
+# server of its own, every reply checked to be its own request's; `make load ARGS="--kill 10"`
+# adds faults. Its bounded form runs in the suite (test/integration/load-faults.test.ts).
+load: deps build
+	npm run load -- $(ARGS)
 
 deps: .sandbox/system.ok node_modules .sandbox/site-packages/.ok .sandbox/nsjail/.ok
 
