@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import type { Limits } from '../../src/backends/backend.js'
 import { exhausted, runLaunch, startFailure } from '../../src/backends/launch.js'
+import { crashed } from '../../src/backends/outcome.js'
 import { WarmPool } from '../../src/backends/nsjail/warm-pool.js'
 import { Zygote } from '../../src/backends/nsjail/zygote.js'
 import { spawnCapped, type SpawnRequest, type SpawnResult } from '../../src/backends/spawn.js'
@@ -354,6 +355,15 @@ t.test('a run that cannot start for lack of descriptors is BUSY (503, retryable)
   await t.rejects(rejected, { code: 'BUSY', statusCode: 503, message: 'the server cannot start a sandbox right now; nothing ran; retry later', cause: { code: 'EMFILE' } })
   await t.rejects(runLaunch({ file: '/nonexistent/launcher', args: [], env: ENV }, request, LIMITS, false), { code: 'ENOENT' }, 'a launcher that is not there stays an internal error')
   await t.rejects(runLaunch({ file: '/bin/true', args: ['nul\0byte'], env: ENV }, request, LIMITS, false), { code: 'ERR_INVALID_ARG_VALUE' }, 'so does one Node refuses at once')
+})
+
+t.test('a launcher\'s normaliser may tell the outcome itself (nsjail killed from outside), or hand the process on to be interpreted', async t => {
+  const request = { script: 'def main():\n    return 1\n', slot: 0 }
+  const launch = { file: '/bin/true', args: [], env: ENV }
+  const told = await runLaunch(launch, request, LIMITS, false, spawned => crashed(`told by the launcher (exit ${String(spawned.exitCode)})`))
+  t.match(told, { ok: false, code: 'CRASHED', message: 'told by the launcher (exit 0)' })
+  const interpreted = await runLaunch(launch, request, LIMITS, false, spawned => spawned)
+  t.match(interpreted, { ok: false, code: 'CRASHED', message: /exited with status 0 before returning a result/ })
 })
 
 t.test('unshare: a run whose jail cannot be prepared throws what prepared it, BUSY when the host is short', async t => {
