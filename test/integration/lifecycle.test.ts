@@ -10,7 +10,7 @@ import t, { type Test } from 'tap'
 import { loadConfig, PROJECT_ROOT } from '../../src/config.js'
 import { UID_BASE_SPACING } from '../../src/backends/uid-lock.js'
 import { UID_SPAN } from '../../src/backends/uids.js'
-import { HELLO, TEST_LIMITS, freePort, get, post, postBody, script, startServer, type Target } from '../helpers/server.js'
+import { HELLO, TEST_LIMITS, externalUrl, freePort, get, post, postBody, script, startServer, type Target } from '../helpers/server.js'
 
 const DEFAULTS = loadConfig({})
 /** Uid bases of this file's server processes: apart from the suite's own and from each other. */
@@ -80,6 +80,12 @@ async function request (url: string, body: Record<string, unknown>): Promise<{ s
   return { status: response.status, body: await response.json() as Record<string, any>, retryAfter: response.headers.get('retry-after') }
 }
 
+/** A test that configures its own server: skipped against a server started elsewhere (the image's). */
+function ownServer (name: string, fn: (t: Test) => Promise<void>): void {
+  if (externalUrl === undefined) t.test(name, fn)
+  else t.pass(`skipped (it configures its own server): ${name}`)
+}
+
 const sleeper = (seconds: number, value: string): string => script(`time.sleep(${seconds})\nreturn "${value}"`, 'import time')
 
 t.test('SIGTERM during runs: each client gets its real result or a retryable 503, and nothing is left running', async t => {
@@ -116,7 +122,7 @@ t.test('SIGTERM during runs: each client gets its real result or a retryable 503
   t.same(leftovers(BASE, server.child.pid as number), [], 'no nsjail, zygote or script process outlives the server')
 })
 
-t.test('the chosen backend fails its probe at run time: /readyz and /execute go 503, and come back without a restart', async t => {
+ownServer('the chosen backend fails its probe at run time: /readyz and /execute go 503, and come back without a restart', async t => {
   // The nsjail binary behind a link the test removes and puts back.
   const dir = mkdtempSync(join(tmpdir(), 'pysandbox-probe-'))
   const link = join(dir, 'nsjail')
@@ -180,7 +186,7 @@ async function burst (target: Target, clients: number, each: number, body: Recor
   return counts
 }
 
-t.test('a burst of warm runs waits in the default queue instead of being shed; the old default shed most of it', async t => {
+ownServer('a burst of warm runs waits in the default queue instead of being shed; the old default shed most of it', async t => {
   // The issue's measure: 16 clients x 15 hellos on 2 slots. Defaults, but for the test's limits.
   const defaults = { QUEUE_SIZE: String(DEFAULTS.QUEUE_SIZE), TENANT_SLOTS: '2' }
   const server = await startServer(defaults)
@@ -196,7 +202,7 @@ t.test('a burst of warm runs waits in the default queue instead of being shed; t
   t.ok((shed.get('200') ?? 0) < 240, `QUEUE_SIZE 4 (the old default) shed part of the burst: ${JSON.stringify(Object.fromEntries(shed))}`)
 })
 
-t.test('a flood of long runs is still bounded: requests whose expected wait is too long are refused at once', async t => {
+ownServer('a flood of long runs is still bounded: requests whose expected wait is too long are refused at once', async t => {
   const server = await startServer({ QUEUE_SIZE: '64', QUEUE_EXPECTED_WAIT_MS: '2000', TENANT_SLOTS: '2' })
   t.teardown(server.close)
   const body = { script: sleeper(1.5, 'slow') }
