@@ -2,6 +2,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs'
 import { constants } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { SMALL_LIMITS } from '../helpers/small-limits.js'
 import type { Limits } from '../../src/backends/backend.js'
 import { exhausted, runLaunch, startFailure } from '../../src/backends/launch.js'
 import { crashed } from '../../src/backends/outcome.js'
@@ -311,20 +312,7 @@ function withoutDescriptors<T> (start: () => T): T {
   }
 }
 
-const LIMITS: Limits = {
-  wallTimeMs: 5000,
-  killGraceMs: 500,
-  cpuSeconds: 5,
-  memoryMiB: 256,
-  processes: 16,
-  openFiles: 64,
-  tmpMiB: 16,
-  tmpFiles: 1024,
-  outputBytes: 1 << 16,
-  resultBytes: 1 << 16,
-  filesOut: 100,
-  filesOutBytes: 8 * 1024 * 1024
-}
+const LIMITS: Limits = SMALL_LIMITS
 
 t.test('what counts as the host being short: EMFILE, ENFILE, EAGAIN, ENOMEM', async t => {
   const errno = (code: string): Error => Object.assign(new Error(code), { code })

@@ -8,24 +8,12 @@ import type { Limits } from '../../src/backends/backend.js'
 import { PROJECT_ROOT } from '../../src/config.js'
 import { WarmPool } from '../../src/backends/nsjail/warm-pool.js'
 import { Zygote } from '../../src/backends/nsjail/zygote.js'
+import { SMALL_LIMITS } from '../helpers/small-limits.js'
 
 /** A stand-in for harness/zygote.py whose behaviour its first argument names. */
 const FAKE_ZYGOTE = join(PROJECT_ROOT, 'test/fixtures/fake_zygote.py')
 
-const LIMITS: Limits = {
-  wallTimeMs: 5000,
-  killGraceMs: 500,
-  cpuSeconds: 5,
-  memoryMiB: 256,
-  processes: 16,
-  openFiles: 64,
-  tmpMiB: 16,
-  tmpFiles: 1024,
-  outputBytes: 1 << 16,
-  resultBytes: 1 << 16,
-  filesOut: 100,
-  filesOutBytes: 8 * 1024 * 1024
-}
+const LIMITS: Limits = SMALL_LIMITS
 
 /** A pool whose zygote of generation n runs `modes[n - 1]` (the last one from then on). */
 function pool (t: Test, modes: string[], recycleRuns = 100, limits = LIMITS): { pool: WarmPool, log: string[] } {
