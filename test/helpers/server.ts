@@ -96,3 +96,15 @@ export async function freePort (): Promise<number> {
   probe.close()
   return port
 }
+
+/** Polls `condition` (a throw counts as false) every 100 ms until it holds; fails after `ms`. */
+export async function waitFor (condition: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      if (await condition()) return
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}

@@ -18,7 +18,7 @@ import { connect, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { externalUrl, freePort } from '../helpers/server.js'
+import { externalUrl, freePort, waitFor } from '../helpers/server.js'
 
 const MiB = 1024 * 1024
 /** The servers' descriptor limit in (a): low enough to reach in a second. */
@@ -34,17 +34,6 @@ interface Server {
   alive: () => boolean
   rssMiB: () => number
   fds: () => number
-}
-
-async function waitFor (condition: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      if (await condition()) return
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
 }
 
 /** A server process of its own, under `prlimit --nofile=N:N` when `nofile` is given. */

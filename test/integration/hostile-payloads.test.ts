@@ -17,10 +17,9 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { type Agent, request as httpRequest } from 'node:http'
 import { resolve } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { externalUrl, freePort } from '../helpers/server.js'
+import { externalUrl, freePort, waitFor } from '../helpers/server.js'
 
 const MiB = 1024 * 1024
 /** A /healthz poll must answer within this during an attack: the worst of all its polls, in one
@@ -49,17 +48,6 @@ async function call (port: number, method: string, path: string, options: { body
     req.on('error', reject)
     req.end(options.body)
   })
-}
-
-async function waitFor (condition: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      if (await condition()) return
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(100)
-  }
 }
 
 /** The server, on nsjail with two slots and LIMIT_RESULT_BYTES at its default of 8 MiB. */
