@@ -25,7 +25,9 @@ import connections from './plugins/connections.js'
 import pages from './routes/pages.js'
 import executeRoute from './routes/execute.js'
 import healthRoutes from './routes/health.js'
-import { ErrorReply } from './schemas.js'
+import { withRequestExamples } from './responses.js'
+import { SCHEMAS } from './schemas.js'
+import { VERSION } from './version.js'
 import { MiB } from './units.js'
 
 export interface AppOptions {
@@ -99,7 +101,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     schemaErrorFormatter: describeValidation
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  app.addSchema(ErrorReply)
+  for (const schema of SCHEMAS) app.addSchema(schema)
   // Strict JSON only: Fastify's built-in text/plain parser would let other bodies through.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
@@ -116,18 +118,28 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   await app.register(helmet)
   await app.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: {
         title: 'PySandbox',
-        version: '0.1.0',
-        description: 'Runs a Python script\'s main() in a sandbox (nsjail first, failing closed) and returns its JSON result and output.'
+        version: VERSION,
+        description: 'Runs a Python script\'s main() in a sandbox (nsjail first, failing closed) and returns its JSON result and output.',
+        license: { name: 'Apache-2.0', url: 'https://www.apache.org/licenses/LICENSE-2.0' }
       },
+      // Relative: the server that serves this document (so /docs' "Try it out" calls it, wherever it runs).
+      servers: [{ url: '/', description: 'This server' }],
+      tags: [
+        { name: 'sandbox', description: 'Run Python' },
+        { name: 'health', description: 'Liveness and readiness, for load balancers and orchestrators' }
+      ],
       components: {
         securitySchemes: {
           apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (`psk_...`), when the server has API_KEYS_FILE set; without it, none is needed' }
         }
       }
-    }
+    },
+    // Each named schema under its own name (SCHEMAS' $id), not def-0, def-1, ...
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
+    transformObject: document => withRequestExamples('openapiObject' in document ? document.openapiObject : document.swaggerObject)
   })
   const shares = tenantSharesOf(config)
   const ceilings = ceilingsOf(config)

@@ -11,13 +11,13 @@
 import { unknownField } from './errors/replies.js'
 import { InvalidJsonError } from './errors/errors.js'
 import { scanJson, type JsonPath } from './json-scan.js'
-import { ExecuteBody, FileIn, RunLimits } from './schemas.js'
+import { ExecuteRequest, FileIn, RunLimits } from './schemas.js'
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false })
 const BOM = Buffer.from('\ufeff')
 
 const fieldsOf = (schema: { properties: object }): string[] => Object.keys(schema.properties)
-const BODY_FIELDS = fieldsOf(ExecuteBody)
+const BODY_FIELDS = fieldsOf(ExecuteRequest)
 const LIMITS_FIELDS = fieldsOf(RunLimits)
 const FILE_FIELDS = fieldsOf(FileIn)
 

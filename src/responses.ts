@@ -1,8 +1,8 @@
-// The replies of POST /execute by status, as the route's response schemas: each with what it
-// means, its headers and real examples (captured from the nsjail backend), so the OpenAPI
-// document and the /docs page show every error class. The shapes are the ones in schemas.ts.
-import { Type } from '@sinclair/typebox'
-import { ErrorReply, ExecuteSuccess } from './schemas.js'
+// The replies of POST /execute by status, as the route's response schemas: each a reference to
+// its shape in schemas.ts (every error status to the one ErrorReply), with what it means, its
+// headers and real examples (captured from the nsjail backend), so the OpenAPI document and the
+// /docs page show every error class.
+import { ErrorReply, ExecuteRequest, ExecuteResult, ref } from './schemas.js'
 
 type Example<T> = Record<string, { summary: string, value: T }>
 
@@ -19,30 +19,45 @@ const RATE_LIMIT_HEADERS = {
 const id = '3f1e9a4c-6b2d-4c1e-9f0a-2d7b8c5e1a90'
 const ran = { stdout: '', stderr: '', backend: 'nsjail', requestId: id } as const
 
-/** ErrorReply for one status, with its description, headers and examples. */
-function errorReply (description: string, examples: Example<ErrorReply>, headers: Record<string, unknown> = {}) {
-  return Type.Object(ErrorReply.properties, { description, headers: { ...REQUEST_ID, ...headers }, 'x-examples': examples })
+/** A reply of one status: what it means, its headers, and a reference to its shape with examples. */
+function reply<T> (shape: Parameters<typeof ref>[0], description: string, examples: Example<T>, headers: Record<string, unknown>) {
+  return { description, headers, content: { 'application/json': { schema: ref(shape), examples } } }
 }
 
-/** Examples of the request body, offered by the docs page's "Try it out" (the validator knows only `examples`). */
-export const REQUEST_EXAMPLES = [
-  { script: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n' },
-  { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "temp": [3, 19, 5]})\n    return df.groupby("city")["temp"].mean().to_dict()\n' },
-  { script: 'def main():\n    return 1 / 0\n' },
-  { script: 'def main(data):\n    return {"total": sum(data["values"])}\n', input: { values: [1, 2, 3] } },
-  { script: 'def main():\n    name = input()\n    return f"Hello, {name}!"\n', stdin: 'Ada\n' },
-  {
-    script: 'import pandas as pd\nimport matplotlib.pyplot as plt\n\ndef main():\n    df = pd.read_csv("sales.csv")\n    df.plot.bar(x="month", y="units")\n    df.describe().to_csv("output/summary.csv")\n    return {"total": int(df["units"].sum())}\n',
-    files: [{ path: 'sales.csv', content: 'month,units\nJan,3\nFeb,5\nMar,4\n' }]
+/** ErrorReply for one status, with its description, headers and examples. */
+function errorReply (description: string, examples: Example<ErrorReply>, headers: Record<string, unknown> = {}) {
+  return reply(ErrorReply, description, examples, { ...REQUEST_ID, ...headers })
+}
+
+/** Named examples of the request body, which the docs page's "Try it out" offers. */
+export const REQUEST_EXAMPLES: Example<ExecuteRequest> = {
+  hello: { summary: 'Hello: a dict, and a line on stdout', value: { script: 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n' } },
+  pandas: { summary: 'A pandas group-by', value: { script: 'import pandas as pd\ndef main():\n    df = pd.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "temp": [3, 19, 5]})\n    return df.groupby("city")["temp"].mean().to_dict()\n' } },
+  raises: { summary: 'main() raises: 422 MAIN_RAISED with the traceback', value: { script: 'def main():\n    return 1 / 0\n' } },
+  input: { summary: 'input: main(input) gets a JSON value', value: { script: 'def main(data):\n    return {"total": sum(data["values"])}\n', input: { values: [1, 2, 3] } } },
+  stdin: { summary: 'stdin: what input() reads', value: { script: 'def main():\n    name = input()\n    return f"Hello, {name}!"\n', stdin: 'Ada\n' } },
+  files: {
+    summary: 'A CSV in; a chart and a CSV out',
+    value: {
+      script: 'import pandas as pd\nimport matplotlib.pyplot as plt\n\ndef main():\n    df = pd.read_csv("sales.csv")\n    df.plot.bar(x="month", y="units")\n    df.describe().to_csv("output/summary.csv")\n    return {"total": int(df["units"].sum())}\n',
+      files: [{ path: 'sales.csv', content: 'month,units\nJan,3\nFeb,5\nMar,4\n' }]
+    }
   },
-  { script: 'import time\ndef main():\n    time.sleep(1)\n    return "done"\n', limits: { wallMs: 500 } }
-]
+  limits: { summary: 'Limits of its own: 422 TIME_LIMIT_EXCEEDED after 0.5 s', value: { script: 'import time\ndef main():\n    time.sleep(1)\n    return "done"\n', limits: { wallMs: 500 } } }
+}
+
+/** The document with REQUEST_EXAMPLES beside the request body's schema: a route's body schema
+ *  can only be a reference to ExecuteRequest (@fastify/swagger keeps nothing beside a $ref). */
+export function withRequestExamples<T extends { paths?: unknown }> (document: T): T {
+  const paths = document.paths as Record<string, Record<string, { requestBody?: { content?: Record<string, { examples?: unknown }> } }>>
+  const media = paths['/execute']?.post?.requestBody?.content?.['application/json']
+  if (media !== undefined) media.examples = REQUEST_EXAMPLES
+  return document
+}
 
 export const executeResponses = {
-  200: Type.Object(ExecuteSuccess.properties, {
-    description: 'main() returned JSON: its value, everything the script printed, and the backend that ran it',
-    headers: { ...REQUEST_ID, ...SERVER_TIMING, ...RATE_LIMIT_HEADERS },
-    'x-examples': {
+  200: reply<ExecuteResult>(ExecuteResult, 'main() returned JSON: its value, everything the script printed, and the backend that ran it',
+    {
       hello: { summary: 'A dict, and a line on stdout', value: { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend: 'nsjail' } },
       pandas: { summary: 'A pandas group-by as a dict', value: { result: { Lima: 19, Oslo: 4 }, stdout: '', stderr: '', backend: 'nsjail' } },
       files: {
@@ -60,8 +75,7 @@ export const executeResponses = {
         }
       },
       truncated: { summary: 'Output over LIMIT_OUTPUT_BYTES is cut and flagged', value: { result: null, stdout: 'xxxxxxxx...', stderr: '', stdoutTruncated: true, backend: 'nsjail' } }
-    }
-  }),
+    }, { ...REQUEST_ID, ...SERVER_TIMING, ...RATE_LIMIT_HEADERS }),
   400: errorReply('The body is not JSON, or not a valid request (an unknown field, a file path that is not a relative normalised path, a file over its limits: the message names it)', {
     INVALID_JSON: { summary: 'The body is not JSON', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_JSON', message: 'the body is not valid JSON: Body is not valid JSON but content-type is set to \'application/json\'', requestId: id } },
     INVALID_REQUEST: { summary: 'An unknown field', value: { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: 'unknown field "code" in body; the fields are "script", "input", "stdin", "files", "limits"', requestId: id } },

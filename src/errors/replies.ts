@@ -5,7 +5,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { ErrorObject } from 'ajv'
-import { ExecuteBody, FileIn, RunLimits } from '../schemas.js'
+import { ExecuteRequest, FileIn, RunLimits } from '../schemas.js'
 import { isErrorCode, type ErrorCode } from './codes.js'
 import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
 
@@ -27,7 +27,7 @@ export function errorBody (statusCode: number, code: ErrorCode, message: string,
 
 /** The fields of the request body's objects, for the message naming an unknown one. */
 const fieldsOf = (schema: { properties: object }): string => Object.keys(schema.properties).map(name => `"${name}"`).join(', ')
-const EXECUTE_FIELDS = fieldsOf(ExecuteBody)
+const EXECUTE_FIELDS = fieldsOf(ExecuteRequest)
 const LIMITS_FIELDS = fieldsOf(RunLimits)
 const FILE_FIELDS = fieldsOf(FileIn)
 

@@ -1,10 +1,10 @@
 // POST /execute: validate, run in the chosen sandbox, reply with the result or a precise error.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorBody } from '../errors/replies.js'
-import { REQUEST_EXAMPLES, executeResponses } from '../responses.js'
+import { executeResponses } from '../responses.js'
 import { InvalidRequestError } from '../errors/errors.js'
 import { nestsWithin } from '../json-scan.js'
-import { ExecuteBody, MAX_INPUT_DEPTH } from '../schemas.js'
+import { ExecuteRequest, MAX_INPUT_DEPTH, ref } from '../schemas.js'
 import { inputFiles, type FilesInLimits } from '../files.js'
 import type { Ceilings } from '../config.js'
 import type { Limits } from '../backends/backend.js'
@@ -23,9 +23,11 @@ const RESULT_OPENING = '{"result":'
 const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn, limits: runLimits }) => {
   app.post('/execute', {
     schema: {
+      operationId: 'execute',
+      tags: ['sandbox'],
       summary: 'Run a Python script\'s main() in a sandbox',
       description: 'Runs `script` in a fresh sandbox, calls `main()` (or `main(input)`) and returns its JSON return value with everything the script printed, the files it left under `output/` and its open figures, and the backend that ran it.',
-      body: { ...ExecuteBody, examples: REQUEST_EXAMPLES },
+      body: ref(ExecuteRequest),
       response: executeResponses,
       // Needed only when the server has API keys (API_KEYS_FILE); `{}`: none needed otherwise.
       security: [{ apiKey: [] }, {}]
@@ -88,7 +90,7 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn
       // parsed here: JSON.parse of 8 MiB of [{}] is 0.9 s of the event loop), so a float comes
       // back as Python wrote it (1.0, not 1). The rest is the route's 200 schema at work, with
       // null standing in for the result in its first place.
-      const rest = reply.serialize({ result: null, ...(returned !== undefined ? { files: returned } : {}), ...(filesLeftOut !== undefined ? { filesLeftOut } : {}), ...output }) as string
+      const rest = reply.serializeInput({ result: null, ...(returned !== undefined ? { files: returned } : {}), ...(filesLeftOut !== undefined ? { filesLeftOut } : {}), ...output }, '200', 'application/json') as string
       // A string, not one Buffer: joining strings copies nothing now, and the connections plugin
       // hands a large reply to the socket 64 KiB at a time (two 20 MiB copies were ~45 ms of the
       // event loop per reply).

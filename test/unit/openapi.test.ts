@@ -4,13 +4,14 @@ import t, { type Test } from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Ajv, type ValidateFunction } from 'ajv'
+import { Ajv2020 as Ajv, type ValidateFunction } from 'ajv/dist/2020.js'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { newKey } from '../../src/access/keys.js'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
+import { ERROR_CODES } from '../../src/errors/codes.js'
 import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
 
 interface Media { schema: Record<string, unknown>, examples?: Record<string, { value: unknown }> }
@@ -18,7 +19,7 @@ interface Response { description: string, headers?: Record<string, unknown>, con
 interface Document {
   openapi: string
   paths: Record<string, Record<string, { responses: Record<string, Response>, requestBody?: { content: Record<string, Media> }, security?: Array<Record<string, string[]>> }>>
-  components?: { securitySchemes?: Record<string, Record<string, unknown>> }
+  components?: { schemas?: Record<string, Record<string, unknown>>, securitySchemes?: Record<string, Record<string, unknown>> }
 }
 
 async function build (t: Test, env: Record<string, string> = {}, backends: SandboxBackend[] = [new FakeBackend('nsjail')]): Promise<FastifyInstance> {
@@ -36,7 +37,7 @@ function post (body: unknown): InjectOptions {
 }
 const HELLO = { script: 'def main():\n    return 42\n' }
 
-// OpenAPI 3.0 Schema Objects are JSON Schema plus a few annotations Ajv does not know.
+// OpenAPI 3.1 Schema Objects are JSON Schema 2020-12 (plus `example`, which Ajv does not know).
 const ajv = new Ajv({ allErrors: true, strict: true })
 ajv.addKeyword('example')
 
@@ -47,10 +48,13 @@ function documented (doc: Document, status: number): Response | undefined {
 }
 
 const validators = new Map<Media, ValidateFunction>()
-function validatorFor (media: Media): ValidateFunction {
+/** The media's schema, with the document's named schemas (its references into them) beside it. */
+function validatorFor (doc: Document, media: Media): ValidateFunction {
   let validate = validators.get(media)
   if (validate === undefined) {
-    validate = ajv.compile(media.schema)
+    const local = JSON.parse(JSON.stringify(media.schema).replaceAll('"#/components/schemas/', '"#/$defs/'))
+    const named = JSON.parse(JSON.stringify(doc.components?.schemas ?? {}).replaceAll('"#/components/schemas/', '"#/$defs/'))
+    validate = ajv.compile({ ...local, $defs: named })
     validators.set(media, validate)
   }
   return validate
@@ -61,12 +65,11 @@ t.test('GET /openapi.json is a valid OpenAPI 3 document', async t => {
   const result = await new Validator().validate(doc as unknown as Record<string, unknown>)
   t.same(result.errors, undefined, 'no validation errors')
   t.equal(result.valid, true)
-  t.match(doc.openapi, /^3\.0\./)
+  t.match(doc.openapi, /^3\.1\./)
 
-  // The validator can fail: a JSON Schema 2020 `examples` array inside a 3.0 Schema Object is refused.
-  const broken = structuredClone(doc) as unknown as { paths: { '/execute': { post: { responses: Record<string, { content: Record<string, Media> }> } } } }
-  const media = broken.paths['/execute'].post.responses['200']?.content['application/json'] as Media
-  media.schema.examples = [{ result: 1 }]
+  // The validator can fail: a response without its description is refused.
+  const broken = structuredClone(doc) as unknown as { paths: { '/execute': { post: { responses: Record<string, { description?: string }> } } } }
+  delete broken.paths['/execute'].post.responses['200']?.description
   t.equal((await new Validator().validate(broken as unknown as Record<string, unknown>)).valid, false, 'a broken copy is refused')
 })
 
@@ -101,7 +104,9 @@ t.test('/execute takes a bearer API key, or none (a server without API_KEYS_FILE
   t.same(post?.security, [{ apiKey: [] }, {}], 'the apiKey scheme, or no security at all')
   t.match(doc.components?.securitySchemes?.apiKey, { type: 'http', scheme: 'bearer', description: /API_KEYS_FILE/ })
   const body = post?.requestBody?.content['application/json']
-  t.match(body?.schema, { properties: { limits: { type: 'object', additionalProperties: false, properties: { wallMs: { type: 'integer' }, cpuSeconds: { type: 'integer' }, memoryMb: { type: 'integer' }, processes: { type: 'integer' }, outputBytes: { type: 'integer' } } } } })
+  t.same(body?.schema, { $ref: '#/components/schemas/ExecuteRequest' })
+  t.match(doc.components?.schemas?.ExecuteRequest, { properties: { limits: { $ref: '#/components/schemas/RunLimits' } } })
+  t.match(doc.components?.schemas?.RunLimits, { type: 'object', additionalProperties: false, properties: { wallMs: { type: 'integer' }, cpuSeconds: { type: 'integer' }, memoryMb: { type: 'integer' }, processes: { type: 'integer' }, outputBytes: { type: 'integer' } } })
   t.ok(Object.values(body?.examples ?? {}).some(e => (e.value as { limits?: unknown }).limits !== undefined), 'an example request asks for its own limits')
   const invalid = post?.responses['400']?.content?.['application/json']?.examples?.INVALID_REQUEST?.value as { message: string } | undefined
   t.equal(invalid?.message, 'unknown field "code" in body; the fields are "script", "input", "stdin", "files", "limits"', 'the unknown-field example lists the fields, limits included')
@@ -119,7 +124,7 @@ t.test('every example in the document matches the schema beside it', async t => 
     const examples = Object.entries(media.examples ?? {})
     t.ok(examples.length > 0, `${where}: has examples`)
     for (const [name, example] of examples) {
-      const validate = validatorFor(media)
+      const validate = validatorFor(doc, media)
       t.ok(validate(example.value), `${where} ${name}: ${ajv.errorsText(validate.errors)}`)
       const status = (example.value as { statusCode?: number }).statusCode
       if (status !== undefined) t.equal(documented(doc, status), post?.responses[where], `${where} ${name}: statusCode ${status} belongs here`)
@@ -198,16 +203,42 @@ t.test('real replies of every status match the document\'s schema for that statu
     t.match(reply.headers['content-type'], /^application\/json/, `${name}: JSON`)
     const media = documented(doc, status)?.content?.['application/json']
     if (media === undefined) { t.fail(`${name}: status ${status} is not documented`); continue }
-    const validate = validatorFor(media)
+    const validate = validatorFor(doc, media)
     t.ok(validate(reply.json()), `${name}: ${reply.body} matches: ${ajv.errorsText(validate.errors)}`)
   }
 })
 
 t.test('a reply the document does not allow is caught (the check can fail)', async t => {
   const doc = await documentOf(await build(t))
-  const success = validatorFor(documented(doc, 200)?.content?.['application/json'] as Media)
+  const success = validatorFor(doc, documented(doc, 200)?.content?.['application/json'] as Media)
   t.notOk(success({ result: 1, stdout: '', stderr: '' }), 'no backend')
   t.notOk(success({ result: 1, stdout: '', stderr: '', backend: 'docker' }), 'an unknown backend')
-  const error = validatorFor(documented(doc, 422)?.content?.['application/json'] as Media)
+  const error = validatorFor(doc, documented(doc, 422)?.content?.['application/json'] as Media)
   t.notOk(error({ statusCode: 422, error: 'x', code: 'SOMETHING_NEW', message: 'x' }), 'an undocumented code')
+})
+
+t.test('the document is kind to client generators: named schemas, one error shape, operation ids', async t => {
+  const doc = await documentOf(await build(t)) as Document & { info: { license?: { name: string } }, servers?: Array<{ url: string }>, tags?: Array<{ name: string }> }
+  t.same(Object.keys(doc.components?.schemas ?? {}).sort(), ['Backend', 'Encoding', 'ErrorCode', 'ErrorReply', 'ExecuteRequest', 'ExecuteResult', 'FileIn', 'FileLeftOut', 'Health', 'Probe', 'Readiness', 'ReturnedFile', 'RunLimits'], 'every schema named, none def-N')
+  t.equal(doc.info.license?.name, 'Apache-2.0')
+  t.same(doc.servers, [{ url: '/', description: 'This server' }], 'relative: the server that serves the document')
+  const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ where: `${method} ${path}`, op: op as typeof op & { operationId?: string, tags?: string[] } })))
+  t.same(operations.map(o => o.op.operationId).sort(), ['execute', 'getHealth', 'getReadiness'])
+  for (const { where, op } of operations) {
+    t.ok(op.tags?.every(tag => doc.tags?.some(declared => declared.name === tag)), `${where}: a declared tag`)
+    t.ok(op.security !== undefined, `${where}: its security said`)
+    for (const [status, response] of Object.entries(op.responses)) {
+      // /readyz's 503 is its readiness (not ready), not an error.
+      if (!/^[45]/.test(status) || (where === 'get /readyz' && status === '503')) continue
+      t.same(response.content?.['application/json']?.schema, { $ref: '#/components/schemas/ErrorReply' }, `${where} ${status}: the one ErrorReply`)
+    }
+  }
+  // One enum of every code, each explained; a union of literals would be a schema (and a generated class) per code.
+  const code = doc.components?.schemas?.ErrorCode as { type: string, enum: string[], description: string }
+  t.equal(code.type, 'string')
+  t.same(code.enum, [...ERROR_CODES])
+  for (const c of ERROR_CODES) t.match(code.description, `- ${c} (`, `${c} is explained`)
+  t.notMatch(JSON.stringify(doc), /"(anyOf|oneOf)":\[\{"const"/, 'no union of literals anywhere')
+  const examples = doc.paths['/execute']?.post?.requestBody?.content['application/json']?.examples as Record<string, { summary?: string }>
+  t.ok(Object.keys(examples).length >= 5 && Object.entries(examples).every(([name, e]) => !/^example\d+$/.test(name) && (e.summary ?? '') !== ''), 'named request examples with summaries')
 })

@@ -10,6 +10,7 @@ import { ceilingsOf, loadConfig, tenantSharesOf } from '../../src/config.js'
 import access from '../../src/plugins/access.js'
 import sandbox, { START_PROBE_ATTEMPTS } from '../../src/plugins/sandbox.js'
 import health from '../../src/routes/health.js'
+import { SCHEMAS } from '../../src/schemas.js'
 import { FakeBackend, PASSING, failingProbe, failure } from '../helpers/fake-backend.js'
 
 const config = loadConfig({})
@@ -41,6 +42,8 @@ async function serve (t: Test, backends: SandboxBackend[], intervals: { probeInt
   // /readyz says whether API keys are needed: the access plugin, open (no keys file), as buildApp registers it.
   await app.register(access, { keysFile: undefined, defaults: { rate: config.RATE_LIMIT_MAX, ...tenantSharesOf(config), ceilings: ceilingsOf(config) }, host: '127.0.0.1', metricsOpen: false })
   await app.register(sandbox, { backends, concurrency: 1, queueSize: 0, queueTimeoutMs: 1000, ...intervals })
+  // The shapes the routes refer to, as buildApp registers them.
+  for (const schema of SCHEMAS) app.addSchema(schema)
   await app.register(health)
   t.teardown(async () => { await app.close() })
   return { app, logs }

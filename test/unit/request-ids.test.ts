@@ -114,15 +114,16 @@ t.test('GET /openapi.json is an OpenAPI 3 document generated from the route sche
   const { app } = await build(t)
   const reply = await app.inject({ method: 'GET', url: '/openapi.json' })
   t.equal(reply.statusCode, 200)
-  const doc = reply.json<{ openapi: string, info: { title: string }, paths: Record<string, Record<string, Record<string, unknown>>> }>()
+  const doc = reply.json<{ openapi: string, info: { title: string }, paths: Record<string, Record<string, Record<string, unknown>>>, components: { schemas: Record<string, unknown> } }>()
   t.match(doc.openapi, /^3\./)
   t.equal(doc.info.title, 'PySandbox')
   const post = doc.paths['/execute']?.post
   t.ok(post, '/execute is documented')
   t.match(post, {
-    requestBody: { content: { 'application/json': { schema: { required: ['script'], properties: { script: { type: 'string', minLength: 1 } } } } } },
+    requestBody: { content: { 'application/json': { schema: { $ref: '#/components/schemas/ExecuteRequest' } } } },
     responses: { 200: {}, '4XX': {}, '5XX': {} }
   })
+  t.match(doc.components.schemas.ExecuteRequest, { required: ['script'], properties: { script: { type: 'string', minLength: 1 } } })
   t.ok(doc.paths['/healthz']?.get)
   t.ok(doc.paths['/readyz']?.get)
   t.notOk(doc.paths['/openapi.json'], 'the document itself is hidden')
