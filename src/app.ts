@@ -69,6 +69,11 @@ export const REQUEST_LOG_SERIALIZERS = {
 /** Never credentials or a script in the logs, whatever a log call is given. */
 export const LOG_REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.body', 'headers.authorization']
 const REQUEST_TIMEOUT_CHECK_MS = 500
+/** How long the plugins may take to start: the sandbox plugin's start-up probe bounds itself
+ *  (START_PROBE_ATTEMPTS tries, each canary and zygote with a timeout of its own) and takes ~5 s,
+ *  but on a busy host more than Fastify's default of 10 s, which ended the process (measured:
+ *  load 9 on 2 cores). This only catches a start that hangs. */
+export const PLUGIN_TIMEOUT_MS = 300_000
 
 export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   const { config } = options
@@ -77,6 +82,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: logger ?? false,
     bodyLimit: config.LIMIT_BODY_BYTES,
+    pluginTimeout: PLUGIN_TIMEOUT_MS,
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     // Node enforces requestTimeout only when given at the server's creation (Fastify sets it
     // afterwards), and checks it every 30 s by default: measured, a stalled body was never
