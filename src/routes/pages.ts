@@ -21,6 +21,13 @@ export function withoutUpgrade (policy: string): string {
   return policy.split(';').filter(d => d.trim() !== 'upgrade-insecure-requests').join(';')
 }
 
+/** The service's name in Swagger UI's top bar (a link to the playground), and its tab's icon:
+ *  instead of the framework's logo and icon. */
+const NAME_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="180" height="40" viewBox="0 0 180 40">' +
+  '<text x="0" y="29" font-family="sans-serif" font-size="26" font-weight="700" fill="#ffffff">PySandbox</text></svg>'
+const ICON_SVG = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#1f4f8f"/>' +
+  '<text x="16" y="22" text-anchor="middle" font-family="sans-serif" font-size="15" font-weight="700" fill="#ffffff">Py</text></svg>'
+
 const pages: FastifyPluginAsync = async app => {
   // Pages are for anyone, keys or not, and never count against a rate limit.
   app.addHook('onRoute', route => { route.config = { ...route.config, public: true, rateLimit: false } })
@@ -44,7 +51,8 @@ const pages: FastifyPluginAsync = async app => {
 
   await app.register(swaggerUi, {
     routePrefix: '/docs',
-    theme: { title: 'PySandbox API' },
+    logo: { type: 'image/svg+xml', content: Buffer.from(NAME_SVG), href: '../' },
+    theme: { title: 'PySandbox API', favicon: [{ filename: 'favicon.svg', rel: 'icon', sizes: 'any', type: 'image/svg+xml', content: Buffer.from(ICON_SVG) }] },
     uiConfig: { deepLinking: true, displayRequestDuration: true, defaultModelsExpandDepth: 0 },
     // Swagger UI's page has no inline script or style: helmet's policy applies (less the upgrade).
     staticCSP: false
