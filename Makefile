@@ -8,7 +8,7 @@ PIP_INSTALL = $(SANDBOX_PYTHON) -m pip install --quiet --disable-pip-version-che
 run: deps build
 	npm start
 
-test: deps browser redis build lint
+test: deps browser redis build lint .sandbox/clients/.ok
 	npm test
 
 build: node_modules
@@ -47,6 +47,13 @@ node_modules: package.json package-lock.json
 
 # The Python linter (ruff, pinned by hash) for `make lint`; never installed in the image.
 .sandbox/lint/.ok: harness/requirements-lint.txt | .sandbox/system.ok
+	rm -rf $(@D)
+	$(PIP_INSTALL) $(@D) -r $<
+	@touch $@
+
+# The OpenAPI client generator (openapi-python-client, pinned by hash) that the clients test runs
+# on the served document; never installed in the image.
+.sandbox/clients/.ok: test/clients/requirements.txt | .sandbox/system.ok
 	rm -rf $(@D)
 	$(PIP_INSTALL) $(@D) -r $<
 	@touch $@
