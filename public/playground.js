@@ -8,7 +8,14 @@
 // An API key, for a server that needs one, is sent as `Authorization: Bearer KEY` and kept in
 // sessionStorage (this tab only: never localStorage, never the URL); the time and memory limits,
 // when filled in, go as the body's `limits`.
-/* global document, fetch, performance, sessionStorage, Option, Blob, URL, TextDecoder, TextEncoder, btoa, atob */
+// A run in flight dims the last reply, shows a running clock and can be cancelled (the Run button
+// turns into Cancel; Escape too): the request is aborted, which stops the run on the server, and
+// its reply, should one still come, is never shown. The script, input and stdin are kept in
+// localStorage (never the key) and come back on reload. A SYNTAX_ERROR's line, or the line of
+// the script's last frame in a traceback, is marked in the gutter until the next edit or run.
+// "Copy result" copies the reply as JSON; "Copy as cURL" the request as a shell command that
+// reads the key from $PYSANDBOX_KEY (the key itself is never copied).
+/* global document, navigator, fetch, performance, sessionStorage, localStorage, getComputedStyle, setInterval, clearInterval, setTimeout, clearTimeout, AbortController, Option, Blob, URL, TextDecoder, TextEncoder, btoa, atob */
 'use strict'
 
 /** A CSV for the chart example: half a year of made-up sales (the same every time). */
@@ -62,6 +69,7 @@ const picker = $('file-picker')
 const keyBox = $('key')
 const wallBox = $('wall')
 const memoryBox = $('memory')
+const menu = $('examples')
 
 // The key lives as long as the tab: sessionStorage, never localStorage (which outlives it) or
 // the URL (which ends up in history, logs and Referer headers). Storage may be refused (a
@@ -79,14 +87,81 @@ function keepKey () {
   } catch {}
 }
 
+// The script, input and stdin outlive the tab (localStorage): a reload or a closed tab loses no
+// work. Never the key, never the files (they can be large; an example's files come back with it).
+const DRAFT_ITEM = 'pysandbox.draft'
+function keepDraft () {
+  try {
+    localStorage.setItem(DRAFT_ITEM, JSON.stringify({ script: editor.value, input: inputBox.value, stdin: stdinBox.value }))
+  } catch {} // refused or full: the draft lasts as long as the page
+}
+/** The kept draft, or undefined (none, or not one of ours). */
+function keptDraft () {
+  try {
+    const draft = JSON.parse(localStorage.getItem(DRAFT_ITEM) ?? 'null')
+    if (typeof draft?.script !== 'string') return undefined
+    return { script: draft.script, input: typeof draft.input === 'string' ? draft.input : '', stdin: typeof draft.stdin === 'string' ? draft.stdin : '' }
+  } catch {
+    return undefined
+  }
+}
+
 let numbered = 0
-function renderGutter () {
+// The line an error points at ({ line, title }), marked in the gutter until the next edit or run.
+let marked
+function renderGutter (force = false) {
   const lines = editor.value.split('\n').length
-  if (lines !== numbered) {
+  if (lines !== numbered || force) {
     numbered = lines
-    gutter.textContent = Array.from({ length: lines }, (_, i) => i + 1).join('\n')
+    const numbers = Array.from({ length: lines }, (_, i) => i + 1)
+    if (marked && marked.line <= lines) {
+      const mark = document.createElement('span')
+      mark.className = 'mark'
+      mark.title = marked.title
+      mark.textContent = String(marked.line)
+      gutter.replaceChildren(numbers.slice(0, marked.line - 1).map(n => `${n}\n`).join(''), mark, numbers.slice(marked.line).map(n => `\n${n}`).join(''))
+    } else {
+      gutter.textContent = numbers.join('\n')
+    }
   }
   gutter.scrollTop = editor.scrollTop
+}
+
+/** The script's line a reply points at: a SYNTAX_ERROR's, or the last "<script>" frame's of a traceback. */
+function errorLine (reply) {
+  if (reply.code === 'SYNTAX_ERROR' && Number.isSafeInteger(reply.line)) return reply.line
+  if (typeof reply.traceback !== 'string') return undefined
+  const frames = [...reply.traceback.matchAll(/^ {2}File "<script>", line (\d+)/gm)]
+  return frames.length > 0 ? Number(frames.at(-1)[1]) : undefined
+}
+
+/** Mark the line in the gutter, and scroll the editor to it if it is out of sight. */
+function mark (line, title) {
+  if (!(line >= 1 && line <= editor.value.split('\n').length)) return
+  marked = { line, title }
+  renderGutter(true)
+  const height = parseFloat(getComputedStyle(editor).lineHeight)
+  const top = (line - 1) * height
+  if (top < editor.scrollTop || top + height > editor.scrollTop + editor.clientHeight) {
+    editor.scrollTop = Math.max(0, top - editor.clientHeight / 3)
+    gutter.scrollTop = editor.scrollTop
+  }
+}
+
+function unmark () {
+  if (marked === undefined) return
+  marked = undefined
+  renderGutter(true)
+}
+
+/** The example whose script the editor holds, if any. */
+function exampleOf (script) {
+  return Object.keys(EXAMPLES).find(name => example(name).script === script)
+}
+
+/** The menu names the example the editor holds, or shows "(your script)" once it was edited. */
+function syncMenu () {
+  menu.value = exampleOf(editor.value) ?? ''
 }
 
 /** 1536 → "1.5 KiB" */
@@ -169,16 +244,27 @@ function addFiles (fileList) {
   return reading
 }
 
-function load (name) {
-  const example = typeof EXAMPLES[name] === 'string' ? { script: EXAMPLES[name] } : EXAMPLES[name]
-  editor.value = example.script
-  inputBox.value = example.input ?? ''
+function example (name) {
+  return typeof EXAMPLES[name] === 'string' ? { script: EXAMPLES[name] } : EXAMPLES[name]
+}
+
+/** Put a script (an example, or the kept draft) in the editor, with its input, stdin and files. */
+function fill ({ script, input = '', stdin = '', files = [] }) {
+  editor.value = script
+  inputBox.value = input
   inputBox.removeAttribute('aria-invalid')
-  stdinBox.value = example.stdin ?? ''
-  for (const file of example.files ?? []) uploads.set(file.name, encode(file.name, new TextEncoder().encode(file.text)))
+  stdinBox.value = stdin
+  for (const file of files) uploads.set(file.name, encode(file.name, new TextEncoder().encode(file.text)))
   renderUploads()
+  unmark()
   renderGutter()
+  syncMenu()
   editor.focus()
+}
+
+function load (name) {
+  fill(example(name))
+  keepDraft()
 }
 
 /** "queue;dur=0, sandbox;dur=107" → "queue 0 ms · sandbox 107 ms" */
@@ -236,8 +322,13 @@ function renderReturned (files = [], leftOut = []) {
   $('returned').hidden = files.length === 0 && leftOut.length === 0
 }
 
-function show (state, fields) {
+// The reply shown, for "Copy result" (none while a run is in flight, or after a cancel).
+let shownReply
+
+function show (state, fields, reply) {
   output.dataset.state = state
+  shownReply = reply
+  $('copy-result').disabled = reply === undefined
   for (const id of ['status', 'result', 'error', 'stdout', 'stderr', 'timing']) $(id).textContent = fields[id] ?? ''
   $('backend').hidden = !fields.backend
   $('backend').textContent = fields.backend ?? ''
@@ -316,47 +407,157 @@ function requestBody () {
   return { body }
 }
 
-let running = false
+/** 1234.5 (ms) → "1.2" (s) */
+const seconds = ms => (ms / 1000).toFixed(1)
+
+// The run in flight: { controller, started, clock }, or undefined.
+let inFlight
+
+/** The Run button turns into Cancel while a run is in flight, and back. */
+function setRunning (running) {
+  $('run-label').hidden = running
+  $('cancel-label').hidden = !running
+  runButton.title = running ? 'Cancel the run (Escape)' : 'Run (Ctrl+Enter)'
+  runButton.classList.toggle('cancel', running)
+}
+
+/** The last reply stays, dimmed, under a clock until the new one comes. */
+function startRunning (flight) {
+  output.dataset.state = 'running'
+  shownReply = undefined
+  $('copy-result').disabled = true
+  // Ten updates a second are not for a screen reader: the live region hears "Running…" once.
+  const clock = document.createElement('span')
+  clock.setAttribute('aria-hidden', 'true')
+  $('status').replaceChildren('Running… ', clock)
+  const tick = () => { clock.textContent = `${seconds(performance.now() - flight.started)} s` }
+  tick()
+  flight.clock = setInterval(tick, 100)
+  setRunning(true)
+}
+
+/** The run is over (answered, refused or cancelled); a later run's button and clock are left alone. */
+function finish (flight) {
+  clearInterval(flight.clock)
+  if (inFlight !== flight) return
+  inFlight = undefined
+  setRunning(false)
+}
+
+/** Abort the run in flight: the server stops it when the request goes, and its reply is never shown. */
+function cancel () {
+  const flight = inFlight
+  if (flight === undefined) return
+  finish(flight)
+  flight.controller.abort()
+  show('cancelled', { status: `Cancelled after ${seconds(performance.now() - flight.started)} s` })
+}
+
 async function run () {
-  if (running) return
-  running = true
-  runButton.disabled = true
+  if (inFlight !== undefined) return
+  const flight = { controller: new AbortController(), started: performance.now() }
+  inFlight = flight
+  unmark()
+  startRunning(flight)
   try {
     await reading
+    if (inFlight !== flight) return // cancelled while files were read
     const { body, status, problem } = requestBody()
     const { key, problem: keyProblem } = apiKey()
     if (problem || keyProblem) {
       show('error', { status: problem ? status : 'Not sent: the API key cannot be sent', error: problem ?? keyProblem })
       return
     }
-    output.dataset.state = 'running'
-    $('status').textContent = 'Running…'
     const headers = { 'content-type': 'application/json' }
     if (key !== '') headers.authorization = `Bearer ${key}`
-    const started = performance.now()
-    const response = await fetch('execute', { method: 'POST', headers, body: JSON.stringify(body) })
-    const elapsed = Math.round(performance.now() - started)
+    const response = await fetch('execute', { method: 'POST', headers, body: JSON.stringify(body), signal: flight.controller.signal })
     const reply = await response.json()
+    if (inFlight !== flight) return // cancelled: a late reply is never shown
+    const elapsed = Math.round(performance.now() - flight.started)
     const timing = [timings(response.headers.get('server-timing')), `total ${elapsed} ms`].filter(Boolean).join(' · ')
     const common = { backend: reply.backend, stdout: reply.stdout, stderr: reply.stderr, stdoutTruncated: reply.stdoutTruncated, stderrTruncated: reply.stderrTruncated, timing }
     const error = describeError(reply, response.headers.get('retry-after'))
     if (response.ok) {
-      show('ok', { ...common, status: `${response.status} OK`, result: JSON.stringify(reply.result, null, 2), files: reply.files, filesLeftOut: reply.filesLeftOut })
+      show('ok', { ...common, status: `${response.status} OK`, result: JSON.stringify(reply.result, null, 2), files: reply.files, filesLeftOut: reply.filesLeftOut }, reply)
     } else if (response.status === 401) {
       keyBox.setAttribute('aria-invalid', 'true')
-      show('error', { ...common, status: `401 ${reply.code ?? reply.error ?? ''}`, error: `${keyAdvice(key !== '')}\n\n${error}` })
+      show('error', { ...common, status: `401 ${reply.code ?? reply.error ?? ''}`, error: `${keyAdvice(key !== '')}\n\n${error}` }, reply)
     } else {
-      show('error', { ...common, status: `${response.status} ${reply.code ?? reply.error ?? ''}`, error })
+      show('error', { ...common, status: `${response.status} ${reply.code ?? reply.error ?? ''}`, error }, reply)
+      mark(errorLine(reply), `${reply.code}: ${reply.message}`)
     }
   } catch (error) {
+    if (inFlight !== flight) return // cancelled: cancel() has said so
     show('error', { status: 'No reply', error: `The server could not be reached or did not answer JSON: ${error.message}` })
   } finally {
-    running = false
-    runButton.disabled = false
+    finish(flight)
   }
 }
 
-editor.addEventListener('input', renderGutter)
+// The copy buttons' word on what they did, for a moment.
+let noteTimer
+function copyNote (text) {
+  clearTimeout(noteTimer)
+  $('copy-note').textContent = text
+  noteTimer = setTimeout(() => { $('copy-note').textContent = '' }, 4000)
+}
+
+/**
+ * Text to the clipboard. navigator.clipboard exists only in a secure context (HTTPS, localhost):
+ * over plain HTTP to another host, the old way, a selected scratch textarea and execCommand.
+ */
+async function copyText (text, what) {
+  try {
+    await navigator.clipboard.writeText(text)
+  } catch {
+    const focused = document.activeElement
+    const scratch = document.createElement('textarea')
+    scratch.className = 'scratch'
+    scratch.readOnly = true
+    scratch.value = text
+    document.body.append(scratch)
+    scratch.select()
+    const copied = document.execCommand('copy')
+    scratch.remove()
+    focused?.focus()
+    if (!copied) return copyNote('Not copied: the browser refused the clipboard')
+  }
+  copyNote(`Copied ${what}`)
+}
+
+/** 'it's' → "'it'\''s'": one word for a POSIX shell, whatever it holds. */
+const shellQuote = text => `'${text.replaceAll("'", "'\\''")}'`
+
+/**
+ * The request as a cURL command: the body in a quoted here-document (taken byte for byte: no
+ * expansion, no quoting to get wrong; pretty JSON has no line that is only "JSON"), and the key,
+ * when one is set, read from $PYSANDBOX_KEY: never the key itself on a clipboard.
+ */
+function curlCommand (body, withKey) {
+  return [
+    `curl -sS -X POST ${shellQuote(new URL('execute', document.baseURI).href)} \\`,
+    "  -H 'content-type: application/json' \\",
+    ...(withKey ? ['  -H "Authorization: Bearer $PYSANDBOX_KEY" \\'] : []),
+    "  --data-binary @- <<'JSON'",
+    JSON.stringify(body, null, 2),
+    'JSON',
+    ''
+  ].join('\n')
+}
+
+async function copyCurl () {
+  await reading
+  const { body, status } = requestBody()
+  if (body === undefined) return copyNote(status)
+  await copyText(curlCommand(body, keyBox.value.trim() !== ''), keyBox.value.trim() !== '' ? 'the cURL command (set PYSANDBOX_KEY to your key)' : 'the cURL command')
+}
+
+editor.addEventListener('input', () => {
+  unmark()
+  renderGutter()
+  syncMenu()
+  keepDraft()
+})
 editor.addEventListener('scroll', () => { gutter.scrollTop = editor.scrollTop })
 for (const box of [editor, inputBox, stdinBox]) {
   box.addEventListener('keydown', event => {
@@ -366,11 +567,18 @@ for (const box of [editor, inputBox, stdinBox]) {
     } else if (event.key === 'Tab' && !event.shiftKey && box === editor) {
       event.preventDefault() // Python wants spaces: Tab indents by four
       editor.setRangeText('    ', editor.selectionStart, editor.selectionEnd, 'end')
+      unmark()
       renderGutter()
+      syncMenu()
+      keepDraft()
     }
   })
 }
-inputBox.addEventListener('input', () => inputBox.removeAttribute('aria-invalid'))
+inputBox.addEventListener('input', () => {
+  inputBox.removeAttribute('aria-invalid')
+  keepDraft()
+})
+stdinBox.addEventListener('input', keepDraft)
 keyBox.addEventListener('input', () => {
   keyBox.removeAttribute('aria-invalid')
   keepKey()
@@ -384,7 +592,17 @@ for (const box of [keyBox, wallBox, memoryBox]) {
     }
   })
 }
-runButton.addEventListener('click', run)
+runButton.addEventListener('click', () => { if (inFlight === undefined) run(); else cancel() })
+document.addEventListener('keydown', event => {
+  if (event.key === 'Escape' && inFlight !== undefined) {
+    event.preventDefault()
+    cancel()
+  }
+})
+$('copy-result').addEventListener('click', () => {
+  if (shownReply !== undefined) copyText(`${JSON.stringify(shownReply, null, 2)}\n`, 'the reply as JSON')
+})
+$('copy-curl').addEventListener('click', copyCurl)
 
 // Files: the picker, or dropped anywhere on the page (a drop that is not files, text into a box,
 // is left alone; a dropped file is never opened in place of the page).
@@ -418,8 +636,14 @@ document.addEventListener('drop', event => {
   addFiles(event.dataTransfer.files)
 })
 
-const menu = $('examples')
+// "(your script)": shown once the editor's text is no example's; never chosen from the menu.
+const yours = new Option('(your script)', '')
+yours.disabled = true
+yours.hidden = true
+menu.add(yours)
 for (const name of Object.keys(EXAMPLES)) menu.add(new Option(name, name))
-menu.addEventListener('change', () => load(menu.value))
+menu.addEventListener('change', () => { if (menu.value !== '') load(menu.value) })
 restoreKey()
-load('hello')
+const draft = keptDraft()
+if (draft === undefined) fill(example('hello'))
+else fill({ ...draft, files: example(exampleOf(draft.script))?.files }) // an example's files come back with it

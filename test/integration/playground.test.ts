@@ -4,14 +4,18 @@
 // Under helmet's Content-Security-Policy, so any inline script or style would show up as a
 // violation here. Returned files are hostile: an SVG or HTML file a script made must never run.
 // A server that needs an API key: the key field, kept in sessionStorage, sent as a Bearer token;
-// and the limits fields, sent as the body's `limits`.
+// and the limits fields, sent as the body's `limits`. A run in flight dims the last reply under a
+// clock and can be cancelled; the script survives a reload; an error's line is marked in the
+// gutter; the reply copies as JSON and the request as a cURL command that bash runs.
 // Chromium is Debian's package (/usr/bin/chromium), a test-only dependency: .ci/run and
 // `make test` install it. Without it this test fails; it never skips silently.
 import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
 import { chromium, type Browser, type Download, type Page, type Request } from 'playwright-core'
 import { PROJECT_ROOT } from '../../src/config.js'
 import { externalUrl, startServer, type Target } from '../helpers/server.js'
@@ -45,7 +49,10 @@ if (!existsSync(CHROMIUM)) {
    * the test's, not the page's), so a test can tell what a download link would hand over.
    */
   async function open (t: Test, path: string, viewport = { width: 1100, height: 600 }, server: Target = target): Promise<{ page: Page, problems: string[], sent: Array<Record<string, unknown>>, authorization: Array<string | undefined> }> {
-    const page = await browser.newPage({ viewport, acceptDownloads: true })
+    // A context of its own (its own localStorage), that may use the clipboard; closed with the page.
+    const context = await browser.newContext({ viewport, acceptDownloads: true, permissions: ['clipboard-read', 'clipboard-write'] })
+    const page = await context.newPage()
+    page.once('close', () => { context.close().catch(() => {}) }) // the browser may be closing already
     const problems: string[] = []
     const sent: Array<Record<string, unknown>> = []
     const authorization: Array<string | undefined> = []
@@ -93,6 +100,31 @@ if (!existsSync(CHROMIUM)) {
   }
 
   const sha256 = (bytes: Buffer | string): string => createHash('sha256').update(bytes).digest('hex')
+
+  /** What the page put on the clipboard (the context may read it). */
+  async function clipboard (page: Page): Promise<string> {
+    return await page.evaluate(async () => await navigator.clipboard.readText())
+  }
+
+  /** Click a copy button and wait for its "Copied …" note: the clipboard's text. */
+  async function copy (page: Page, button: string, note: string | RegExp): Promise<string> {
+    await page.evaluate(async () => { await navigator.clipboard.writeText('') })
+    await page.locator(button).click()
+    await page.locator('#copy-note', { hasText: note }).waitFor({ timeout: 5_000 })
+    return await clipboard(page)
+  }
+
+  /** Run a command as a person would paste it: `bash -c`, with PATH and `env` alone. */
+  async function bash (command: string, env: Record<string, string> = {}): Promise<string> {
+    const { stdout } = await promisify(execFile)('bash', ['-c', command], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: 30_000 })
+    return stdout
+  }
+
+  /** The sandboxes the server is running now (its /metrics gauge). */
+  async function running (server: Target = target): Promise<number> {
+    const metrics = await (await fetch(`${server.url}/metrics`)).text()
+    return Number(/^pysandbox_running_sandboxes (\d+)$/m.exec(metrics)?.[1] ?? NaN)
+  }
 
   const backend = (await (await fetch(`${target.url}/readyz`)).json() as { backend: string }).backend
 
@@ -398,6 +430,253 @@ if (!existsSync(CHROMIUM)) {
     ], 'Chromium notes the 422 and the 400; nothing else')
   })
 
+  const HELLO = 'def main():\n    print("Hello from main!")\n    return {"msg": "success", "value": 42}\n'
+  const SLOW = 'import time\n\n\ndef main():\n    time.sleep(3)\n    return "too late"\n'
+
+  t.test('a run in flight: the last reply dims under a running clock; Cancel or Escape aborts the request, the page says cancelled, no late reply shows, the server stops the run and serves the next', async t => {
+    const { page, problems, sent } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const run = page.locator('#run')
+    t.equal(await run.innerText(), 'Run Ctrl+Enter')
+    t.equal(await running(), 0, 'nothing running at first')
+    for (const how of ['the Cancel button', 'Escape'] as const) {
+      await page.locator('#script').fill(HELLO)
+      await runAndWait(page, 'ok')
+      const last = await page.locator('#result').textContent()
+      await page.locator('#script').fill(SLOW)
+      const started = Date.now()
+      await page.locator('#script').press('Control+Enter')
+      await page.locator('#output[data-state="running"]').waitFor()
+      t.equal(await page.locator('#result').textContent(), last, `${how}: the last reply stays while the run is in flight`)
+      t.equal(await page.locator('#result').evaluate(element => getComputedStyle(element).opacity), '0.5', `${how}: dimmed`)
+      t.equal(await page.locator('#copy-result').isDisabled(), true, `${how}: nothing to copy while it runs`)
+      t.equal(await run.innerText(), 'Cancel Esc', `${how}: the Run button is now Cancel`)
+      const clock = async (): Promise<number> => {
+        const status = await page.locator('#status').textContent() ?? ''
+        t.match(status, /^Running… \d+\.\d s$/, `${how}: a running clock (${status})`)
+        return Number(/(\d+\.\d) s$/.exec(status)?.[1])
+      }
+      const first = await clock()
+      await page.waitForTimeout(450)
+      const second = await clock()
+      t.ok(second >= first + 0.3, `${how}: the clock runs (${first} s, then ${second} s)`)
+
+      const aborted = page.waitForEvent('requestfailed', request => request.url().endsWith('/execute'))
+      if (how === 'Escape') await page.keyboard.press('Escape')
+      else await run.click()
+      t.equal((await aborted).failure()?.errorText, 'net::ERR_ABORTED', `${how}: the request is aborted`)
+      await page.locator('#output[data-state="cancelled"]').waitFor({ timeout: 2_000 })
+      t.match(await page.locator('#status').textContent(), /^Cancelled after \d+\.\d s$/, `${how}: the page says it was cancelled`)
+      t.equal(await page.locator('#result').textContent(), '', `${how}: the stale reply is cleared`)
+      t.equal(await run.innerText(), 'Run Ctrl+Enter', `${how}: Run again`)
+      while (await running() !== 0 && Date.now() - started < 10_000) await new Promise(resolve => setTimeout(resolve, 50))
+      t.ok(Date.now() - started < 2_900, `${how}: the server stopped the sandbox (none running after ${Date.now() - started} ms; the script would sleep 3 s)`)
+    }
+    await page.waitForTimeout(3_000)
+    t.equal(await page.locator('#output').getAttribute('data-state'), 'cancelled', 'past the 3 s the script would have slept: still cancelled')
+    t.equal(await page.locator('#result').textContent(), '', 'and no late reply shown')
+
+    await page.locator('#script').fill(HELLO)
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { msg: 'success', value: 42 }, 'the server runs the next script')
+    t.equal(sent.length, 5, 'two runs, two cancelled, one more')
+    t.same(problems, [`request failed: ${target.url}/execute net::ERR_ABORTED`, `request failed: ${target.url}/execute net::ERR_ABORTED`], 'the two aborted requests; nothing else')
+  })
+
+  t.test('the script, input and stdin survive a reload (localStorage, never the key); a chosen example comes back with its files', async t => {
+    const { page, problems } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const script = 'import sys\n\n\ndef main(data):\n    return {"data": data, "stdin": sys.stdin.read()}\n'
+    await page.locator('#script').fill(script)
+    await page.locator('#input').fill('{"kept": true}')
+    await page.locator('#stdin').fill('a line\n')
+    await page.locator('#key').fill('psk_not-a-real-key')
+    await page.reload()
+    t.equal(await page.locator('#script').inputValue(), script, 'the script is back, not the default example')
+    t.equal(await page.locator('#input').inputValue(), '{"kept": true}', 'the input too')
+    t.equal(await page.locator('#stdin').inputValue(), 'a line\n', 'and stdin')
+    t.equal(await page.locator('#gutter').textContent(), '1\n2\n3\n4\n5\n6', 'numbered')
+    t.equal(await page.locator('#examples').inputValue(), '', 'the menu claims no example')
+    const local = await page.evaluate(() => Object.fromEntries(Object.entries(localStorage)))
+    t.same(local, { 'pysandbox.draft': JSON.stringify({ script, input: '{"kept": true}', stdin: 'a line\n' }) }, 'localStorage holds the draft alone')
+    t.notOk(JSON.stringify(local).includes('psk_'), 'not the key (sessionStorage keeps that)')
+    await runAndWait(page, 'ok')
+    t.same(JSON.parse(await page.locator('#result').textContent() ?? ''), { data: { kept: true }, stdin: 'a line\n' }, 'and it runs as it was')
+
+    await page.locator('#examples').selectOption('a CSV in, a chart out (pandas, matplotlib)')
+    await page.reload()
+    t.equal(await page.locator('#examples').inputValue(), 'a CSV in, a chart out (pandas, matplotlib)', 'a chosen example is kept')
+    t.match(await page.locator('#script').inputValue(), /pd\.read_csv\("sales\.csv"\)/)
+    t.equal(await page.locator('#input').inputValue(), '', 'with its own (empty) input')
+    t.same(await page.locator('#uploads li .name').allTextContents(), ['sales.csv'], 'and its CSV again')
+    t.same(problems, [], 'no CSP violation, script error or failed request')
+  })
+
+  t.test('the example menu: an edit shows "(your script)"; choosing an example loads it; undoing the edit names the example again', async t => {
+    const { page, problems } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const menu = page.locator('#examples')
+    const editor = page.locator('#script')
+    const chosen = async (): Promise<string | null> => await menu.locator('option:checked').textContent()
+    t.equal(await menu.inputValue(), 'hello', 'the example loaded at start')
+    t.equal(await editor.inputValue(), HELLO)
+    t.ok(await menu.locator('option[value=""]').evaluate((option: HTMLOptionElement) => option.disabled && option.hidden), 'the placeholder cannot be picked from the menu')
+
+    await editor.press('Control+End')
+    await editor.pressSequentially('# mine')
+    t.equal(await menu.inputValue(), '', 'edited: no example claimed')
+    t.equal(await chosen(), '(your script)')
+    for (let i = 0; i < '# mine'.length; i++) await editor.press('Backspace')
+    t.equal(await chosen(), 'hello', 'the edit undone: hello again')
+
+    await editor.pressSequentially('x = 1\n')
+    t.equal(await chosen(), '(your script)')
+    await menu.selectOption('hello')
+    t.equal(await editor.inputValue(), HELLO, 'choosing the example it was loads it again')
+    t.equal(await chosen(), 'hello')
+    await menu.selectOption('numpy')
+    t.match(await editor.inputValue(), /import numpy as np/, 'another example')
+    t.equal(await chosen(), 'numpy')
+    await editor.press('Tab')
+    t.equal(await chosen(), '(your script)', 'an indent by Tab is an edit too')
+    t.same(problems, [])
+  })
+
+  const MARKS = [
+    { what: 'a syntax error: its line', code: 'SYNTAX_ERROR', line: 5, script: 'def main():\n    return 1\n\n\nx = = 2\n' },
+    { what: 'main() raises in a nested call: the last <script> frame', code: 'MAIN_RAISED', line: 2, script: 'def inner(x):\n    return 1 / x\n\n\ndef outer():\n    return inner(0)\n\n\ndef main():\n    return outer()\n' },
+    { what: 'a library raises: the script\'s last frame, not the library\'s', code: 'MAIN_RAISED', line: 5, script: 'import json\n\n\ndef main():\n    return json.loads("{")\n' },
+    { what: 'line 60 of 61: marked and scrolled into view', code: 'MAIN_RAISED', line: 60, script: `def main():\n${'    x = 1\n'.repeat(58)}    raise ValueError("at the end")\n` }
+  ]
+
+  t.test('the gutter marks the line of a syntax error, or of the script\'s last traceback frame; the next edit or run clears it', async t => {
+    const { page, problems } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    const mark = page.locator('#gutter .mark')
+    for (const { what, code, line, script } of MARKS) {
+      await page.locator('#script').fill(script)
+      await runAndWait(page, 'error')
+      t.equal(await page.locator('#status').textContent(), `422 ${code}`, what)
+      t.equal(await mark.count(), 1, `${what}: one line marked`)
+      t.equal(await mark.textContent(), String(line), `${what}: line ${line}`)
+      t.match(await mark.getAttribute('title'), new RegExp(`^${code}: `), `${what}: its title says why`)
+      t.equal(await mark.evaluate(element => getComputedStyle(element).color), 'rgb(180, 35, 44)', `${what}: in red`)
+      t.equal(await page.locator('#gutter').textContent(), Array.from({ length: script.split('\n').length }, (_, i) => i + 1).join('\n'), `${what}: the numbers are as they were`)
+      const [editor, marked] = [await page.locator('#script').boundingBox(), await mark.boundingBox()]
+      t.ok(editor !== null && marked !== null && marked.y >= editor.y && marked.y + marked.height <= editor.y + editor.height, `${what}: in sight`)
+      t.equal(await page.locator('#gutter').evaluate(gutter => gutter.scrollTop), await page.locator('#script').evaluate(editor => editor.scrollTop), `${what}: the gutter scrolled with the editor`)
+    }
+    await page.locator('#script').press('Control+End')
+    await page.locator('#script').press('Enter')
+    t.equal(await mark.count(), 0, 'an edit clears the mark')
+
+    await page.locator('#script').fill('import time\n\n\ndef main():\n    time.sleep(1)\n    raise ValueError("late")\n')
+    await runAndWait(page, 'error')
+    t.equal(await mark.textContent(), '6')
+    await page.locator('#script').press('Control+Enter')
+    await page.locator('#output[data-state="running"]').waitFor()
+    t.equal(await mark.count(), 0, 'a run clears it')
+    await page.locator('#output[data-state="error"]').waitFor({ timeout: 30_000 })
+    t.equal(await mark.textContent(), '6', 'until its reply marks it again')
+    t.ok(problems.length > 0 && problems.every(problem => problem === 'console: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'), 'Chromium notes the 422s; nothing else')
+  })
+
+  t.test('on a 420 px window the header wraps and nothing scrolls sideways, idle or running', async t => {
+    const { page, problems } = await open(t, '/', { width: 420, height: 800 })
+    t.teardown(async () => { await page.close() })
+    const fits = async (when: string): Promise<void> => {
+      const [scroll, width] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth])
+      t.ok((scroll ?? Infinity) <= (width ?? 0), `${when}: no horizontal scroll (scroll width ${scroll}, window ${width})`)
+      for (const selector of ['header h1', '#examples', '#run', 'header nav', '#copy-result', '#copy-curl']) {
+        const box = await page.locator(selector).boundingBox()
+        t.ok(box !== null && box.x >= 0 && box.x + box.width <= 420, `${when}: ${selector} is within the window (${JSON.stringify(box)})`)
+      }
+    }
+    const [title, nav] = [await page.locator('header h1').boundingBox(), await page.locator('header nav').boundingBox()]
+    t.ok(title !== null && nav !== null && nav.y > title.y + title.height / 2, 'the header wraps onto more rows')
+    await fits('idle')
+    await page.locator('#examples').selectOption('a CSV in, a chart out (pandas, matplotlib)')
+    await fits('the longest example\'s name in the menu')
+    await page.locator('#script').fill(SLEEPS)
+    await page.locator('#script').press('Control+Enter')
+    await page.locator('#output[data-state="running"]').waitFor()
+    await fits('running (Cancel)')
+    await page.locator('#output[data-state="ok"]').waitFor({ timeout: 30_000 })
+    await fits('with a reply')
+    t.same(problems, [])
+  })
+
+  t.test('"Copy result" copies the reply as JSON; "Copy as cURL" copies a command that bash runs to the same reply, quotes, $ and all', async t => {
+    const { page, problems, sent } = await open(t, '/')
+    t.teardown(async () => { await page.close() })
+    t.equal(await page.locator('#copy-result').isDisabled(), true, 'no reply yet: nothing to copy')
+    const blob = randomBytes(300)
+    await page.locator('#script').fill([
+      'import hashlib',
+      'import sys',
+      '',
+      '',
+      'def main(data):',
+      '    print("it\'s $HOME `id` \\\\ \\"quoted\\" — ünïcode")',
+      '    return {"data": data, "stdin": sys.stdin.read(), "notes": open("notes.txt").read(),',
+      '            "blob": hashlib.sha256(open("blob.bin", "rb").read()).hexdigest()}',
+      ''
+    ].join('\n'))
+    await page.locator('#input').fill('{"name": "O\'Brien", "cost": "$5", "eof": "\\nJSON\\n"}')
+    await page.locator('#stdin').fill('line 1\n\'$(echo no)\'\nJSON\nEOF\n')
+    await page.locator('#file-picker').setInputFiles([
+      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('it\'s "a file": $PATH `x`\n') },
+      { name: 'blob.bin', mimeType: 'application/octet-stream', buffer: blob }
+    ])
+    await page.locator('#uploads li').nth(1).waitFor()
+    await page.locator('#wall').fill('3')
+    await runAndWait(page, 'ok')
+
+    const copied = await copy(page, '#copy-result', 'Copied the reply as JSON')
+    const reply = JSON.parse(copied)
+    t.equal(copied, `${JSON.stringify(reply, null, 2)}\n`, 'pretty-printed JSON')
+    t.same(reply.result, JSON.parse(await page.locator('#result').textContent() ?? ''), 'the result shown')
+    t.same(reply.result, { data: { name: 'O\'Brien', cost: '$5', eof: '\nJSON\n' }, stdin: 'line 1\n\'$(echo no)\'\nJSON\nEOF\n', notes: 'it\'s "a file": $PATH `x`\n', blob: sha256(blob) })
+    t.equal(reply.stdout, await page.locator('#stdout').textContent(), 'stdout as shown')
+    t.equal(reply.stdout, 'it\'s $HOME `id` \\ "quoted" — ünïcode\n')
+    t.equal(reply.backend, backend, 'the whole body: the backend too')
+
+    const command = await copy(page, '#copy-curl', /^Copied the cURL command$/)
+    t.ok(command.startsWith(`curl -sS -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n`), 'curl POSTs JSON to this server\'s /execute, the body from a quoted here-document')
+    t.ok(command.endsWith('\nJSON\n'), 'the here-document ends it')
+    t.notMatch(command, /authorization/i, 'no key set: no Authorization header')
+    t.same(JSON.parse(command.split('\n').slice(3, -2).join('\n')), sent.at(-1), 'its body is the one the page sent')
+    t.same(JSON.parse(await bash(command)), reply, 'bash runs it: the same reply, byte for byte in every field')
+
+    await page.locator('#script').fill('def main(data):\n    raise ValueError(data["cost"])\n')
+    await runAndWait(page, 'error')
+    const refused = JSON.parse(await copy(page, '#copy-result', 'Copied the reply as JSON'))
+    t.match(refused, { statusCode: 422, code: 'MAIN_RAISED', message: 'ValueError: $5', backend }, 'an error reply copies whole too')
+    const again = JSON.parse(await bash(await copy(page, '#copy-curl', 'Copied the cURL command')))
+    t.same({ ...again, requestId: undefined }, { ...refused, requestId: undefined }, 'and its cURL command gets the same (but for the request id)')
+
+    await page.locator('#input').fill('{not JSON')
+    await page.locator('#copy-curl').click()
+    await page.locator('#copy-note', { hasText: 'Not sent: the input is not JSON' }).waitFor({ timeout: 5_000 })
+    t.pass('a request that cannot be made is not copied: the note says why')
+
+    // Plain HTTP to another host is no secure context: no navigator.clipboard, the fallback copies.
+    const insecure = await page.context().newPage()
+    t.teardown(async () => { await insecure.close() })
+    await insecure.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined }) })
+    await insecure.goto(`${target.url}/`)
+    await insecure.locator('#input').fill('') // the draft it restored (the same profile's localStorage) has the bad input
+    await page.evaluate(async () => { await navigator.clipboard.writeText('') })
+    t.equal(await insecure.evaluate(() => typeof navigator.clipboard), 'undefined', 'a page without navigator.clipboard')
+    await insecure.locator('#copy-curl').click()
+    await insecure.locator('#copy-note', { hasText: 'Copied the cURL command' }).waitFor({ timeout: 5_000 })
+    t.ok((await clipboard(page)).startsWith(`curl -sS -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n`), 'copied all the same')
+    t.equal(await insecure.locator('textarea.scratch').count(), 0, 'its scratch text is gone')
+    t.same(problems, [
+      'console: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'
+    ], 'Chromium notes the 422; nothing else')
+  })
+
   t.test('a server that needs a key: without it the 401 points to the key field; typed, it runs; kept in sessionStorage for the tab, never localStorage or the URL', async t => {
     if (externalUrl !== undefined) return t.pass('skipped: needs a server of its own with API_KEYS_FILE')
     const key = `psk_${randomBytes(32).toString('base64url')}`
@@ -434,12 +713,20 @@ if (!existsSync(CHROMIUM)) {
     t.notOk(sent.some(body => JSON.stringify(body).includes(key)), 'never in a body')
     t.notOk(page.url().includes(key), 'never in the URL')
 
+    const command = await copy(page, '#copy-curl', 'Copied the cURL command (set PYSANDBOX_KEY to your key)')
+    t.match(command, /\n {2}-H "Authorization: Bearer \$PYSANDBOX_KEY" \\\n/, 'the cURL command reads the key from $PYSANDBOX_KEY')
+    t.notOk(command.includes(key), 'and never holds the key itself')
+    t.same(JSON.parse(await bash(command, { PYSANDBOX_KEY: key })), { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend }, 'bash runs it with the key')
+    t.match(JSON.parse(await bash(command)), { statusCode: 401, code: 'UNAUTHORIZED' }, 'and without it is refused')
+
+    await page.locator('#script').press('Control+End')
+    await page.locator('#script').pressSequentially('# kept\n') // an edit: the draft goes to localStorage
     const stored = await page.evaluate(() => ({
       session: Object.fromEntries(Object.entries(sessionStorage)),
       local: Object.fromEntries(Object.entries(localStorage)),
       cookie: document.cookie
     }))
-    t.same(stored, { session: { 'pysandbox.key': ` ${key} ` }, local: {}, cookie: '' }, 'in sessionStorage only: not localStorage, not a cookie')
+    t.same(stored, { session: { 'pysandbox.key': ` ${key} ` }, local: { 'pysandbox.draft': JSON.stringify({ script: `${HELLO}# kept\n`, input: '', stdin: '' }) }, cookie: '' }, 'in sessionStorage only: localStorage has the script alone, no cookie')
 
     await page.reload()
     t.equal(await field.inputValue(), ` ${key} `, 'a reload in the same tab keeps it')
