@@ -1,29 +1,40 @@
 // The command-line client's logic (src/cli.ts is the executable): `pysandbox run SCRIPT` sends
 // one script (with its input, its standard input and files for its working directory) to a
 // PySandbox server and prints what came back. The script's stdout goes to stdout and its stderr
-// to stderr, then the result as one line of JSON on stdout; the files the script returned are
+// to stderr, then the result as one line of JSON on stdout; with --json, only the whole reply
+// body, as one line of JSON on stdout, whatever the reply. The files the script returned are
 // saved under --out DIR (a new or empty directory), or only named on stderr. A server that needs
 // an API key gets it as `Authorization: Bearer KEY`, from $PYSANDBOX_KEY or --key-file FILE, never
 // from an argument (ps and the shell's history would show it); the key is never printed.
-// --timeout, --cpu and --memory ask for limits of the run's own (`limits` in the body).
+// --timeout, --cpu and --memory ask for limits of the run's own (`limits` in the body);
+// --request-timeout bounds the whole HTTP request on this side (queue wait and run included).
+// `pysandbox --version` prints package.json's version (src/version.ts reads it beside the module).
 // Exit status: 0 success; 1 the server refused or the script failed (`CODE: message` on stderr),
-// or a returned file was not saved; 2 a usage error, an unreadable file, an --out DIR that is not
-// new or empty, or no PySandbox server at the URL.
+// or a returned file was not saved; 2 no reply to use: a usage error, an unreadable file, an
+// --out DIR that is not new or empty, no PySandbox server at the URL, or no reply within
+// --request-timeout (or the 300 s Node's fetch waits for a reply's headers at most).
 import { constants } from 'node:fs'
 import { lstat, mkdir, open, readFile, readdir, realpath, type FileHandle } from 'node:fs/promises'
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { parseArgs } from 'node:util'
+import { VERSION } from './version.js'
 
 export const DEFAULT_URL = 'http://localhost:8080'
 
+/** The longest reply Node's fetch waits for: undici's headersTimeout (and bodyTimeout, between
+ *  two chunks of the body), 300 s, which fetch() gives no way to change without undici's Agent. */
+export const FETCH_WAIT_MAX_S = 300
+
 export const USAGE = `usage: pysandbox run [SCRIPT | -] [--url URL] [--input JSON | --input @FILE]
-         [--stdin FILE | --stdin -] [--file PATH[=NAME]]... [--out DIR]
+         [--stdin FILE | --stdin -] [--file PATH[=NAME]]... [--out DIR] [--json]
          [--key-file FILE] [--timeout SECONDS] [--cpu SECONDS] [--memory MB]
+         [--request-timeout SECONDS]
+       pysandbox --version | --help
 
 Runs SCRIPT (a Python file that defines main(); "-" or none: read standard input) on a
 PySandbox server and prints its stdout to stdout, its stderr to stderr, then main()'s
-return value as JSON on stdout.
+return value as JSON on stdout (with --json: only the whole reply, as JSON on stdout).
 
   -u, --url URL          the server (default: $PYSANDBOX_URL, else ${DEFAULT_URL})
       --input JSON       call main(input) with this JSON value; @FILE: the JSON in FILE
@@ -36,6 +47,9 @@ return value as JSON on stdout.
                          open figures as figures/N.png) under DIR, which must be new (it is
                          made) or empty, else exit 2 before anything is sent; nothing is
                          overwritten and no link followed. Without it they are only listed
+      --json             print the server's whole reply instead, success or error alike, as
+                         one line of JSON on stdout (as sent; a key its message quotes is
+                         hidden); returned files are then saved with --out, never listed
       --key-file FILE    the API key, for a server that needs one: the first line of FILE
                          (default: $PYSANDBOX_KEY). There is no --key: a key given as an
                          argument shows in ps and stays in the shell's history
@@ -43,12 +57,18 @@ return value as JSON on stdout.
       --cpu SECONDS      the run's CPU-time limit, in whole seconds
       --memory MB        the run's memory limit, in MB
                          (without them, the server's defaults; over its ceilings: refused)
+      --request-timeout SECONDS
+                         give up on the request after this long, its wait in the server's
+                         queue included (decimals allowed, at most ${FETCH_WAIT_MAX_S}); the server then
+                         stops the run. Default: none of ours, but Node's fetch waits at most
+                         ${FETCH_WAIT_MAX_S} s for a reply to start, so no longer run can be waited for
+  -V, --version          print "pysandbox VERSION"
   -h, --help             this help
 
 exit status: 0 success; 1 the script failed or the server refused it (CODE: message on
 stderr; UNAUTHORIZED: no key, or not one it takes), or a returned file was not saved;
-2 a usage error, an unreadable file, an --out DIR that is not new or empty, or no server
-at the URL`
+2 a usage error, an unreadable file, an --out DIR that is not new or empty, no server
+at the URL, or no reply within --request-timeout (or ${FETCH_WAIT_MAX_S} s)`
 
 export interface Io {
   stdin: NodeJS.ReadableStream & { isTTY?: boolean }
@@ -78,7 +98,6 @@ export class UsageError extends Error {}
 
 /** What to run and with what; the URL is that of POST /execute. */
 export interface Command {
-  help: false
   /** The script's file, or "-": standard input. */
   file: string
   url: URL
@@ -94,7 +113,14 @@ export interface Command {
   key?: { env: string } | { file: string }
   /** --timeout, --cpu, --memory: the body's `limits`, present only when one was given. */
   limits?: Limits
+  /** --json: the reply body printed as it is, instead of what it holds. */
+  json?: true
+  /** --request-timeout: the whole request is given up after this many milliseconds. */
+  requestTimeoutMs?: number
 }
+
+/** --help or --version: something to print instead of a run. */
+export interface Show { show: 'help' | 'version' }
 
 /** A run's own limits, as the body's `limits` names them; absent: the server's defaults. */
 export interface Limits {
@@ -117,7 +143,7 @@ function checkKey (key: string, from: string): string {
 }
 
 /** The arguments. Throws UsageError. */
-export function parseCommand (argv: string[], env: Io['env']): { help: true } | Command {
+export function parseCommand (argv: string[], env: Io['env']): Show | Command {
   let parsed
   try {
     parsed = parseArgs({
@@ -133,6 +159,9 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
         timeout: { type: 'string' },
         cpu: { type: 'string' },
         memory: { type: 'string' },
+        json: { type: 'boolean' },
+        'request-timeout': { type: 'string' },
+        version: { type: 'boolean', short: 'V' },
         help: { type: 'boolean', short: 'h' }
       }
     })
@@ -142,7 +171,8 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     throw new UsageError((error as Error).message)
   }
   const { values, positionals } = parsed
-  if (values.help === true) return { help: true }
+  if (values.help === true) return { show: 'help' }
+  if (values.version === true) return { show: 'version' }
   const [command, file = '-', ...extra] = positionals
   if (command !== 'run') throw new UsageError(command === undefined ? 'no command' : `unknown command "${command}"`)
   if (extra.length > 0) throw new UsageError(`one script at a time (got also ${extra.join(' ')})`)
@@ -163,12 +193,12 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     key = { env: checkKey(env.PYSANDBOX_KEY, 'PYSANDBOX_KEY') }
   }
   const limits: Limits = {
-    ...(values.timeout === undefined ? {} : { wallMs: parseSeconds(values.timeout) }),
+    ...(values.timeout === undefined ? {} : { wallMs: parseSeconds('--timeout', values.timeout) }),
     ...(values.cpu === undefined ? {} : { cpuSeconds: parseCount('--cpu', values.cpu, 'whole seconds') }),
     ...(values.memory === undefined ? {} : { memoryMb: parseCount('--memory', values.memory, 'megabytes') })
   }
+  const requestTimeout = values['request-timeout']
   return {
-    help: false,
     file,
     url,
     ...(values.input === undefined ? {} : { input: parseInput(values.input) }),
@@ -176,7 +206,9 @@ export function parseCommand (argv: string[], env: Io['env']): { help: true } | 
     files: (values.file ?? []).map(parseFileOption),
     ...(values.out === undefined ? {} : { out: values.out }),
     ...(key === undefined ? {} : { key }),
-    ...(Object.keys(limits).length === 0 ? {} : { limits })
+    ...(Object.keys(limits).length === 0 ? {} : { limits }),
+    ...(values.json === true ? { json: true } : {}),
+    ...(requestTimeout === undefined ? {} : { requestTimeoutMs: parseSeconds('--request-timeout', requestTimeout, FETCH_WAIT_MAX_S) })
   }
 }
 
@@ -186,11 +218,13 @@ function keyOptionGiven (argv: string[]): boolean {
   return (end === -1 ? argv : argv.slice(0, end)).some(arg => arg === '--key' || arg.startsWith('--key='))
 }
 
-/** --timeout: seconds, decimals allowed, above 0; in whole milliseconds. */
-function parseSeconds (text: string): number {
+/** --timeout, --request-timeout: seconds, decimals allowed, above 0 (and at most `max`); in
+ *  whole milliseconds. */
+function parseSeconds (option: string, text: string, max = Number.POSITIVE_INFINITY): number {
   const ms = /^(\d+\.?\d*|\.\d+)$/.test(text) ? Math.round(Number(text) * 1000) : Number.NaN
-  if (!Number.isSafeInteger(ms) || ms < 1) {
-    throw new UsageError(`--timeout ${text}: give seconds, a number above 0 such as 2 or 0.5 (at least 0.001)`)
+  if (!Number.isSafeInteger(ms) || ms < 1 || ms > max * 1000) {
+    const range = max === Number.POSITIVE_INFINITY ? 'at least 0.001' : `at least 0.001, at most ${max}`
+    throw new UsageError(`${option} ${text}: give seconds, a number above 0 such as 2 or 0.5 (${range})`)
   }
   return ms
 }
@@ -470,13 +504,36 @@ function keyHint (sent: string | undefined): string {
     : `the key from ${sent} was refused: set PYSANDBOX_KEY or use --key-file FILE with a key this server takes`
 }
 
+/** The reply body as --json prints it: as sent (main()'s result as the script's json.dumps wrote
+ *  it: 1.0 stays 1.0), on one line; re-serialized (as one line) only when it spans lines (a
+ *  proxy's, say), or when its message quotes what looks like a key (the server's message may
+ *  quote the request: as without --json, that is not printed). */
+function replyLine (text: string, reply: Reply): string {
+  const message = typeof reply.message === 'string' ? withoutKeys(reply.message) : reply.message
+  return /[\r\n]/.test(text) || message !== reply.message ? JSON.stringify({ ...reply, message }) : text
+}
+
+/** Says why no reply came (`failure`: what failed, before the reason); resolves to the exit status. */
+function noReply (io: Io, url: URL, failure: string, thrown: unknown, signal: AbortSignal | undefined, ms: number | undefined): number {
+  const error = thrown as Error & { cause?: Error & { code?: string } }
+  if (signal?.aborted === true) {
+    io.stderr.write(`pysandbox: no reply within ${(ms as number) / 1000} s (--request-timeout): gave up on the request, and the server stops the run\n`)
+  } else if (error.cause?.code === 'UND_ERR_HEADERS_TIMEOUT' || error.cause?.code === 'UND_ERR_BODY_TIMEOUT') {
+    io.stderr.write(`pysandbox: no reply from ${url.origin} within ${FETCH_WAIT_MAX_S} s, the longest Node's fetch waits; the server stops the run\n`)
+  } else {
+    // fetch() says "fetch failed" and puts the reason (ECONNREFUSED, ENOTFOUND) in `cause`.
+    io.stderr.write(`pysandbox: ${failure}: ${error.cause?.message ?? error.message}\n`)
+  }
+  return EXIT.usage
+}
+
 /** Runs the command; resolves to the exit status. */
 export async function main (argv: string[], io: Io): Promise<number> {
   let command: Command
   try {
     const args = parseCommand(argv, io.env)
-    if (args.help) {
-      io.stdout.write(`${USAGE}\n`)
+    if ('show' in args) {
+      io.stdout.write(args.show === 'version' ? `pysandbox ${VERSION}\n` : `${USAGE}\n`)
       return EXIT.ok
     }
     command = args
@@ -500,24 +557,36 @@ export async function main (argv: string[], io: Io): Promise<number> {
 
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (key !== undefined) headers.authorization = `Bearer ${key}`
+  // From the request's start to its reply's last byte; the server stops a run whose client left.
+  const ms = command.requestTimeoutMs
+  const signal = ms === undefined ? undefined : AbortSignal.timeout(ms)
   let response: Response
   try {
-    response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) })
+    response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: signal ?? null })
   } catch (error) {
-    // fetch() says "fetch failed" and puts the reason (ECONNREFUSED, ENOTFOUND) in `cause`.
-    const { cause } = error as Error & { cause?: Error }
-    io.stderr.write(`pysandbox: cannot reach ${url.origin}: ${cause?.message ?? (error as Error).message}\n`)
-    return EXIT.usage
+    return noReply(io, url, `cannot reach ${url.origin}`, error, signal, ms)
   }
 
+  let text: string
   let reply: Reply
   try {
-    reply = await response.json() as Reply
+    text = await response.text()
+  } catch (error) {
+    return noReply(io, url, `the reply from ${url.origin} broke off`, error, signal, ms)
+  }
+  try {
+    reply = JSON.parse(text) as Reply
+    if (typeof reply !== 'object' || reply === null || Array.isArray(reply)) throw new Error('not an object')
   } catch {
-    io.stderr.write(`pysandbox: ${url.href} answered ${response.status} without JSON: is it a PySandbox server?\n`)
+    io.stderr.write(`pysandbox: ${url.href} answered ${response.status} without a JSON object: is it a PySandbox server?\n`)
     return EXIT.usage
   }
 
+  if (command.json === true) {
+    const allSaved = !response.ok || out === undefined || await returnedFiles(io, reply, out)
+    io.stdout.write(`${replyLine(text, reply)}\n`)
+    return response.ok && allSaved ? EXIT.ok : EXIT.failed
+  }
   printOutput(io, reply)
   if (response.ok) {
     const allSaved = await returnedFiles(io, reply, out)

@@ -2,7 +2,8 @@
 // a real server with the nsjail backend (or the server at PYSANDBOX_URL): output on the right
 // streams, the result as JSON, input, stdin and files sent, returned files saved with --out, and
 // the documented exit statuses; the API key (from PYSANDBOX_KEY or --key-file) against a server
-// that needs one, and the run's own limits (--timeout, --memory).
+// that needs one, the run's own limits (--timeout, --memory), --version, --json, and
+// --request-timeout (the client gives up; the server stops the run).
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -92,10 +93,80 @@ t.test('no server at the URL: a clear message and exit 2', async t => {
   t.equal(run.stderr, `pysandbox: cannot reach ${url}: connect ECONNREFUSED ${url.slice('http://'.length)}\n`)
 })
 
-t.test('usage errors exit 2 with the usage', async t => {
+t.test('usage errors exit 2 with the usage, nothing sent', async t => {
   const run = await pysandbox(['exec', 'x.py'])
   t.equal(run.code, 2)
   t.match(run.stderr, /^pysandbox: unknown command "exec"\nusage: pysandbox run/)
+  const hello = file('hello-usage.py', HELLO)
+  const table: Array<[string[], RegExp]> = [
+    [['--request-timeout', '0'], /^pysandbox: --request-timeout 0: give seconds, a number above 0 such as 2 or 0\.5 \(at least 0\.001, at most 300\)\nusage: /],
+    [['--request-timeout', '301'], /^pysandbox: --request-timeout 301: give seconds/],
+    [['--request-timeout', 'soon'], /^pysandbox: --request-timeout soon: give seconds/],
+    [['--request-timeout'], /^pysandbox: Option '--request-timeout <value>' argument missing/],
+    [['--json=1'], /^pysandbox: Option '--json' does not take an argument/]
+  ]
+  for (const [args, message] of table) {
+    const bad = await pysandbox(['run', hello, '--url', target.url, ...args])
+    t.same({ code: bad.code, stdout: bad.stdout }, { code: 2, stdout: '' }, args.join(' '))
+    t.match(bad.stderr, message, args.join(' '))
+  }
+})
+
+t.test('--version and -V print "pysandbox" and package.json\'s version; exit 0', async t => {
+  const { version } = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }
+  for (const flag of ['--version', '-V']) t.same(await pysandbox([flag]), { code: 0, stdout: `pysandbox ${version}\n`, stderr: '' }, flag)
+})
+
+t.test('--json: the whole reply on one line of stdout, for a success (exit 0) and for MAIN_RAISED (exit 1)', async t => {
+  const ok = await pysandbox(['run', file('hello-json.py', HELLO), '--url', target.url, '--json'])
+  t.equal(ok.code, 0, ok.stderr)
+  t.equal(ok.stderr, '', 'nothing on stderr')
+  t.match(ok.stdout, /^[^\n]+\n$/, 'one line')
+  t.match(JSON.parse(ok.stdout), { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend: 'nsjail' })
+
+  const script = 'import sys\ndef main():\n    print("before")\n    print("warned", file=sys.stderr)\n    return {"a": 1}["b"]\n'
+  const raised = await pysandbox(['run', file('fails-json.py', script), '--url', target.url, '--json'])
+  t.equal(raised.code, 1)
+  t.equal(raised.stderr, '', 'nothing on stderr')
+  t.match(raised.stdout, /^[^\n]+\n$/, 'one line')
+  t.match(JSON.parse(raised.stdout), {
+    statusCode: 422,
+    code: 'MAIN_RAISED',
+    message: 'KeyError: \'b\'',
+    traceback: /^Traceback \(most recent call last\):\n {2}File "<script>", line 5, in main\n/,
+    stdout: 'before\n',
+    stderr: 'warned\n'
+  })
+
+  const float = await pysandbox(['run', '--url', target.url, '--json'], { stdin: 'def main():\n    return [1.0, 1e22]\n' })
+  t.match(float.stdout, /^\{"result":\[1\.0, ?1e\+22\],/, 'the body as the server sent it (Python\'s json.dumps), not re-serialized')
+})
+
+/** The server's counts of finished runs and their seconds, from /metrics; undefined without access. */
+async function runTotals (): Promise<{ count: number, seconds: number } | undefined> {
+  const response = await fetch(`${target.url}/metrics`)
+  if (!response.ok) return undefined
+  const text = await response.text()
+  const sum = (name: string): number => [...text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'gm'))].reduce((total, m) => total + Number(m[1]), 0)
+  return { count: sum('pysandbox_execution_duration_seconds_count'), seconds: sum('pysandbox_execution_duration_seconds_sum') }
+}
+
+t.test('--request-timeout 0.5 with a script that sleeps 5 s: gives up within ~2 s, exit 2; the server stops the run', async t => {
+  const before = await runTotals()
+  const started = Date.now()
+  const run = await pysandbox(['run', '--url', target.url, '--request-timeout', '0.5'], { stdin: 'import time\n\ndef main():\n    time.sleep(5)\n    return "slept"\n' })
+  const took = Date.now() - started
+  t.same(run, { code: 2, stdout: '', stderr: 'pysandbox: no reply within 0.5 s (--request-timeout): gave up on the request, and the server stops the run\n' })
+  t.ok(took < 2000, `exited after ${took} ms`)
+  if (before === undefined) return t.pass('skipped: /metrics needs a token on this server')
+  // The run ends (is counted) well before its 5 s sleep would have.
+  let after = await runTotals()
+  while (after !== undefined && after.count === before.count && Date.now() - started < 4000) {
+    await new Promise(resolve => setTimeout(resolve, 50))
+    after = await runTotals()
+  }
+  t.equal(after?.count, before.count + 1, 'the run ended')
+  t.ok(Date.now() - started < 4000 && (after?.seconds ?? Infinity) - before.seconds < 3, `stopped after ${((after?.seconds ?? 0) - before.seconds).toFixed(2)} s in its sandbox`)
 })
 
 t.test('--input, --stdin -, two --files (one binary) in; a CSV and a matplotlib figure saved with --out', async t => {

@@ -13,8 +13,8 @@ import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { buildApp } from '../../src/app.js'
 import type { RunOutcome } from '../../src/backends/backend.js'
-import { loadConfig } from '../../src/config.js'
-import { DEFAULT_URL, EXIT, USAGE, main, parseCommand, returnedPathProblem } from '../../src/client.js'
+import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
+import { DEFAULT_URL, EXIT, FETCH_WAIT_MAX_S, USAGE, main, parseCommand, returnedPathProblem } from '../../src/client.js'
 import { FakeBackend, HeldRun, failingProbe, failure, success } from '../helpers/fake-backend.js'
 
 interface Ran { code: number, stdout: string, stderr: string }
@@ -51,8 +51,21 @@ const dir = mkdtempSync(join(tmpdir(), 'pysandbox-client-'))
 const script = join(dir, 'main.py')
 writeFileSync(script, 'def main():\n    return 42\n')
 
-t.test('--help prints the usage and exits 0', async t => {
-  for (const flag of ['--help', '-h']) t.same(await cli([flag]), { code: EXIT.ok, stdout: `${USAGE}\n`, stderr: '' })
+t.test('--help prints the usage and exits 0, before anything else (--version too)', async t => {
+  for (const argv of [['--help'], ['-h'], ['run', 'missing.py', '-h'], ['--version', '--help']]) {
+    t.same(await cli(argv), { code: EXIT.ok, stdout: `${USAGE}\n`, stderr: '' }, argv.join(' '))
+  }
+})
+
+t.test('--version (-V) prints "pysandbox" and package.json\'s version, read from beside the module; exit 0', async t => {
+  const { version } = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }
+  t.match(version, /^\d+\.\d+\.\d+/)
+  for (const argv of [['--version'], ['-V'], ['run', 'missing.py', '--version']]) {
+    t.same(await cli(argv), { code: EXIT.ok, stdout: `pysandbox ${version}\n`, stderr: '' }, argv.join(' '))
+  }
+  const unknown = await cli(['--version', '--port', '1'])
+  t.equal(unknown.code, EXIT.usage, 'an unknown option is still a usage error')
+  t.match(unknown.stderr, /^pysandbox: Unknown option '--port'/)
 })
 
 t.test('usage errors exit 2 with a reason and the usage', async t => {
@@ -106,7 +119,7 @@ t.test('the URL: --url, else PYSANDBOX_URL, else localhost:8080; a path prefix i
   t.equal((await cli(['run', script, '-u', `${url}/sandbox`])).code, EXIT.ok)
   t.same(paths, ['/execute', '/sandbox/execute', '/sandbox/execute'])
   for (const env of [{}, { PYSANDBOX_URL: '' }]) {
-    t.match(parseCommand(['run'], env), { help: false, file: '-', url: new URL('http://localhost:8080/execute') }, `default URL with ${JSON.stringify(env)}`)
+    t.match(parseCommand(['run'], env), { file: '-', url: new URL('http://localhost:8080/execute') }, `default URL with ${JSON.stringify(env)}`)
   }
 })
 
@@ -183,10 +196,16 @@ t.test('a server that is not PySandbox: JSON without a code, or no JSON at all',
   t.same(await cli(['run', script, '--url', plain]), { code: EXIT.failed, stdout: '', stderr: 'HTTP_502: Bad Gateway\nrequest id: proxy-1\n' })
   const bare = await listen(t, (_request, response) => { response.statusCode = 500; response.end('{}') })
   t.same(await cli(['run', script, '--url', bare]), { code: EXIT.failed, stdout: '', stderr: 'HTTP_500: Internal Server Error\nrequest id: none\n' })
-  const html = await listen(t, (_request, response) => { response.end('<html>') })
-  const ran = await cli(['run', script, '--url', html])
-  t.equal(ran.code, EXIT.usage)
-  t.equal(ran.stderr, `pysandbox: ${html}/execute answered 200 without JSON: is it a PySandbox server?\n`)
+  for (const text of ['<html>', 'null', '[]', '42', '"done"']) {
+    const odd = await listen(t, (_request, response) => { response.end(text) })
+    for (const json of [[], ['--json']]) {
+      t.same(await cli(['run', script, '--url', odd, ...json]), {
+        code: EXIT.usage,
+        stdout: '',
+        stderr: `pysandbox: ${odd}/execute answered 200 without a JSON object: is it a PySandbox server?\n`
+      }, `${text} ${json.join(' ')}`)
+    }
+  }
 })
 
 t.test('no server at the URL, or a URL fetch refuses: exit 2 with the reason', async t => {
@@ -206,13 +225,13 @@ t.test('no server at the URL, or a URL fetch refuses: exit 2 with the reason', a
 
 t.test('parseCommand: --input, --stdin, --file (repeatable), --out', async t => {
   const url = new URL('http://localhost:8080/execute')
-  t.same(parseCommand(['run', 'a.py'], {}), { help: false, file: 'a.py', url, files: [] }, 'none of them')
+  t.same(parseCommand(['run', 'a.py'], {}), { file: 'a.py', url, files: [] }, 'none of them')
   t.same(parseCommand(['run', 'a.py', '--input', '{"values": [1, 2]}', '--stdin', 'in.txt', '--out', 'results'], {}),
-    { help: false, file: 'a.py', url, input: { value: { values: [1, 2] } }, stdin: 'in.txt', files: [], out: 'results' })
-  t.same(parseCommand(['run', 'a.py', '--input', 'null'], {}), { help: false, file: 'a.py', url, input: { value: null }, files: [] }, 'null is an input')
-  t.same(parseCommand(['run', 'a.py', '--input=-1'], {}), { help: false, file: 'a.py', url, input: { value: -1 }, files: [] })
-  t.same(parseCommand(['run', 'a.py', '--input', '@data/in.json'], {}), { help: false, file: 'a.py', url, input: { file: 'data/in.json' }, files: [] })
-  t.same(parseCommand(['run', 'a.py', '--stdin', '-'], {}), { help: false, file: 'a.py', url, stdin: '-', files: [] }, 'standard input for the script when the script is a file')
+    { file: 'a.py', url, input: { value: { values: [1, 2] } }, stdin: 'in.txt', files: [], out: 'results' })
+  t.same(parseCommand(['run', 'a.py', '--input', 'null'], {}), { file: 'a.py', url, input: { value: null }, files: [] }, 'null is an input')
+  t.same(parseCommand(['run', 'a.py', '--input=-1'], {}), { file: 'a.py', url, input: { value: -1 }, files: [] })
+  t.same(parseCommand(['run', 'a.py', '--input', '@data/in.json'], {}), { file: 'a.py', url, input: { file: 'data/in.json' }, files: [] })
+  t.same(parseCommand(['run', 'a.py', '--stdin', '-'], {}), { file: 'a.py', url, stdin: '-', files: [] }, 'standard input for the script when the script is a file')
   const files = ['--file', 'data/in.csv', '--file', '../x/chart.png=img/c.png', '--file', 'a=b.csv=b.csv', '--file', 'é/ü.txt']
   t.match(parseCommand(['run', 'a.py', ...files], {}), {
     files: [
@@ -249,7 +268,8 @@ t.test('usage errors of the new options exit 2 naming the problem, before anythi
 
 t.test('USAGE names every option', async t => {
   const options = ['--url', '--input JSON', '--input @FILE', '--stdin FILE', '--stdin -', '--file PATH[=NAME]', '--out DIR',
-    '--key-file FILE', '$PYSANDBOX_KEY', '--timeout SECONDS', '--cpu SECONDS', '--memory MB', '--help']
+    '--key-file FILE', '$PYSANDBOX_KEY', '--timeout SECONDS', '--cpu SECONDS', '--memory MB', '--json',
+    '--request-timeout SECONDS', `at most ${FETCH_WAIT_MAX_S}`, '-V, --version', '-h, --help']
   for (const option of options) t.match(USAGE, option)
   t.match(USAGE, 'There is no --key', 'and why there is no --key')
 })
@@ -297,7 +317,7 @@ t.test('parseCommand: --timeout in seconds (decimals) becomes limits.wallMs, --c
     [['--memory=100000'], { memoryMb: 100_000 }],
     [['--timeout', '1.5', '--cpu', '1', '--memory', '64'], { wallMs: 1500, cpuSeconds: 1, memoryMb: 64 }]
   ]
-  for (const [argv, limits] of table) t.same(parseCommand(['run', 'a.py', ...argv], {}), { help: false, file: 'a.py', url: new URL('http://localhost:8080/execute'), files: [], limits }, argv.join(' '))
+  for (const [argv, limits] of table) t.same(parseCommand(['run', 'a.py', ...argv], {}), { file: 'a.py', url: new URL('http://localhost:8080/execute'), files: [], limits }, argv.join(' '))
   t.notOk('limits' in parseCommand(['run', 'a.py'], {}), 'none given: no limits at all (the server\'s defaults)')
 })
 
@@ -358,11 +378,11 @@ t.test('a limit over the server\'s ceiling: its 400 is printed as any refusal, e
 
 t.test('the key: PYSANDBOX_KEY, or --key-file (which wins); none: none', async t => {
   const url = new URL('http://localhost:8080/execute')
-  t.same(parseCommand(['run', 'a.py'], { PYSANDBOX_KEY: KEY }), { help: false, file: 'a.py', url, files: [], key: { env: KEY } })
-  t.same(parseCommand(['run', 'a.py', '--key-file', 'k.txt'], { PYSANDBOX_KEY: KEY }), { help: false, file: 'a.py', url, files: [], key: { file: 'k.txt' } })
-  t.same(parseCommand(['run', 'a.py', '--key-file=k.txt'], {}), { help: false, file: 'a.py', url, files: [], key: { file: 'k.txt' } })
+  t.same(parseCommand(['run', 'a.py'], { PYSANDBOX_KEY: KEY }), { file: 'a.py', url, files: [], key: { env: KEY } })
+  t.same(parseCommand(['run', 'a.py', '--key-file', 'k.txt'], { PYSANDBOX_KEY: KEY }), { file: 'a.py', url, files: [], key: { file: 'k.txt' } })
+  t.same(parseCommand(['run', 'a.py', '--key-file=k.txt'], {}), { file: 'a.py', url, files: [], key: { file: 'k.txt' } })
   t.notOk('key' in parseCommand(['run', 'a.py'], {}), 'no key')
-  t.same(parseCommand(['run', '--', '--key'], {}), { help: false, file: '--key', url, files: [] }, 'after "--", --key is a file name')
+  t.same(parseCommand(['run', '--', '--key'], {}), { file: '--key', url, files: [] }, 'after "--", --key is a file name')
 })
 
 t.test('the key is sent as Authorization: Bearer, from PYSANDBOX_KEY or the first line of --key-file; never in the URL', async t => {
@@ -843,4 +863,170 @@ t.test('returnedPathProblem: deny/allow pairs', async t => {
     t.equal(returnedPathProblem(good, root), undefined, `allow ${good}`)
     t.equal(returnedPathProblem(good, '/'), undefined, `allow ${good} under /`)
   }
+})
+
+t.test('parseCommand: --json; --request-timeout in seconds (decimals, at most FETCH_WAIT_MAX_S) in milliseconds', async t => {
+  const url = new URL('http://localhost:8080/execute')
+  t.same(parseCommand(['run', 'a.py', '--json'], {}), { file: 'a.py', url, files: [], json: true })
+  const table: Array<[string[], number]> = [
+    [['--request-timeout', '0.5'], 500],
+    [['--request-timeout', '.25'], 250],
+    [['--request-timeout=2'], 2000],
+    [['--request-timeout', '0.001'], 1],
+    [['--request-timeout', String(FETCH_WAIT_MAX_S)], FETCH_WAIT_MAX_S * 1000],
+    [['--request-timeout', `${FETCH_WAIT_MAX_S}.0004`], FETCH_WAIT_MAX_S * 1000]
+  ]
+  for (const [argv, ms] of table) t.same(parseCommand(['run', 'a.py', ...argv], {}), { file: 'a.py', url, files: [], requestTimeoutMs: ms }, argv.join(' '))
+  t.match(parseCommand(['run', 'a.py', '--timeout', '5', '--request-timeout', '10'], {}), { limits: { wallMs: 5000 }, requestTimeoutMs: 10_000 }, 'the run\'s limit and the request\'s are apart')
+  t.notOk('json' in parseCommand(['run', 'a.py'], {}) || 'requestTimeoutMs' in parseCommand(['run', 'a.py'], {}), 'neither given: neither there')
+})
+
+t.test('bad --request-timeout values and --json with a value are usage errors (exit 2), nothing sent', async t => {
+  const { url, seen } = await recording(t)
+  const range = `at least 0.001, at most ${FETCH_WAIT_MAX_S}`
+  const table: Array<[string[], RegExp | string]> = [
+    [['--request-timeout', '0'], `pysandbox: --request-timeout 0: give seconds, a number above 0 such as 2 or 0.5 (${range})\nusage: `],
+    [['--request-timeout', '0.0004'], 'pysandbox: --request-timeout 0.0004: give seconds'],
+    [['--request-timeout', `${FETCH_WAIT_MAX_S}.001`], `pysandbox: --request-timeout ${FETCH_WAIT_MAX_S}.001: give seconds`],
+    [['--request-timeout', '3600'], `pysandbox: --request-timeout 3600: give seconds, a number above 0 such as 2 or 0.5 (${range})`],
+    [['--request-timeout=-1'], 'pysandbox: --request-timeout -1: give seconds'],
+    [['--request-timeout', 'ten'], 'pysandbox: --request-timeout ten: give seconds'],
+    [['--request-timeout', '1e3'], 'pysandbox: --request-timeout 1e3: give seconds'],
+    [['--request-timeout', ''], 'pysandbox: --request-timeout : give seconds'],
+    [['--request-timeout', '9'.repeat(20)], /^pysandbox: --request-timeout 9+: give seconds/],
+    [['--request-timeout'], /^pysandbox: Option '--request-timeout <value>' argument missing/],
+    [['--json=yes'], /^pysandbox: Option '--json' does not take an argument/]
+  ]
+  for (const [argv, message] of table) {
+    const ran = await cli(['run', script, '--url', url, ...argv])
+    t.equal(ran.code, EXIT.usage, argv.join(' '))
+    t.equal(ran.stdout, '')
+    t.match(ran.stderr, typeof message === 'string' ? new RegExp(`^${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`) : message, argv.join(' '))
+    t.match(ran.stderr, /\nusage: pysandbox run/, 'with the usage')
+  }
+  t.equal(seen.length, 0, 'nothing was sent')
+})
+
+/** A server that answers every request with `status` and exactly `text`. */
+async function answering (t: Test, status: number, text: string, headers: Record<string, string> = {}): Promise<string> {
+  return await listen(t, (_request, response) => {
+    response.statusCode = status
+    for (const [name, value] of Object.entries({ 'content-type': 'application/json', ...headers })) response.setHeader(name, value)
+    response.end(text)
+  })
+}
+
+t.test('--json: the reply body as sent, on one line of stdout, and nothing else printed; exit 0 or 1 as without it', async t => {
+  const success = JSON.stringify({ result: { rows: [1, 'two'] }, stdout: 'printed\n', stderr: 'warned\n', stdoutTruncated: true, backend: 'nsjail', durationMs: 12, files: [returned('x.csv', 'a\n')] })
+  t.same(await cli(['run', script, '--url', await answering(t, 200, success), '--json']), { code: EXIT.ok, stdout: `${success}\n`, stderr: '' }, 'success: no output, no truncation note, no file listed')
+
+  const asSent = '{"result":[1.0, 1e+22, "\\u00e9"],"stdout":"","stderr":"","backend":"nsjail"}'
+  t.same(await cli(['run', script, '--url', await answering(t, 200, asSent), '--json']), { code: EXIT.ok, stdout: `${asSent}\n`, stderr: '' }, 'as sent: not re-serialized')
+
+  const raised = JSON.stringify({ statusCode: 422, error: 'Unprocessable Entity', code: 'MAIN_RAISED', message: 'KeyError: \'b\'', exception: 'KeyError', traceback: 'Traceback (most recent call last):\nKeyError: \'b\'\n', stdout: 'before\n', stderr: '', requestId: 'r-1' })
+  const failed = await cli(['run', script, '--url', await answering(t, 422, raised), '--json'])
+  t.same(failed, { code: EXIT.failed, stdout: `${raised}\n`, stderr: '' }, 'a failed script: the error body, exit 1')
+  t.match(JSON.parse(failed.stdout), { code: 'MAIN_RAISED', traceback: /^Traceback/ })
+
+  const busy = JSON.stringify({ statusCode: 503, error: 'Service Unavailable', code: 'BUSY', message: 'retry later', requestId: 'r-2' })
+  t.same(await cli(['run', script, '--url', await answering(t, 503, busy, { 'retry-after': '1' }), '--json']), { code: EXIT.failed, stdout: `${busy}\n`, stderr: '' }, 'a refusal: exit 1')
+  const unauthorized = JSON.stringify({ statusCode: 401, error: 'Unauthorized', code: 'UNAUTHORIZED', message: 'this server needs an API key', requestId: 'r-3' })
+  t.same(await cli(['run', script, '--url', await answering(t, 401, unauthorized), '--json'], { env: { PYSANDBOX_KEY: KEY } }), { code: EXIT.failed, stdout: `${unauthorized}\n`, stderr: '' }, '401: no hint')
+})
+
+t.test('--json: a body over several lines, or a message quoting a key, is re-serialized on one line', async t => {
+  const pretty = JSON.stringify({ detail: 'bad gateway', retry: [1, 2] }, null, 2)
+  t.same(await cli(['run', script, '--url', await answering(t, 502, `${pretty}\r\n`), '--json']), { code: EXIT.failed, stdout: '{"detail":"bad gateway","retry":[1,2]}\n', stderr: '' }, 'a proxy\'s pretty JSON')
+  const prettyOk = JSON.stringify({ result: 1, stdout: '', stderr: '' }, null, 1)
+  t.same(await cli(['run', script, '--url', await answering(t, 200, prettyOk), '--json']), { code: EXIT.ok, stdout: '{"result":1,"stdout":"","stderr":""}\n', stderr: '' })
+  const quoting = { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: `body.files[0].path "${KEY}/x" is under output/`, requestId: 'r' }
+  const ran = await cli(['run', script, '--url', await answering(t, 400, JSON.stringify(quoting)), '--json'])
+  t.same(ran, { code: EXIT.failed, stdout: `${JSON.stringify({ ...quoting, message: 'body.files[0].path "psk_(hidden)/x" is under output/' })}\n`, stderr: '' })
+  keyNotPrinted(t, ran, 'a message quoting a key')
+  const odd = JSON.stringify({ code: 'X', message: 42 })
+  t.same(await cli(['run', script, '--url', await answering(t, 500, odd), '--json']), { code: EXIT.failed, stdout: `${odd}\n`, stderr: '' }, 'a message that is not text: as sent')
+})
+
+t.test('--json with --out: returned files saved (noted on stderr), the body on stdout; a refused one exits 1', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'pysandbox-client-json-out-'))
+  const reply = { files: [returned('figures/1.png', PNG, 'image/png'), returned('../escape.txt')] }
+  const url = await replying(t, reply)
+  const ran = await cli(['run', script, '--url', url, '--json', '--out', join(base, 'out')])
+  t.equal(ran.code, EXIT.failed, 'a file not saved: exit 1')
+  t.same(JSON.parse(ran.stdout), { result: 'done', stdout: '', stderr: '', backend: 'nsjail', ...reply })
+  t.equal(ran.stderr, `pysandbox: wrote ${join(base, 'out')}/figures/1.png (12 bytes, image/png)\npysandbox: did not save ../escape.txt: has an empty, "." or ".." part\n`)
+  t.same(readFileSync(join(base, 'out/figures/1.png')), PNG)
+  const good = await cli(['run', script, '--url', await replying(t, { files: [returned('a.txt')] }), '--json', '--out', join(base, 'good')])
+  t.equal(good.code, EXIT.ok, good.stderr)
+  t.equal(readFileSync(join(base, 'good/a.txt'), 'utf8'), 'x')
+  const failed = await cli(['run', script, '--url', await answering(t, 422, JSON.stringify({ code: 'MAIN_RAISED', message: 'late', files: [returned('b.txt')] })), '--json', '--out', join(base, 'failed')])
+  t.same([failed.code, failed.stderr, readdirSync(join(base, 'failed'))], [EXIT.failed, '', []], 'an error reply: not searched for files')
+})
+
+t.test('--request-timeout: no reply in time (none at all, or a body that stalls) gives up, exit 2; in time: as without it', async t => {
+  const held: Array<() => void> = []
+  const silent = await listen(t, (request, response) => {
+    request.resume()
+    held.push(() => response.destroy())
+  })
+  t.teardown(() => { for (const release of held) release() })
+  const started = Date.now()
+  const ran = await cli(['run', script, '--url', silent, '--request-timeout', '0.3'])
+  const took = Date.now() - started
+  t.same(ran, { code: EXIT.usage, stdout: '', stderr: 'pysandbox: no reply within 0.3 s (--request-timeout): gave up on the request, and the server stops the run\n' })
+  t.ok(took >= 250 && took < 2000, `gave up after ${took} ms`)
+
+  const stalls = await listen(t, (_request, response) => {
+    response.setHeader('content-type', 'application/json')
+    response.write('{"result": ')
+    held.push(() => response.destroy())
+  })
+  t.same(await cli(['run', script, '--url', stalls, '--request-timeout', '0.3', '--json']), { code: EXIT.usage, stdout: '', stderr: 'pysandbox: no reply within 0.3 s (--request-timeout): gave up on the request, and the server stops the run\n' }, 'the headers came, the body stalled')
+
+  const breaks = await listen(t, (_request, response) => {
+    response.setHeader('content-type', 'application/json')
+    response.write('{"result": ')
+    setTimeout(() => response.destroy(), 50)
+  })
+  const broke = await cli(['run', script, '--url', breaks, '--request-timeout', '5'])
+  t.equal(broke.code, EXIT.usage)
+  t.match(broke.stderr, new RegExp(`^pysandbox: the reply from ${breaks} broke off: \\S`), 'a body cut short: not a timeout')
+
+  const { url } = await recording(t)
+  t.same(await cli(['run', script, '--url', url, '--request-timeout', '5']), { code: EXIT.ok, stdout: '"done"\n', stderr: '' }, 'a reply in time')
+  const port = createServer().listen(0, '127.0.0.1')
+  await once(port, 'listening')
+  const closed = `http://127.0.0.1:${(port.address() as { port: number }).port}`
+  port.close()
+  await once(port, 'close')
+  t.same(await cli(['run', script, '--url', closed, '--request-timeout', '5']), { code: EXIT.usage, stdout: '', stderr: `pysandbox: cannot reach ${closed}: connect ECONNREFUSED ${closed.slice('http://'.length)}\n` }, 'no server: not a timeout')
+})
+
+t.test('--request-timeout: the server stops a run whose client gave up (queued or running)', async t => {
+  const held = new HeldRun()
+  const fake = new FakeBackend('nsjail', { run: held.run })
+  const url = await serve(t, fake, { CONCURRENCY: '1', QUEUE_SIZE: '2' })
+  const running = cli(['run', script, '--url', url, '--request-timeout', '0.5'])
+  const run = await held.started()
+  const queued = await cli(['run', script, '--url', url, '--request-timeout', '0.2'])
+  t.equal(queued.code, EXIT.usage, 'given up while queued')
+  t.equal((await running).code, EXIT.usage, 'given up while running')
+  // The server sees the connection close a moment after the client gives up.
+  while (run.signal?.aborted !== true) await new Promise(resolve => setTimeout(resolve, 10))
+  t.pass('the running one\'s run was aborted')
+  held.finish()
+  t.equal(fake.runs.length, 1, 'the queued one never ran')
+})
+
+t.test('Node\'s fetch waits at most FETCH_WAIT_MAX_S for headers and between chunks: said as no reply, exit 2', async t => {
+  const real = globalThis.fetch
+  t.teardown(() => { globalThis.fetch = real })
+  const undici = (code: string, message: string): Error => Object.assign(new TypeError(code === 'UND_ERR_BODY_TIMEOUT' ? 'terminated' : 'fetch failed'), { cause: Object.assign(new Error(message), { code }) })
+  const said = `pysandbox: no reply from http://127.0.0.1:9 within ${FETCH_WAIT_MAX_S} s, the longest Node's fetch waits; the server stops the run\n`
+  globalThis.fetch = async () => { throw undici('UND_ERR_HEADERS_TIMEOUT', 'Headers Timeout Error') }
+  t.same(await cli(['run', script, '--url', 'http://127.0.0.1:9']), { code: EXIT.usage, stdout: '', stderr: said }, 'the headers')
+  globalThis.fetch = async () => ({ text: async () => { throw undici('UND_ERR_BODY_TIMEOUT', 'Body Timeout Error') } }) as unknown as Response
+  t.same(await cli(['run', script, '--url', 'http://127.0.0.1:9']), { code: EXIT.usage, stdout: '', stderr: said }, 'the body')
+  globalThis.fetch = async () => { throw undici('UND_ERR_SOCKET', 'other side closed') }
+  t.same(await cli(['run', script, '--url', 'http://127.0.0.1:9']), { code: EXIT.usage, stdout: '', stderr: 'pysandbox: cannot reach http://127.0.0.1:9: other side closed\n' }, 'another reason')
 })
