@@ -19,9 +19,11 @@ const RATE_LIMIT_HEADERS = {
 const id = '3f1e9a4c-6b2d-4c1e-9f0a-2d7b8c5e1a90'
 const ran = { stdout: '', stderr: '', backend: 'nsjail', requestId: id } as const
 
-/** A reply of one status: what it means, its headers, and a reference to its shape with examples. */
-function reply<T> (shape: Parameters<typeof ref>[0], description: string, examples: Example<T>, headers: Record<string, unknown>) {
-  return { description, headers, content: { 'application/json': { schema: ref(shape), examples } } }
+/** A reply of one status: what it means, its headers, and a reference to its shape with examples
+ *  (in this form, as @fastify/swagger keeps nothing written beside a $ref). */
+export function reply<T> (shape: Parameters<typeof ref>[0], description: string, examples: Example<T> = {}, headers: Record<string, unknown> = {}) {
+  const media = { schema: ref(shape), ...(Object.keys(examples).length > 0 ? { examples } : {}) }
+  return { description, ...(Object.keys(headers).length > 0 ? { headers } : {}), content: { 'application/json': media } }
 }
 
 /** ErrorReply for one status, with its description, headers and examples. */

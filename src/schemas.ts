@@ -33,8 +33,8 @@ const PATH_RULES = `relative to the working directory, normalised (no empty, "."
 export const FileIn = Type.Object({
   path: Type.String({ minLength: 1, description: `Where the file appears: ${PATH_RULES}, not under ${OUTPUT_DIR}/` }),
   content: Type.String({ description: 'The file\'s content, as `encoding` says' }),
-  encoding: Type.Optional(ref(Encoding, { description: 'utf8 (default) or base64' }))
-}, { additionalProperties: false, $id: 'FileIn', description: 'A file for the script\'s working directory' })
+  encoding: Type.Optional(ref(Encoding))
+}, { additionalProperties: false, $id: 'FileIn', description: 'A file for the script\'s working directory; its `encoding` is utf8 when absent' })
 
 /** Per-request limits: the minimums keep a run able to start; the maximums are the server's (a 400 names them). */
 export const RunLimits = Type.Object({
@@ -58,7 +58,7 @@ export const ExecuteRequest = Type.Object({
 export type ExecuteRequest = Static<typeof ExecuteRequest>
 
 const Backend = stringEnum(BACKEND_NAMES, { $id: 'Backend', description: 'A sandbox backend: nsjail (namespaces, seccomp, cgroups), unshare (namespaces only) or direct (no isolation; only when the operator permits it)' })
-const ranBy = ref(Backend, { description: 'The sandbox backend that ran the script' })
+const ranBy = ref(Backend)
 
 const Output = {
   stdout: Type.String({ description: 'Everything the script printed to stdout (capped)' }),

@@ -94,6 +94,11 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn
       // A string, not one Buffer: joining strings copies nothing now, and the connections plugin
       // hands a large reply to the socket 64 KiB at a time (two 20 MiB copies were ~45 ms of the
       // event loop per reply).
+      // fast-json-stringify writes the required fields first, in `required` order: result is first
+      // while it is ExecuteResult's first required field. A schema that changed that fails here,
+      // loudly, never as a broken reply.
+      /* c8 ignore next */
+      if (!rest.startsWith(RESULT_STAND_IN)) throw new Error(`the 200 reply does not begin with ${RESULT_STAND_IN}: ExecuteResult's first required field must be result`)
       const body = RESULT_OPENING + resultJson.toString('utf8') + rest.slice(RESULT_STAND_IN.length)
       // The typed reply knows the schema's objects only; this is one of them, serialized. Not
       // awaited (awaiting a reply waits until it is written): a client that does not read would
