@@ -505,12 +505,11 @@ function keyHint (sent: string | undefined): string {
 }
 
 /** The reply body as --json prints it: as sent (main()'s result as the script's json.dumps wrote
- *  it: 1.0 stays 1.0), on one line; re-serialized (as one line) only when it spans lines (a
- *  proxy's, say), or when its message quotes what looks like a key (the server's message may
- *  quote the request: as without --json, that is not printed). */
-function replyLine (text: string, reply: Reply): string {
-  const message = typeof reply.message === 'string' ? withoutKeys(reply.message) : reply.message
-  return /[\r\n]/.test(text) || message !== reply.message ? JSON.stringify({ ...reply, message }) : text
+ *  it: 1.0 stays 1.0), on one line (a raw line break in JSON text can only be whitespace between
+ *  tokens: a proxy's pretty-printing), with whatever looks like a key hidden wherever it is (the
+ *  server's message may quote the request; a key's characters need no escaping in JSON). */
+function replyLine (text: string): string {
+  return withoutKeys(text.replace(/[\r\n]+/g, ' '))
 }
 
 /** Says why no reply came (`failure`: what failed, before the reason); resolves to the exit status. */
@@ -584,7 +583,7 @@ export async function main (argv: string[], io: Io): Promise<number> {
 
   if (command.json === true) {
     const allSaved = !response.ok || out === undefined || await returnedFiles(io, reply, out)
-    io.stdout.write(`${replyLine(text, reply)}\n`)
+    io.stdout.write(`${replyLine(text)}\n`)
     return response.ok && allSaved ? EXIT.ok : EXIT.failed
   }
   printOutput(io, reply)

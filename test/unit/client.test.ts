@@ -934,17 +934,20 @@ t.test('--json: the reply body as sent, on one line of stdout, and nothing else 
   t.same(await cli(['run', script, '--url', await answering(t, 401, unauthorized), '--json'], { env: { PYSANDBOX_KEY: KEY } }), { code: EXIT.failed, stdout: `${unauthorized}\n`, stderr: '' }, '401: no hint')
 })
 
-t.test('--json: a body over several lines, or a message quoting a key, is re-serialized on one line', async t => {
+t.test('--json: a body over several lines is put on one line as it is; whatever looks like a key is hidden, wherever it is', async t => {
   const pretty = JSON.stringify({ detail: 'bad gateway', retry: [1, 2] }, null, 2)
-  t.same(await cli(['run', script, '--url', await answering(t, 502, `${pretty}\r\n`), '--json']), { code: EXIT.failed, stdout: '{"detail":"bad gateway","retry":[1,2]}\n', stderr: '' }, 'a proxy\'s pretty JSON')
-  const prettyOk = JSON.stringify({ result: 1, stdout: '', stderr: '' }, null, 1)
-  t.same(await cli(['run', script, '--url', await answering(t, 200, prettyOk), '--json']), { code: EXIT.ok, stdout: '{"result":1,"stdout":"","stderr":""}\n', stderr: '' })
+  t.same(await cli(['run', script, '--url', await answering(t, 502, `${pretty}\r\n`), '--json']), { code: EXIT.failed, stdout: `${pretty.replace(/\n/g, ' ')} \n`, stderr: '' }, 'a proxy\'s pretty JSON, on one line')
+  const prettyOk = '{\n "result": 1.0,\n "n": 12345678901234567890123,\n "stdout": "",\n "stderr": ""\n}'
+  const line = await cli(['run', script, '--url', await answering(t, 200, prettyOk), '--json'])
+  t.same(line, { code: EXIT.ok, stdout: '{  "result": 1.0,  "n": 12345678901234567890123,  "stdout": "",  "stderr": "" }\n', stderr: '' }, 'numbers as sent (1.0 stays 1.0)')
+  t.same(JSON.parse(line.stdout), JSON.parse(prettyOk), 'the same JSON')
   const quoting = { statusCode: 400, error: 'Bad Request', code: 'INVALID_REQUEST', message: `body.files[0].path "${KEY}/x" is under output/`, requestId: 'r' }
   const ran = await cli(['run', script, '--url', await answering(t, 400, JSON.stringify(quoting)), '--json'])
   t.same(ran, { code: EXIT.failed, stdout: `${JSON.stringify({ ...quoting, message: 'body.files[0].path "psk_(hidden)/x" is under output/' })}\n`, stderr: '' })
   keyNotPrinted(t, ran, 'a message quoting a key')
-  const odd = JSON.stringify({ code: 'X', message: 42 })
-  t.same(await cli(['run', script, '--url', await answering(t, 500, odd), '--json']), { code: EXIT.failed, stdout: `${odd}\n`, stderr: '' }, 'a message that is not text: as sent')
+  const elsewhere = await cli(['run', script, '--url', await answering(t, 502, JSON.stringify({ detail: KEY, message: 1, more: { message: KEY } })), '--json'])
+  keyNotPrinted(t, elsewhere, 'a key in any field of a foreign reply')
+  t.same(JSON.parse(elsewhere.stdout), { detail: 'psk_(hidden)', message: 1, more: { message: 'psk_(hidden)' } })
 })
 
 t.test('--json with --out: returned files saved (noted on stderr), the body on stdout; a refused one exits 1', async t => {
