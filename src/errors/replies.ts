@@ -83,12 +83,12 @@ export function socketErrorHandler (requestTimeoutMs: number): (this: FastifyIns
     const reply: FastifyError = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? new RequestTimeoutError(requestTimeoutMs)
       : error.code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new InvalidRequestError('malformed HTTP request')
-    const statusCode = reply.statusCode ?? 400
+    const statusCode = reply.statusCode as number // each of the three has its own
     const requestId = randomUUID()
     this.log.info({ requestId, code: reply.code, statusCode }, reply.message)
     const body = JSON.stringify(errorBody(statusCode, reply.code as ErrorCode, reply.message, requestId))
     if (socket.writable) {
-      socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      socket.write(`HTTP/1.1 ${statusCode} ${String(STATUS_CODES[statusCode])}\r\nContent-Type: application/json; charset=utf-8\r\n` +
         `X-Request-Id: ${requestId}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
     }
     socket.destroy()
