@@ -70,6 +70,9 @@ const keyBox = $('key')
 const wallBox = $('wall')
 const memoryBox = $('memory')
 const menu = $('examples')
+// "(your script)": the editor's text is no example's, or the user's own script is kept apart.
+const yours = new Option('(your script)', '')
+yours.hidden = true
 
 // The key lives as long as the tab: sessionStorage, never localStorage (which outlives it) or
 // the URL (which ends up in history, logs and Referer headers). Storage may be refused (a
@@ -89,16 +92,23 @@ function keepKey () {
 
 // The script, input and stdin outlive the tab (localStorage): a reload or a closed tab loses no
 // work. Never the key, never the files (they can be large; an example's files come back with it).
+// The user's own script, when an example replaces it, is kept apart too: "(your script)" in the
+// examples menu brings it back.
 const DRAFT_ITEM = 'pysandbox.draft'
-function keepDraft () {
+const YOURS_ITEM = 'pysandbox.yours'
+const current = () => ({ script: editor.value, input: inputBox.value, stdin: stdinBox.value })
+function keep (item, value) {
   try {
-    localStorage.setItem(DRAFT_ITEM, JSON.stringify({ script: editor.value, input: inputBox.value, stdin: stdinBox.value }))
-  } catch {} // refused or full: the draft lasts as long as the page
+    localStorage.setItem(item, JSON.stringify(value))
+  } catch { // refused or full: then no older copy may come back on reload either
+    try { localStorage.removeItem(item) } catch {}
+  }
 }
-/** The kept draft, or undefined (none, or not one of ours). */
-function keptDraft () {
+const keepDraft = () => keep(DRAFT_ITEM, current())
+/** A kept script with its input and stdin, or undefined (none, or not one of ours). */
+function kept (item) {
   try {
-    const draft = JSON.parse(localStorage.getItem(DRAFT_ITEM) ?? 'null')
+    const draft = JSON.parse(localStorage.getItem(item) ?? 'null')
     if (typeof draft?.script !== 'string') return undefined
     return { script: draft.script, input: typeof draft.input === 'string' ? draft.input : '', stdin: typeof draft.stdin === 'string' ? draft.stdin : '' }
   } catch {
@@ -159,9 +169,12 @@ function exampleOf (script) {
   return Object.keys(EXAMPLES).find(name => example(name).script === script)
 }
 
-/** The menu names the example the editor holds, or shows "(your script)" once it was edited. */
+/** The menu names the example the editor holds, or shows "(your script)" once it was edited;
+ *  "(your script)" is offered too while one is kept apart. */
 function syncMenu () {
-  menu.value = exampleOf(editor.value) ?? ''
+  const name = exampleOf(editor.value)
+  yours.hidden = name !== undefined && kept(YOURS_ITEM) === undefined
+  menu.value = name ?? ''
 }
 
 /** 1536 → "1.5 KiB" */
@@ -529,17 +542,24 @@ async function copyText (text, what) {
 const shellQuote = text => `'${text.replaceAll("'", "'\\''")}'`
 
 /**
- * The request as a cURL command: the body in a quoted here-document (taken byte for byte: no
- * expansion, no quoting to get wrong; pretty JSON has no line that is only "JSON"), and the key,
- * when one is set, read from $PYSANDBOX_KEY: never the key itself on a clipboard.
+ * The request as a cURL command: the body, compact JSON (one line, so no line of it is "JSON"),
+ * in a quoted here-document (taken byte for byte: no expansion, no quoting to get wrong). The
+ * key, when one is set, is read from $PYSANDBOX_KEY into a header that curl reads from a file
+ * descriptor: never the key itself on a clipboard, nor in curl's arguments (which `ps` shows);
+ * unset, bash stops before curl runs. --globoff: brackets in the page's path are no pattern.
  */
 function curlCommand (body, withKey) {
+  const url = new URL('execute', document.baseURI)
+  url.username = '' // credentials in the page's address stay out of the command
+  url.password = ''
   return [
-    `curl -sS -X POST ${shellQuote(new URL('execute', document.baseURI).href)} \\`,
+    `curl -sS --globoff -X POST ${shellQuote(url.href)} \\`,
     "  -H 'content-type: application/json' \\",
-    ...(withKey ? ['  -H "Authorization: Bearer $PYSANDBOX_KEY" \\'] : []),
-    "  --data-binary @- <<'JSON'",
-    JSON.stringify(body, null, 2),
+    ...(withKey
+      // eslint-disable-next-line no-template-curly-in-string -- bash's expansion, not JavaScript's
+      ? ["  -H @/dev/fd/3 --data-binary @- 3<<KEY <<'JSON'", 'Authorization: Bearer ${PYSANDBOX_KEY:?set PYSANDBOX_KEY to your API key}', 'KEY']
+      : ["  --data-binary @- <<'JSON'"]),
+    JSON.stringify(body),
     'JSON',
     ''
   ].join('\n')
@@ -636,14 +656,20 @@ document.addEventListener('drop', event => {
   addFiles(event.dataTransfer.files)
 })
 
-// "(your script)": shown once the editor's text is no example's; never chosen from the menu.
-const yours = new Option('(your script)', '')
-yours.disabled = true
-yours.hidden = true
 menu.add(yours)
 for (const name of Object.keys(EXAMPLES)) menu.add(new Option(name, name))
-menu.addEventListener('change', () => { if (menu.value !== '') load(menu.value) })
+menu.addEventListener('change', () => {
+  if (menu.value === '') {
+    const mine = kept(YOURS_ITEM)
+    if (mine !== undefined) fill(mine)
+    keepDraft()
+    return
+  }
+  // The user's own work is kept apart before an example replaces it.
+  if (exampleOf(editor.value) === undefined) keep(YOURS_ITEM, current())
+  load(menu.value)
+})
 restoreKey()
-const draft = keptDraft()
+const draft = kept(DRAFT_ITEM)
 if (draft === undefined) fill(example('hello'))
 else fill({ ...draft, files: example(exampleOf(draft.script))?.files }) // an example's files come back with it

@@ -512,7 +512,7 @@ if (!existsSync(CHROMIUM)) {
     t.same(problems, [], 'no CSP violation, script error or failed request')
   })
 
-  t.test('the example menu: an edit shows "(your script)"; choosing an example loads it; undoing the edit names the example again', async t => {
+  t.test('the example menu: an edit shows "(your script)"; choosing an example loads it and keeps the user\'s script, which "(your script)" brings back; undoing the edit names the example again', async t => {
     const { page, problems } = await open(t, '/')
     t.teardown(async () => { await page.close() })
     const menu = page.locator('#examples')
@@ -520,7 +520,7 @@ if (!existsSync(CHROMIUM)) {
     const chosen = async (): Promise<string | null> => await menu.locator('option:checked').textContent()
     t.equal(await menu.inputValue(), 'hello', 'the example loaded at start')
     t.equal(await editor.inputValue(), HELLO)
-    t.ok(await menu.locator('option[value=""]').evaluate((option: HTMLOptionElement) => option.disabled && option.hidden), 'the placeholder cannot be picked from the menu')
+    t.ok(await menu.locator('option[value=""]').evaluate((option: HTMLOptionElement) => option.hidden), 'no "(your script)" to pick yet')
 
     await editor.press('Control+End')
     await editor.pressSequentially('# mine')
@@ -531,9 +531,18 @@ if (!existsSync(CHROMIUM)) {
 
     await editor.pressSequentially('x = 1\n')
     t.equal(await chosen(), '(your script)')
+    await page.locator('#input').fill('{"n": 1}')
+    await page.locator('#input').dispatchEvent('input')
     await menu.selectOption('hello')
     t.equal(await editor.inputValue(), HELLO, 'choosing the example it was loads it again')
     t.equal(await chosen(), 'hello')
+    t.ok(await menu.locator('option[value=""]').evaluate((option: HTMLOptionElement) => !option.hidden && !option.disabled), 'the user\'s script, kept apart, can be picked')
+    await menu.selectOption('')
+    t.equal(await editor.inputValue(), `${HELLO}x = 1\n`, '"(your script)" brings the user\'s script back')
+    t.equal(await page.locator('#input').inputValue(), '{"n": 1}', 'with its input')
+    await page.reload()
+    t.equal(await editor.inputValue(), `${HELLO}x = 1\n`, 'and it is the draft a reload restores')
+    await menu.selectOption('hello')
     await menu.selectOption('numpy')
     t.match(await editor.inputValue(), /import numpy as np/, 'another example')
     t.equal(await chosen(), 'numpy')
@@ -642,7 +651,8 @@ if (!existsSync(CHROMIUM)) {
     t.equal(reply.backend, backend, 'the whole body: the backend too')
 
     const command = await copy(page, '#copy-curl', /^Copied the cURL command$/)
-    t.ok(command.startsWith(`curl -sS -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n`), 'curl POSTs JSON to this server\'s /execute, the body from a quoted here-document')
+    t.ok(command.startsWith(`curl -sS --globoff -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n{`), 'curl POSTs JSON to this server\'s /execute, the body from a quoted here-document')
+    t.equal(command.split('\n').length, 6, 'the body on one line (compact: as large as the page\'s own request)')
     t.ok(command.endsWith('\nJSON\n'), 'the here-document ends it')
     t.notMatch(command, /authorization/i, 'no key set: no Authorization header')
     t.same(JSON.parse(command.split('\n').slice(3, -2).join('\n')), sent.at(-1), 'its body is the one the page sent')
@@ -670,7 +680,7 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await insecure.evaluate(() => typeof navigator.clipboard), 'undefined', 'a page without navigator.clipboard')
     await insecure.locator('#copy-curl').click()
     await insecure.locator('#copy-note', { hasText: 'Copied the cURL command' }).waitFor({ timeout: 5_000 })
-    t.ok((await clipboard(page)).startsWith(`curl -sS -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n`), 'copied all the same')
+    t.ok((await clipboard(page)).startsWith(`curl -sS --globoff -X POST '${target.url}/execute' \\\n  -H 'content-type: application/json' \\\n  --data-binary @- <<'JSON'\n`), 'copied all the same')
     t.equal(await insecure.locator('textarea.scratch').count(), 0, 'its scratch text is gone')
     t.same(problems, [
       'console: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)'
@@ -714,10 +724,16 @@ if (!existsSync(CHROMIUM)) {
     t.notOk(page.url().includes(key), 'never in the URL')
 
     const command = await copy(page, '#copy-curl', 'Copied the cURL command (set PYSANDBOX_KEY to your key)')
-    t.match(command, /\n {2}-H "Authorization: Bearer \$PYSANDBOX_KEY" \\\n/, 'the cURL command reads the key from $PYSANDBOX_KEY')
+    t.match(command, /\n {2}-H @\/dev\/fd\/3 --data-binary @- 3<<KEY <<'JSON'\nAuthorization: Bearer \$\{PYSANDBOX_KEY:\?set PYSANDBOX_KEY to your API key\}\nKEY\n/, 'the cURL command reads the key from $PYSANDBOX_KEY, into a header on a file descriptor')
     t.notOk(command.includes(key), 'and never holds the key itself')
     t.same(JSON.parse(await bash(command, { PYSANDBOX_KEY: key })), { result: { msg: 'success', value: 42 }, stdout: 'Hello from main!\n', stderr: '', backend }, 'bash runs it with the key')
-    t.match(JSON.parse(await bash(command)), { statusCode: 401, code: 'UNAUTHORIZED' }, 'and without it is refused')
+    // While curl runs, its arguments (what ps shows every local user) hold no key: a stand-in curl prints them.
+    const standIn = mkdtempSync(join(tmpdir(), 'pysandbox-curl-'))
+    t.teardown(() => rmSync(standIn, { recursive: true, force: true }))
+    writeFileSync(join(standIn, 'curl'), '#!/bin/sh\nprintf "%s\\n" "$@"\ncat /dev/fd/3\n', { mode: 0o755 })
+    const seen = await bash(command, { PYSANDBOX_KEY: key, PATH: `${standIn}:${process.env.PATH ?? '/usr/bin:/bin'}` })
+    t.ok(seen.endsWith(`Authorization: Bearer ${key}\n`) && !seen.slice(0, seen.lastIndexOf('Authorization')).includes(key), 'curl gets the key on fd 3, not in its arguments')
+    await t.rejects(bash(command), /set PYSANDBOX_KEY to your API key/, 'without it, bash stops before curl runs (no request with an empty key)')
 
     await page.locator('#script').press('Control+End')
     await page.locator('#script').pressSequentially('# kept\n') // an edit: the draft goes to localStorage
