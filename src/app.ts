@@ -24,6 +24,7 @@ import accessLog from './plugins/access-log.js'
 import connections from './plugins/connections.js'
 import pages from './routes/pages.js'
 import executeRoute from './routes/execute.js'
+import mcpRoute from './routes/mcp.js'
 import healthRoutes from './routes/health.js'
 import { withRequestExamples } from './responses.js'
 import { SCHEMAS } from './schemas.js'
@@ -208,7 +209,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
 
   // The error layer before the routes: child contexts inherit its handlers.
   await app.register(errors, { bodyLimitBytes: config.LIMIT_BODY_BYTES, rateLimited: config.RATE_LIMIT_MAX > 0 })
-  await app.register(executeRoute, {
+  const requestLimits = {
     limits: { defaults: limitsFrom(config), ceilings },
     filesIn: {
       count: config.LIMIT_FILES_IN,
@@ -217,7 +218,9 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
       tmpBytes: config.LIMIT_TMP_MB * MiB,
       tmpFiles: config.LIMIT_TMP_FILES
     }
-  })
+  }
+  await app.register(executeRoute, requestLimits)
+  await app.register(mcpRoute, requestLimits)
   await app.register(healthRoutes)
   await app.register(metricsRoute, { tokenHash: config.METRICS_TOKEN_HASH })
   await app.register(pages)

@@ -2,25 +2,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorBody } from '../errors/replies.js'
 import { executeResponses } from '../responses.js'
-import { InvalidRequestError } from '../errors/errors.js'
-import { nestsWithin } from '../json-scan.js'
-import { ExecuteRequest, MAX_INPUT_DEPTH, ref } from '../schemas.js'
-import { inputFiles, type FilesInLimits } from '../files.js'
-import type { Ceilings } from '../config.js'
-import type { Limits } from '../backends/backend.js'
-import { resolveLimits } from '../access/limits.js'
+import { ExecuteRequest, ref } from '../schemas.js'
+import { scriptRequest, type RequestLimits } from '../script-request.js'
 
-export interface ExecuteOptions {
-  filesIn: FilesInLimits
-  /** A run's limits when the request asks for none, and the most it may ask for. */
-  limits: { defaults: Limits, ceilings: Ceilings }
-}
+export type ExecuteOptions = RequestLimits
 
 /** How the 200 schema's serializer begins a reply whose result is null, and what replaces it. */
 const RESULT_STAND_IN = '{"result":null'
 const RESULT_OPENING = '{"result":'
 
-const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn, limits: runLimits }) => {
+const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, options) => {
   app.post('/execute', {
     schema: {
       operationId: 'execute',
@@ -37,23 +28,9 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn
     const gone = new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) gone.abort() })
 
-    const { script, input, stdin } = request.body
-    // `input` present, even as null, is main()'s argument: absent and null differ.
-    const hasInput = Object.hasOwn(request.body, 'input')
-    if (hasInput && !nestsWithin(Buffer.from(JSON.stringify(input)), MAX_INPUT_DEPTH)) {
-      throw new InvalidRequestError(`body.input is nested deeper than ${MAX_INPUT_DEPTH} levels`)
-    }
-    const files = request.body.files === undefined ? undefined : inputFiles(request.body.files, filesIn)
     const { tenant } = request
-    // Always resolved: a key's ceiling below a default lowers that default too.
-    const limits = resolveLimits(request.body.limits, runLimits.defaults, { server: runLimits.ceilings, caller: tenant.ceilings })
-    const { outcome, backend, queuedMs } = await app.sandbox.execute({
-      script,
-      ...(hasInput ? { input: { value: input } } : {}),
-      ...(stdin !== undefined ? { stdin } : {}),
-      ...(files !== undefined ? { files } : {}),
-      limits
-    }, gone.signal, tenant)
+    const run = scriptRequest(request.body, options, tenant)
+    const { outcome, backend, queuedMs } = await app.sandbox.execute(run, gone.signal, tenant)
     const { stdout, stderr, stdoutTruncated, stderrTruncated, durationMs } = outcome
     app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs, queuedMs, key: tenant.label })
     // Joins the request's one access-log line (plugins/access-log.ts).
@@ -63,11 +40,11 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, { filesIn
       backend,
       sandboxMs: durationMs,
       queuedMs,
-      scriptBytes: Buffer.byteLength(script),
-      hasInput,
-      stdinBytes: stdin === undefined ? 0 : Buffer.byteLength(stdin),
-      filesIn: files?.length ?? 0,
-      filesInBytes: files?.reduce((sum, file) => sum + file.content.length, 0) ?? 0,
+      scriptBytes: Buffer.byteLength(run.script),
+      hasInput: run.input !== undefined,
+      stdinBytes: run.stdin === undefined ? 0 : Buffer.byteLength(run.stdin),
+      filesIn: run.files?.length ?? 0,
+      filesInBytes: run.files?.reduce((sum, file) => sum + file.content.length, 0) ?? 0,
       filesOut: outcome.ok ? outcome.files?.length ?? 0 : 0,
       filesLeftOut: outcome.ok ? outcome.filesLeftOut?.length ?? 0 : 0,
       stdoutBytes: Buffer.byteLength(stdout),

@@ -1,0 +1,122 @@
+// POST /mcp: the Model Context Protocol over Streamable HTTP (the official SDK), stateless: a
+// server and a transport per request, so nothing of one call outlives it. The SDK's web-standard
+// transport answers with a Response that goes out as an ordinary Fastify reply: the access log,
+// the bounds on unread replies and the shutdown's Connection: close apply as to /execute. One tool, run_python:
+// a script (with input and files) run exactly as POST /execute runs it, in the same sandbox,
+// slots, queue and limits, under the same keys and rate limits (the access and rate-limit hooks
+// run before this route, as for /execute). The reply is MCP's: the result, stdout and stderr as
+// JSON text, returned images as image content, a failure as isError with its code.
+import type { FastifyPluginAsync } from 'fastify'
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
+import { z } from 'zod'
+import type { RunOutcome } from '../backends/backend.js'
+import type { BackendName } from '../config.js'
+import { isErrorCode } from '../errors/codes.js'
+import { InvalidJsonError } from '../errors/errors.js'
+import { scriptRequest, type RequestLimits } from '../script-request.js'
+import { VERSION } from '../version.js'
+
+/** Returned files shown to the model as images; the others travel in the JSON text. */
+const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
+
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+/* c8 ignore next -- closing an MCP server only drops its handlers: it does not fail */
+const ignore = (): void => {}
+
+const DESCRIPTION = 'Runs a Python 3 script in a sandbox (no network; numpy, pandas and matplotlib installed) ' +
+  'and returns the JSON value its main() returns, with everything it printed. The script must define main(); ' +
+  'with `input`, main(input) is called. `files` are placed in its working directory; what it leaves under ' +
+  'output/ and the figures it leaves open come back (images as images). Each call starts from nothing.'
+
+/** What the model reads: the reply of POST /execute, as JSON text, and images beside it. */
+function toolResult (outcome: RunOutcome, backend: BackendName): CallToolResult {
+  const output = {
+    stdout: outcome.stdout,
+    stderr: outcome.stderr,
+    backend,
+    ...(outcome.stdoutTruncated ? { stdoutTruncated: true } : {}),
+    ...(outcome.stderrTruncated ? { stderrTruncated: true } : {})
+  }
+  if (!outcome.ok) {
+    return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code: outcome.code, message: outcome.message, ...outcome.details, ...output }) }] }
+  }
+  const files = outcome.files ?? []
+  const images = files.filter(file => IMAGE_TYPES.has(file.mediaType) && file.encoding === 'base64')
+  const others = files.filter(file => !images.includes(file))
+  const reply = {
+    result: outcome.result,
+    ...(others.length > 0 ? { files: others } : {}),
+    ...(images.length > 0 ? { images: images.map(({ path, size, mediaType }) => ({ path, size, mediaType })) } : {}),
+    ...(outcome.filesLeftOut !== undefined ? { filesLeftOut: outcome.filesLeftOut } : {}),
+    ...output
+  }
+  return {
+    content: [
+      { type: 'text', text: JSON.stringify(reply) },
+      ...images.map(file => ({ type: 'image' as const, data: file.content, mimeType: file.mediaType }))
+    ]
+  }
+}
+
+/** A refusal of the service's (a bad path, BUSY, SHUTTING_DOWN, ...) as the tool's error. */
+function refusal (error: unknown): CallToolResult {
+  const { code, message } = error as { code?: string, message: string }
+  if (code === undefined || !isErrorCode(code)) throw error
+  return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code, message }) }] }
+}
+
+const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
+  // JSON-RPC bodies: strict JSON (valid UTF-8), without /execute's field checks (json-body.ts).
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+    try {
+      done(null, JSON.parse(utf8.decode(body as Buffer)))
+    } catch (error) {
+      done(new InvalidJsonError((error as Error).message), undefined)
+    }
+  })
+
+  app.post('/mcp', { schema: { hide: true } }, async (request, reply) => {
+    const { tenant } = request
+    const server = new McpServer({ name: 'pysandbox', version: VERSION })
+    server.registerTool('run_python', {
+      title: 'Run Python',
+      description: DESCRIPTION,
+      inputSchema: {
+        script: z.string().min(1).describe('Python 3 source that defines a function main()'),
+        input: z.unknown().optional().describe('Any JSON value: main(input) is called with it'),
+        files: z.array(z.object({
+          path: z.string().min(1).describe('Relative path in the working directory'),
+          content: z.string(),
+          encoding: z.enum(['utf8', 'base64']).optional()
+        }).strict()).optional().describe('Files placed in the working directory before the script runs')
+      },
+      annotations: { readOnlyHint: true, openWorldHint: false }
+    }, async ({ script, input, files }, extra) => {
+      try {
+        const run = scriptRequest({ script, ...(input !== undefined ? { input } : {}), ...(files !== undefined ? { files } : {}) }, options, tenant)
+        const { outcome, backend, queuedMs } = await app.sandbox.execute(run, extra.signal, tenant)
+        app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs: outcome.durationMs, queuedMs, key: tenant.label })
+        return toolResult(outcome, backend)
+      } catch (error) {
+        return refusal(error)
+      }
+    })
+    // Stateless: no session id; one JSON reply per request (no SSE stream to hold open).
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
+    await server.connect(transport)
+    // A client that goes away stops its run: closing the server aborts the tool call's signal.
+    reply.raw.once('close', () => { server.close().catch(ignore) })
+    // Node joins a request's repeated headers into one (set-cookie aside, which a request does not send).
+    const headers = new Headers()
+    for (const [name, value] of Object.entries(request.headers)) headers.set(name, String(value))
+    const response = await transport.handleRequest(new Request(new URL(request.url, 'http://mcp.invalid'), { method: 'POST', headers }), { parsedBody: request.body })
+    reply.code(response.status)
+    response.headers.forEach((value, name) => { reply.header(name, value) })
+    return await reply.send(await response.text())
+  })
+}
+
+export default mcp
