@@ -40,6 +40,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Open to anyone, even with API keys on (health, docs, the playground's files). */
     public?: boolean
+    /** The route runs scripts (/execute, /mcp): the bounds on unread replies apply (connections.ts). */
+    runsScripts?: boolean
   }
 }
 

@@ -254,7 +254,8 @@ export default fp<ConnectionsOptions>(async function connections (app, options) 
   // 3. Unread replies are bounded, per caller and in total, and a stalled one is cut.
   const unread = new UnreadReplies()
   app.addHook('onRequest', async request => {
-    if (request.routeOptions.url !== '/execute') return
+    // The routes that run scripts (/execute, /mcp) say so in their config.
+    if (request.routeOptions.config.runsScripts !== true) return
     const caller = callerOf(request)
     const held = unread.held(caller)
     if (held > options.unreadReplyBytesPerCaller) {

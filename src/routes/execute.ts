@@ -22,7 +22,8 @@ const execute: FastifyPluginAsyncTypebox<ExecuteOptions> = async (app, options) 
       response: executeResponses,
       // Needed only when the server has API keys (API_KEYS_FILE); `{}`: none needed otherwise.
       security: [{ apiKey: [] }, {}]
-    }
+    },
+    config: { runsScripts: true }
   }, async (request, reply) => {
     // A client that goes away stops its run: no sandbox works for nobody.
     const gone = new AbortController()

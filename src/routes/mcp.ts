@@ -6,7 +6,7 @@
 // slots, queue and limits, under the same keys and rate limits (the access and rate-limit hooks
 // run before this route, as for /execute). The reply is MCP's: the result, stdout and stderr as
 // JSON text, returned images as image content, a failure as isError with its code.
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
@@ -14,7 +14,7 @@ import { z } from 'zod'
 import type { RunOutcome } from '../backends/backend.js'
 import type { BackendName } from '../config.js'
 import { isErrorCode } from '../errors/codes.js'
-import { InvalidJsonError } from '../errors/errors.js'
+import { BUSY_RETRY_AFTER_S, InternalError, InvalidJsonError, InvalidRequestError, ShuttingDownError } from '../errors/errors.js'
 import { scriptRequest, type RequestLimits } from '../script-request.js'
 import { VERSION } from '../version.js'
 
@@ -22,6 +22,10 @@ import { VERSION } from '../version.js'
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+/** Refusals a retry may cure, as /execute's Retry-After says. */
+const RETRY_CODES = new Set(['BUSY', 'CONCURRENCY_LIMITED', 'SHUTTING_DOWN'])
+/** What a tools/call's arguments may hold: run_python's. */
+const ARGUMENTS = new Set(['script', 'input', 'files'])
 /* c8 ignore next -- closing an MCP server only drops its handlers: it does not fail */
 const ignore = (): void => {}
 
@@ -45,26 +49,31 @@ function toolResult (outcome: RunOutcome, backend: BackendName): CallToolResult 
   const files = outcome.files ?? []
   const images = files.filter(file => IMAGE_TYPES.has(file.mediaType) && file.encoding === 'base64')
   const others = files.filter(file => !images.includes(file))
-  const reply = {
-    result: outcome.result,
+  const rest = JSON.stringify({
     ...(others.length > 0 ? { files: others } : {}),
     ...(images.length > 0 ? { images: images.map(({ path, size, mediaType }) => ({ path, size, mediaType })) } : {}),
     ...(outcome.filesLeftOut !== undefined ? { filesLeftOut: outcome.filesLeftOut } : {}),
     ...output
-  }
+  })
   return {
     content: [
-      { type: 'text', text: JSON.stringify(reply) },
+      // main()'s JSON text as the sandbox wrote it (checked, never parsed here: as /execute does).
+      { type: 'text', text: `{"result":${outcome.resultJson.toString('utf8')},${rest.slice(1)}` },
       ...images.map(file => ({ type: 'image' as const, data: file.content, mimeType: file.mediaType }))
     ]
   }
 }
 
-/** A refusal of the service's (a bad path, BUSY, SHUTTING_DOWN, ...) as the tool's error. */
-function refusal (error: unknown): CallToolResult {
-  const { code, message } = error as { code?: string, message: string }
-  if (code === undefined || !isErrorCode(code)) throw error
-  return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code, message }) }] }
+/** A refusal of the service's (a bad path, BUSY, SHUTTING_DOWN, ...) as the tool's error, with
+ *  when to retry; anything else is ours: logged, and answered as /execute answers it (500). */
+function refusal (error: unknown, log: FastifyBaseLogger, requestId: string): CallToolResult {
+  const { code, message, retryAfterS } = error as { code?: string, message: string, retryAfterS?: number }
+  if (code === undefined || !isErrorCode(code)) {
+    log.error({ err: error }, 'internal error')
+    return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code: 'INTERNAL_ERROR', message: new InternalError(requestId).message }) }] }
+  }
+  const retry = RETRY_CODES.has(code) ? { retryAfterS: retryAfterS ?? BUSY_RETRY_AFTER_S } : {}
+  return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code, message, ...retry }) }] }
 }
 
 const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
@@ -78,7 +87,19 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
     }
   })
 
-  app.post('/mcp', { schema: { hide: true } }, async (request, reply) => {
+  app.post('/mcp', { schema: { hide: true }, config: { runsScripts: true } }, async (request, reply) => {
+    // One message per request. A JSON-RPC batch (dropped from MCP in 2025-06-18; the SDK takes up
+    // to 100) would run that many scripts past the rate limit and hold all their replies at once.
+    if (Array.isArray(request.body)) throw new InvalidRequestError('JSON-RPC batches are not taken: send one message per request')
+    // Unknown arguments refused before the SDK's schema walks them (900,000 of them: 10 s).
+    const args = (request.body as { params?: { arguments?: unknown } } | null)?.params?.arguments
+    if (typeof args === 'object' && args !== null) {
+      for (const name in args) {
+        if (!ARGUMENTS.has(name)) throw new InvalidRequestError(`unknown field "${name}" in params.arguments; the fields are "script", "input", "files"`)
+      }
+    }
+    // As /execute: 503 with Retry-After, so a client or balancer retries elsewhere.
+    if (app.sandbox.draining) throw new ShuttingDownError('it takes no new runs')
     const { tenant } = request
     const server = new McpServer({ name: 'pysandbox', version: VERSION })
     server.registerTool('run_python', {
@@ -91,21 +112,24 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
           path: z.string().min(1).describe('Relative path in the working directory'),
           content: z.string(),
           encoding: z.enum(['utf8', 'base64']).optional()
-        }).strict()).optional().describe('Files placed in the working directory before the script runs')
+        }).strict()).max(options.filesIn.count).optional().describe('Files placed in the working directory before the script runs')
       },
       annotations: { readOnlyHint: true, openWorldHint: false }
     }, async ({ script, input, files }, extra) => {
       try {
         const run = scriptRequest({ script, ...(input !== undefined ? { input } : {}), ...(files !== undefined ? { files } : {}) }, options, tenant)
         const { outcome, backend, queuedMs } = await app.sandbox.execute(run, extra.signal, tenant)
-        app.metrics.recordExecution({ backend, outcome: outcome.ok ? 'ok' : outcome.code, durationMs: outcome.durationMs, queuedMs, key: tenant.label })
+        const code = outcome.ok ? 'ok' : outcome.code
+        app.metrics.recordExecution({ backend, outcome: code, durationMs: outcome.durationMs, queuedMs, key: tenant.label })
+        request.execution = { outcome: code, backend, sandboxMs: outcome.durationMs, queuedMs, scriptBytes: Buffer.byteLength(script), filesIn: run.files?.length ?? 0 }
         return toolResult(outcome, backend)
       } catch (error) {
-        return refusal(error)
+        return refusal(error, request.log, request.id)
       }
     })
     // Stateless: no session id; one JSON reply per request (no SSE stream to hold open).
     const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
+    transport.onerror = error => { request.log.error({ err: error }, 'MCP transport error') }
     await server.connect(transport)
     // A client that goes away stops its run: closing the server aborts the tool call's signal.
     reply.raw.once('close', () => { server.close().catch(ignore) })
@@ -115,7 +139,10 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
     const response = await transport.handleRequest(new Request(new URL(request.url, 'http://mcp.invalid'), { method: 'POST', headers }), { parsedBody: request.body })
     reply.code(response.status)
     response.headers.forEach((value, name) => { reply.header(name, value) })
-    return await reply.send(await response.text())
+    // Not awaited: a client that does not read would keep this function's copy alive
+    // (plugins/connections.ts bounds the rest, as for /execute).
+    reply.send(await response.text())
+    return reply
   })
 }
 

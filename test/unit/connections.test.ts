@@ -92,7 +92,10 @@ async function bare (t: Test, options: Partial<ConnectionsOptions>, routes: (app
     unreadReplyBytesPerCaller: BIG,
     ...options
   })
-  app.post('/execute', async request => 'x'.repeat(Number((request.body as { bytes?: number } | undefined)?.bytes ?? 10)))
+  // The routes that run scripts, as routes/execute.ts and routes/mcp.ts mark them.
+  for (const url of ['/execute', '/mcp']) {
+    app.post(url, { config: { runsScripts: true } }, async request => 'x'.repeat(Number((request.body as { bytes?: number } | undefined)?.bytes ?? 10)))
+  }
   routes(app)
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => { await app.close() })
@@ -248,7 +251,8 @@ t.test('deny: a caller holding more than UNREAD_REPLY_BYTES_PER_CALLER of unread
   t.match(JSON.parse(refused.body.toString()), { code: 'CONCURRENCY_LIMITED', message: `this caller has ${BIG} bytes of replies it has not read, over the ${BIG - 1} allowed (UNREAD_REPLY_BYTES_PER_CALLER); read them (or close those connections), then retry` })
   t.same(sheds, ['caller_unread_replies'])
   t.equal((await call(port, 'POST', '/execute', { caller: 'other', json: { bytes: 10 } })).status, 200, 'another caller is served')
-  t.equal((await call(port, 'GET', '/nope', { caller: 'hog' })).status, 404, 'only /execute is refused')
+  t.equal((await call(port, 'POST', '/mcp', { caller: 'hog', json: { bytes: 10 } })).status, 429, '/mcp too (it runs scripts)')
+  t.equal((await call(port, 'GET', '/nope', { caller: 'hog' })).status, 404, 'only the routes that run scripts are refused')
   // Allow: once it reads, it is served again.
   t.equal(await readAll(held, BIG), BIG)
   await sleep(20)

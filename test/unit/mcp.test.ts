@@ -9,7 +9,7 @@ import { succeeded } from '../../src/backends/outcome.js'
 import type { RunOutcome, RunRequest } from '../../src/backends/backend.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
-import { FakeBackend, failure, success } from '../helpers/fake-backend.js'
+import { FakeBackend, HeldRun, failure, success } from '../helpers/fake-backend.js'
 
 async function serve (t: Test, run: RunOutcome | ((request: RunRequest) => Promise<RunOutcome>)): Promise<{ url: string, backend: FakeBackend }> {
   const backend = new FakeBackend('nsjail', { run })
@@ -78,14 +78,60 @@ t.test('a script\'s failure and the service\'s refusals are tool errors with the
   const empty = await call(t, url, { script: '' })
   t.match(empty, { isError: true, content: [{ text: /script/ }] }, 'arguments checked by the tool\'s schema')
 
-  const broken = await call(t, (await serve(t, async () => { throw new Error('boom') })).url, { script: 'x' })
-  t.match(broken, { isError: true, content: [{ text: /boom/ }] }, 'an unexpected error: the SDK\'s own error result')
-  const odd = await call(t, (await serve(t, async () => { throw Object.assign(new Error('no such file'), { code: 'ENOENT' }) })).url, { script: 'x' })
-  t.match(odd, { isError: true, content: [{ text: /no such file/ }] }, 'an error with a code that is not ours: the same')
+  for (const thrown of [new Error('spawn /usr/local/bin/nsjail ENOENT'), Object.assign(new Error('EACCES: /var/lib/x'), { code: 'EACCES' })]) {
+    const broken = await call(t, (await serve(t, async () => { throw thrown })).url, { script: 'x' })
+    t.equal(broken.isError, true)
+    t.match(text(broken), { code: 'INTERNAL_ERROR', message: /^internal error; quote the request id / }, `${thrown.message}: ours, opaque (the details go to the log)`)
+    t.notMatch(JSON.stringify(broken), /nsjail|\/var\/lib/)
+  }
 })
 
-t.test('the endpoint refuses bad JSON and other methods in the service\'s error shape', async t => {
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+const toolCall = (id: number, args: Record<string, unknown>): Record<string, unknown> => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'run_python', arguments: args } })
+
+t.test('deny: a JSON-RPC batch (it would run up to 100 scripts per request, past the rate limit) and unknown arguments, before the SDK; allow: one call', async t => {
+  const { url, backend } = await serve(t, success(1))
+  const batch = await fetch(url, { method: 'POST', headers: HEADERS, body: JSON.stringify([toolCall(1, { script: 'a' }), toolCall(2, { script: 'b' })]) })
+  t.equal(batch.status, 400)
+  t.match(await batch.json(), { code: 'INVALID_REQUEST', message: /batches are not taken/ })
+  const unknown = Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`k${i}`, i]))
+  const started = performance.now()
+  const extra = await fetch(url, { method: 'POST', headers: HEADERS, body: JSON.stringify(toolCall(3, { script: 'x', ...unknown })) })
+  t.equal(extra.status, 400)
+  t.match(await extra.json(), { code: 'INVALID_REQUEST', message: 'unknown field "k0" in params.arguments; the fields are "script", "input", "files"' })
+  t.ok(performance.now() - started < 2000, 'refused before the SDK walks them')
+  t.equal(backend.runs.length, 0, 'nothing ran')
+  const one = await call(t, url, { script: 'x' })
+  t.notOk(one.isError, 'a single call runs')
+  t.equal(backend.runs.length, 1)
+})
+
+t.test('refusals a retry may cure carry retryAfterS; while draining, /mcp answers 503 SHUTTING_DOWN with Retry-After', async t => {
+  const held = new HeldRun()
+  const backend = new FakeBackend('nsjail', { run: held.run })
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', CONCURRENCY: '1', QUEUE_SIZE: '0' }), backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(async () => { held.finish(); await app.close() })
+  const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}/mcp`
+  const running = call(t, url, { script: 'a' })
+  await held.started(1)
+  const limited = await call(t, url, { script: 'b' })
+  t.match(text(limited), { code: 'CONCURRENCY_LIMITED', retryAfterS: 1 })
+  held.finish()
+  t.notOk((await running).isError)
+
+  const draining = app.sandbox.drain(60_000)
+  const refused = await fetch(url, { method: 'POST', headers: HEADERS, body: JSON.stringify(toolCall(1, { script: 'x' })) })
+  t.equal(refused.status, 503)
+  t.equal(refused.headers.get('retry-after'), '1')
+  t.match(await refused.json(), { code: 'SHUTTING_DOWN' })
+  await draining
+})
+
+t.test('the endpoint refuses bad JSON, a message that is not JSON-RPC, and other methods', async t => {
   const { url } = await serve(t, success(1))
+  const notRpc = await fetch(url, { method: 'POST', headers: HEADERS, body: '{}' })
+  t.equal(notRpc.status, 400, 'the SDK refuses it (and its transport error is logged)')
   const bad = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc": "2.0", \xff' })
   t.equal(bad.status, 400)
   t.match(await bad.json(), { code: 'INVALID_JSON' })
