@@ -13,11 +13,12 @@ import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync, readdirSync } from 'node:fs'
-import { Agent, request as httpRequest } from 'node:http'
+import { Agent } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { PROJECT_ROOT } from '../../src/config.js'
+import { call, firstBytes } from '../helpers/http.js'
 import { externalUrl, freePort, waitFor } from '../helpers/server.js'
 
 const MiB = 1024 * 1024
@@ -77,31 +78,6 @@ async function serve (t: Test, env: Record<string, string>, nofile?: number): Pr
     rssMiB: () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024,
     fds: () => readdirSync(`/proc/${pid}/fd`).length
   }
-}
-
-interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: string, ms: number }
-
-/** One request over `agent` (a keep-alive connection made earlier) or a connection of its own. */
-async function call (port: number, method: string, path: string, options: { body?: string, agent?: Agent, localAddress?: string } = {}): Promise<Reply> {
-  const started = performance.now()
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port,
-      method,
-      path,
-      agent: options.agent ?? false,
-      localAddress: options.localAddress,
-      headers: options.body === undefined ? {} : { 'content-type': 'application/json' }
-    }, res => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString(), ms: performance.now() - started }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(options.body)
-  })
 }
 
 const run = (script: string): string => JSON.stringify({ script })
@@ -272,18 +248,7 @@ if (externalUrl !== undefined) {
    *  stops reading. */
   interface Unread { socket: Socket, status: number, code: string | undefined, contentLength: number, bodyBytes: number }
   async function sendWithoutReading (port: number, body: string, localAddress: string): Promise<Unread> {
-    const socket = connect({ port, host: '127.0.0.1', localAddress })
-    socket.on('error', () => {})
-    await once(socket, 'connect')
-    socket.write(`POST /execute HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
-    const first = await new Promise<Buffer>(resolve => {
-      const onData = (chunk: Buffer): void => {
-        socket.pause()
-        socket.off('data', onData)
-        resolve(chunk)
-      }
-      socket.on('data', onData)
-    })
+    const { socket, first } = await firstBytes(port, `POST /execute HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, localAddress)
     const text = first.toString('latin1')
     return {
       socket,

@@ -15,10 +15,10 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { type Agent, request as httpRequest } from 'node:http'
 import { resolve } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { PROJECT_ROOT } from '../../src/config.js'
+import { call, type Reply } from '../helpers/http.js'
 import { externalUrl, freePort, waitFor } from '../helpers/server.js'
 
 const MiB = 1024 * 1024
@@ -26,29 +26,6 @@ const MiB = 1024 * 1024
  *  of at most ATTEMPTS attempts (see underAttack()). */
 const HEALTH_BOUND_MS = 100
 const POLL_EVERY_MS = 20
-
-interface Reply { status: number, body: string, ms: number }
-
-async function call (port: number, method: string, path: string, options: { body?: string | Buffer, agent?: Agent } = {}): Promise<Reply> {
-  const started = performance.now()
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port,
-      method,
-      path,
-      agent: options.agent ?? false,
-      headers: options.body === undefined ? {} : { 'content-type': 'application/json' }
-    }, res => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), ms: performance.now() - started }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(options.body)
-  })
-}
 
 /** The server, on nsjail with two slots and LIMIT_RESULT_BYTES at its default of 8 MiB. */
 async function serve (t: Test): Promise<number> {

@@ -15,6 +15,7 @@ import connections, { DESCRIPTORS_PER_CONNECTION, REPLY_CHUNK_BYTES, RESERVE_FIX
 import { SandboxStartError } from '../../src/errors/errors.js'
 import { build, execute } from '../helpers/app.js'
 import { FakeBackend } from '../helpers/fake-backend.js'
+import { firstBytes } from '../helpers/http.js'
 
 const MiB = 1024 * 1024
 /** Bigger than what the kernel takes of a reply its client does not read (~4 MiB on loopback). */
@@ -123,18 +124,7 @@ async function call (port: number, method: string, path: string, options: { call
 /** Sends raw HTTP on a connection of its own, reads the first bytes of the reply, then stops. */
 interface Unread { socket: Socket, status: number, head: string, /** Of the body, what came with the head. */ bodyBytes: number }
 async function sendWithoutReading (port: number, raw: string): Promise<Unread> {
-  const socket = connect(port, '127.0.0.1')
-  socket.on('error', () => {})
-  await once(socket, 'connect')
-  socket.write(raw)
-  const first = await new Promise<Buffer>(resolve => {
-    const onData = (chunk: Buffer): void => {
-      socket.pause()
-      socket.off('data', onData)
-      resolve(chunk)
-    }
-    socket.on('data', onData)
-  })
+  const { socket, first } = await firstBytes(port, raw)
   const head = first.toString('latin1')
   return { socket, status: Number(head.slice(9, 12)), head, bodyBytes: first.length - head.indexOf('\r\n\r\n') - 4 }
 }

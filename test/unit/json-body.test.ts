@@ -5,6 +5,7 @@ import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
 import { duplicateKey } from '../../src/json-body.js'
 import { success } from '../helpers/fake-backend.js'
+import { largestParse } from '../helpers/json-parses.js'
 
 const echo: SandboxBackend = {
   name: 'nsjail',
@@ -91,18 +92,8 @@ t.test('deny/allow: a body of 96,331 unknown fields is refused before JSON.parse
   t.teardown(async () => await app.close())
   const fields = Array.from({ length: 96_331 }, (_, i) => `"f${i}":0`).join(',')
   const post = async (payload: string): Promise<{ status: number, body: Record<string, unknown>, parsed: number }> => {
-    const parsed: number[] = []
-    const parse = JSON.parse
-    JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => {
-      parsed.push(text.length)
-      return parse(text, reviver)
-    }) as typeof JSON.parse
-    try {
-      const reply = await app.inject({ method: 'POST', url: '/execute', payload, headers: { 'content-type': 'application/json' } })
-      return { status: reply.statusCode, body: reply.json(), parsed: Math.max(0, ...parsed) }
-    } finally {
-      JSON.parse = parse
-    }
+    const { value: reply, largest } = await largestParse(async () => await app.inject({ method: 'POST', url: '/execute', payload, headers: { 'content-type': 'application/json' } }))
+    return { status: reply.statusCode, body: reply.json(), parsed: largest }
   }
   const denied = await post(`{"script":"x",${fields}}`)
   t.match(denied, { status: 400, body: { code: 'INVALID_REQUEST', message: `unknown field "f0" in body; the fields are ${FIELDS}` } })

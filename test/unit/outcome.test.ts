@@ -6,6 +6,7 @@ import { MAX_CHANNEL_DEPTH, envelopeValues, interpret, succeeded } from '../../s
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { FakeBackend } from '../helpers/fake-backend.js'
+import { largestParse } from '../helpers/json-parses.js'
 import type { SpawnResult } from '../../src/backends/spawn.js'
 
 const limits: Limits = {
@@ -365,25 +366,14 @@ t.test('the result travels as the text the sandbox wrote, parsed only when read'
 })
 
 t.test('the channel costs a scan, never a parse of main()\'s value or of an envelope stuffed with values', async t => {
-  const parsed: number[] = []
-  const parse = JSON.parse
-  JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => {
-    parsed.push(text.length)
-    return parse(text, reviver)
-  }) as typeof JSON.parse
-  let outcomes: RunOutcome[]
-  try {
-    const objects = `[${'{},'.repeat(limits.resultBytes / 3 - 1)}{}]` // 8 MiB of [{}]: 2.8 million objects
-    outcomes = [
-      await run({ channel: written(objects) }),
-      await run({ channel: Buffer.from(`{"ok":false,"code":"MAIN_RAISED","message":"m","traceback":${objects}}`) }),
-      await run({ channel: written('1', `,"leftOut":[${'{},'.repeat(envelopeValues(limits))}{}]`) })
-    ]
-  } finally {
-    JSON.parse = parse
-  }
+  const objects = `[${'{},'.repeat(limits.resultBytes / 3 - 1)}{}]` // 8 MiB of [{}]: 2.8 million objects
+  const { value: outcomes, largest } = await largestParse(async () => [
+    await run({ channel: written(objects) }),
+    await run({ channel: Buffer.from(`{"ok":false,"code":"MAIN_RAISED","message":"m","traceback":${objects}}`) }),
+    await run({ channel: written('1', `,"leftOut":[${'{},'.repeat(envelopeValues(limits))}{}]`) })
+  ])
   t.match(outcomes, [{ ok: true }, { ok: false, code: 'CRASHED' }, { ok: false, code: 'CRASHED' }])
-  t.ok(Math.max(...parsed) < 100, `the largest text parsed: ${Math.max(...parsed)} characters`)
+  t.ok(largest < 100, `the largest text parsed: ${largest} characters`)
   t.equal(envelopeValues(limits), 416, 'sixteen, and four per returned file')
 })
 
