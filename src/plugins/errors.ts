@@ -4,7 +4,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
 import type { ErrorCode } from '../errors/codes.js'
-import { BUSY_RETRY_AFTER_S, ClientClosedError, InternalError, MethodNotAllowedError, NotFoundError } from '../errors/errors.js'
+import { ClientClosedError, InternalError, MethodNotAllowedError, NotFoundError, retryAfterOf } from '../errors/errors.js'
 import { clientError, errorBody } from '../errors/replies.js'
 
 export interface ErrorsOptions {
@@ -28,9 +28,8 @@ export default fp<ErrorsOptions>(async function errorsPlugin (app, options) {
     if (known === undefined) request.log.error({ err: error }, 'internal error')
     const shown = known ?? new InternalError(request.id)
     const statusCode = Number(shown.statusCode)
-    if (shown.code === 'BUSY' || shown.code === 'CONCURRENCY_LIMITED' || shown.code === 'SHUTTING_DOWN') {
-      reply.header('retry-after', (shown as { retryAfterS?: number }).retryAfterS ?? BUSY_RETRY_AFTER_S)
-    }
+    const retryAfter = retryAfterOf(shown)
+    if (retryAfter !== undefined) reply.header('retry-after', retryAfter)
     return await reply.code(statusCode).send(errorBody(statusCode, shown.code as ErrorCode, shown.message, request.id))
   })
 

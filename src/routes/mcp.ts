@@ -14,7 +14,7 @@ import { z } from 'zod'
 import type { RunOutcome } from '../backends/backend.js'
 import type { BackendName } from '../config.js'
 import { isErrorCode } from '../errors/codes.js'
-import { BUSY_RETRY_AFTER_S, InternalError, InvalidJsonError, InvalidRequestError, ShuttingDownError } from '../errors/errors.js'
+import { InternalError, InvalidJsonError, InvalidRequestError, ShuttingDownError, retryAfterOf } from '../errors/errors.js'
 import { scriptRequest, type RequestLimits } from '../script-request.js'
 import { VERSION } from '../version.js'
 
@@ -22,8 +22,6 @@ import { VERSION } from '../version.js'
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
-/** Refusals a retry may cure, as /execute's Retry-After says. */
-const RETRY_CODES = new Set(['BUSY', 'CONCURRENCY_LIMITED', 'SHUTTING_DOWN'])
 /** What a tools/call's arguments may hold: run_python's. */
 const ARGUMENTS = new Set(['script', 'input', 'files'])
 /* c8 ignore next -- closing an MCP server only drops its handlers: it does not fail */
@@ -67,12 +65,13 @@ function toolResult (outcome: RunOutcome, backend: BackendName): CallToolResult 
 /** A refusal of the service's (a bad path, BUSY, SHUTTING_DOWN, ...) as the tool's error, with
  *  when to retry; anything else is ours: logged, and answered as /execute answers it (500). */
 function refusal (error: unknown, log: FastifyBaseLogger, requestId: string): CallToolResult {
-  const { code, message, retryAfterS } = error as { code?: string, message: string, retryAfterS?: number }
+  const { code, message } = error as { code?: string, message: string }
   if (code === undefined || !isErrorCode(code)) {
     log.error({ err: error }, 'internal error')
     return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code: 'INTERNAL_ERROR', message: new InternalError(requestId).message }) }] }
   }
-  const retry = RETRY_CODES.has(code) ? { retryAfterS: retryAfterS ?? BUSY_RETRY_AFTER_S } : {}
+  const retryAfterS = retryAfterOf(error as { code: string })
+  const retry = retryAfterS === undefined ? {} : { retryAfterS }
   return { isError: true, content: [{ type: 'text', text: JSON.stringify({ code, message, ...retry }) }] }
 }
 
