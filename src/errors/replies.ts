@@ -7,7 +7,7 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import type { ErrorObject } from 'ajv'
 import { ExecuteRequest, FileIn, RunLimits } from '../schemas.js'
 import { isErrorCode, type ErrorCode } from './codes.js'
-import { HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
+import { BUSY_RETRY_AFTER_S, HeadersTooLargeError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError } from './errors.js'
 
 export interface ErrorBody {
   statusCode: number
@@ -93,4 +93,12 @@ export function socketErrorHandler (requestTimeoutMs: number): (this: FastifyIns
     }
     socket.destroy()
   }
+}
+
+/** The seconds to wait before a retry of a refusal that a retry may cure (BUSY,
+ *  CONCURRENCY_LIMITED, SHUTTING_DOWN: its own estimate, else BUSY_RETRY_AFTER_S); undefined for any
+ *  other error. The Retry-After header of /execute, the retryAfterS of an MCP tool error. */
+export function retryAfterOf (error: { code?: string, retryAfterS?: number }): number | undefined {
+  if (error.code !== 'BUSY' && error.code !== 'CONCURRENCY_LIMITED' && error.code !== 'SHUTTING_DOWN') return undefined
+  return error.retryAfterS ?? BUSY_RETRY_AFTER_S
 }

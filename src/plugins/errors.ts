@@ -4,8 +4,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyError } from 'fastify'
 import type { ErrorCode } from '../errors/codes.js'
-import { ClientClosedError, InternalError, MethodNotAllowedError, NotFoundError, retryAfterOf } from '../errors/errors.js'
-import { clientError, errorBody } from '../errors/replies.js'
+import { ClientClosedError, InternalError, MethodNotAllowedError, NotFoundError } from '../errors/errors.js'
+import { clientError, errorBody, retryAfterOf } from '../errors/replies.js'
 
 export interface ErrorsOptions {
   bodyLimitBytes: number
