@@ -25,6 +25,8 @@ import connections from './plugins/connections.js'
 import pages from './routes/pages.js'
 import executeRoute from './routes/execute.js'
 import mcpRoute from './routes/mcp.js'
+import sessionRoutes from './routes/sessions.js'
+import sessionsPlugin from './plugins/sessions.js'
 import healthRoutes from './routes/health.js'
 import { withRequestExamples } from './responses.js'
 import { SCHEMAS } from './schemas.js'
@@ -136,6 +138,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
       servers: [{ url: '/', description: 'This server' }],
       tags: [
         { name: 'sandbox', description: 'Run Python' },
+        { name: 'sessions', description: 'A Python that keeps its state between calls' },
         { name: 'health', description: 'Liveness and readiness, for load balancers and orchestrators' }
       ],
       components: {
@@ -152,7 +155,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   const ceilings = ceilingsOf(config)
   await app.register(access, {
     keysFile: config.API_KEYS_FILE,
-    defaults: { rate: config.RATE_LIMIT_MAX, ...shares, ceilings },
+    defaults: { rate: config.RATE_LIMIT_MAX, ...shares, sessions: config.SESSIONS_PER_CALLER, ceilings },
     host: config.HOST,
     metricsOpen: config.METRICS_TOKEN_HASH === undefined
   })
@@ -197,6 +200,13 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     queueExpectedWaitMs: config.QUEUE_EXPECTED_WAIT_MS,
     probeIntervalMs: config.PROBE_INTERVAL_MS
   })
+  await app.register(sessionsPlugin, {
+    instance: config.INSTANCE_ID,
+    max: config.SESSIONS_MAX,
+    idleMs: config.SESSION_IDLE_MS,
+    lifetimeMs: config.SESSION_LIFETIME_MS,
+    memoryMiB: config.SESSION_MEMORY_MB
+  })
   await app.register(accessLog)
   await app.register(metrics)
   await app.register(connections, {
@@ -221,6 +231,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   }
   await app.register(executeRoute, requestLimits)
   await app.register(mcpRoute, requestLimits)
+  await app.register(sessionRoutes, requestLimits)
   await app.register(healthRoutes)
   await app.register(metricsRoute, { tokenHash: config.METRICS_TOKEN_HASH })
   await app.register(pages)

@@ -7,7 +7,7 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Type, type Static } from '@sinclair/typebox'
 import envSchema from 'env-schema'
-import { MAX_SLOTS, UID_LAYOUT } from './backends/uids.js'
+import { MAX_SESSION_SEATS, MAX_SLOTS, UID_LAYOUT } from './backends/uids.js'
 import { MiB } from './units.js'
 
 export const BACKEND_NAMES = ['nsjail', 'unshare', 'direct'] as const
@@ -70,6 +70,13 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, description: 'Rate-limit window (ms)' }),
   WARM_SANDBOXES: Type.Boolean({ default: true, description: 'Warm sandboxes (nsjail): one long-lived jail per slot whose zygote has imported numpy and pandas forks each run (docs/warm.md)' }),
   WARM_RECYCLE_RUNS: Type.Integer({ default: 500, minimum: 1, maximum: 100_000, description: 'Runs a warm sandbox serves before it is replaced by a fresh one (its successor starts importing at half of them; each replacement costs one pandas import of CPU)' }),
+  INSTANCE_ID: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,31}$', description: 'This instance\'s name, the first part of every session id it opens, so a proxy can route a session\'s calls to it (README "Sessions behind a load balancer"): 1 to 32 lowercase letters, digits and "-" (default: 8 random hex digits chosen at start)' })),
+  SESSIONS_MAX: Type.Integer({ default: 4, minimum: 0, maximum: MAX_SESSION_SEATS - 8, description: 'Sessions open at once on this instance (docs/sessions.md); each holds a jail of its own with up to SESSION_MEMORY_MB, idle or not: budget the memory. 0: no sessions' }),
+  SESSIONS_PER_CALLER: Type.Integer({ default: 2, minimum: 0, maximum: MAX_SESSION_SEATS, description: 'Sessions one caller (an API key, else an address) may have open at once; a key may have its own (`sessions=`)' }),
+  SESSION_MEMORY_MB: Type.Integer({ default: 512, minimum: 128, maximum: 65_536, description: 'Memory of one session, all its calls\' state and processes together (MiB): its ceiling for its whole life; a call that takes it past is ended MEMORY_LIMIT_EXCEEDED, and so is the session' }),
+  SESSION_IDLE_MS: Type.Integer({ default: 600_000, minimum: 1000, maximum: 86_400_000, description: 'A session with no call for this long ends (ms)' }),
+  SESSION_LIFETIME_MS: Type.Integer({ default: 3_600_000, minimum: 1000, maximum: 604_800_000, description: 'A session ends this long after it was opened, however busy (ms); a call still running then is stopped' }),
+  SESSION_SPARES: Type.Integer({ default: 1, minimum: 0, maximum: 8, description: 'Session jails kept started ahead (numpy and pandas imported), so opening a session takes milliseconds, not an import; each holds its imports\' memory' }),
   TRUST_PROXY: Type.String({ default: 'false', description: 'Which X-Forwarded-For entries to believe: `false` (none: the address is the connection\'s), the number of proxies in front of the server (Cloud Run: 1), or their addresses and CIDR ranges, comma-separated. Never `true`: every entry would be believed, and a client writes the first one' })
 }, { additionalProperties: true })
 

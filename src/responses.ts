@@ -2,7 +2,7 @@
 // its shape in schemas.ts (every error status to the one ErrorReply), with what it means, its
 // headers and real examples (captured from the nsjail backend), so the OpenAPI document and the
 // /docs page show every error class.
-import { ErrorReply, ExecuteRequest, ExecuteResult, ref } from './schemas.js'
+import { ErrorReply, ExecuteRequest, ExecuteResult, SessionInfo, ref } from './schemas.js'
 
 type Example<T> = Record<string, { summary: string, value: T }>
 
@@ -52,8 +52,10 @@ export const REQUEST_EXAMPLES: Example<ExecuteRequest> = {
  *  can only be a reference to ExecuteRequest (@fastify/swagger keeps nothing beside a $ref). */
 export function withRequestExamples<T extends { paths?: unknown }> (document: T): T {
   const paths = document.paths as Record<string, Record<string, { requestBody?: { content?: Record<string, { examples?: unknown }> } }>>
-  const media = paths['/execute']?.post?.requestBody?.content?.['application/json']
-  if (media !== undefined) media.examples = REQUEST_EXAMPLES
+  for (const path of ['/execute', '/sessions/{id}/execute']) {
+    const media = paths[path]?.post?.requestBody?.content?.['application/json']
+    if (media !== undefined) media.examples = REQUEST_EXAMPLES
+  }
   return document
 }
 
@@ -125,4 +127,51 @@ export const executeResponses = {
   '5xx': errorReply('Our fault: an opaque message with the request id; the details are in the log only', {
     INTERNAL_ERROR: { summary: 'An internal error', value: { statusCode: 500, error: 'Internal Server Error', code: 'INTERNAL_ERROR', message: `internal error; quote the request id ${id} when reporting it`, requestId: id } }
   })
+}
+
+const sessionId = 'a1b2c3d4.Qm9vdGggYm9vdGggYm9vdGggYm9vdGgg'
+const session = {
+  id: sessionId,
+  instance: 'a1b2c3d4',
+  backend: 'nsjail',
+  createdAt: '2026-11-30T15:00:00.000Z',
+  lastCallAt: null,
+  expiresAt: '2026-11-30T15:10:00.000Z',
+  idleTimeoutMs: 600000,
+  lifetimeMs: 3600000,
+  calls: 0,
+  running: false,
+  memoryMiB: 0,
+  memoryLimitMiB: 512
+} as const
+
+const missing = errorReply('No such session for this caller on this instance (another caller\'s session is not found either); an id of another instance is named as such', {
+  SESSION_NOT_FOUND: { summary: 'Unknown, or another caller\'s', value: { statusCode: 404, error: 'Not Found', code: 'SESSION_NOT_FOUND', message: `no session ${sessionId} for this caller on instance a1b2c3d4`, requestId: id } },
+  elsewhere: { summary: 'Routed to the wrong instance', value: { statusCode: 404, error: 'Not Found', code: 'SESSION_NOT_FOUND', message: `session ${sessionId} is not on this instance: its id says it lives on instance a1b2c3d4; this is instance e5f6a7b8. A session lives on the instance that opened it: route its calls there (README "Sessions behind a load balancer")`, requestId: id } }
+})
+const gone = errorReply('The session has ended (deleted, idle, past its lifetime, or a call ended it) and cannot be resumed', {
+  SESSION_ENDED: { summary: 'Idle too long', value: { statusCode: 410, error: 'Gone', code: 'SESSION_ENDED', message: `session ${sessionId} ended at 2026-11-30T15:10:00.000Z: it had no call for 600000 ms (SESSION_IDLE_MS); open a new one`, requestId: id, endedBy: 'CLOSED' } }
+})
+const sessionsRefused = {
+  429: errorReply('This caller already has its most sessions open (or sent more than its rate)', {
+    SESSIONS_LIMITED: { summary: 'Its sessions are all open', value: { statusCode: 429, error: 'Too Many Requests', code: 'SESSIONS_LIMITED', message: 'this caller already has 2 session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first', requestId: id } }
+  }, RATE_LIMIT_HEADERS),
+  503: errorReply('Not the caller\'s doing: this instance has SESSIONS_MAX open, opens none, or is shutting down', {
+    SESSIONS_FULL: { summary: 'The instance is full', value: { statusCode: 503, error: 'Service Unavailable', code: 'SESSIONS_FULL', message: 'this instance already has 4 sessions open (SESSIONS_MAX); retry later', requestId: id } },
+    SESSIONS_UNAVAILABLE: { summary: 'Sessions are off', value: { statusCode: 503, error: 'Service Unavailable', code: 'SESSIONS_UNAVAILABLE', message: 'this server opens no sessions: SESSIONS_MAX is 0', requestId: id } }
+  })
+}
+
+export const sessionResponses = {
+  create: { 201: reply(SessionInfo, 'Opened: its id, the instance that holds it, and when it ends', { opened: { summary: 'A new session', value: session } }, REQUEST_ID), 401: executeResponses[401], ...sessionsRefused, '4xx': executeResponses['4xx'], '5xx': executeResponses['5xx'] },
+  get: { 200: reply(SessionInfo, 'The session', { described: { summary: 'After three calls', value: { ...session, calls: 3, lastCallAt: '2026-11-30T15:01:00.000Z', expiresAt: '2026-11-30T15:11:00.000Z', memoryMiB: 61 } } }, REQUEST_ID), 401: executeResponses[401], 404: missing, 410: gone, '4xx': executeResponses['4xx'], '5xx': executeResponses['5xx'] },
+  delete: { 204: { description: 'Ended: its processes, files and memory are gone' }, 401: executeResponses[401], 404: missing, 410: gone, '4xx': executeResponses['4xx'], '5xx': executeResponses['5xx'] },
+  execute: {
+    ...executeResponses,
+    404: missing,
+    409: errorReply('A call of this session is still running: one at a time', {
+      SESSION_BUSY: { summary: 'Two calls at once', value: { statusCode: 409, error: 'Conflict', code: 'SESSION_BUSY', message: `session ${sessionId} is running a call: a session runs one call at a time; retry when it has answered`, requestId: id } }
+    }, RETRY_AFTER),
+    410: gone
+  }
 }

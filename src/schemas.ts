@@ -116,7 +116,9 @@ export const ErrorReply = Type.Object({
   outputFiles: Type.Optional(Type.Integer({ description: 'OUTPUT_TOO_LARGE: the files the script left under output/, figures included (counted up to one past the limit)' })),
   outputBytes: Type.Optional(Type.Integer({ description: 'OUTPUT_TOO_LARGE: their bytes' })),
   signal: Type.Optional(Type.String({ description: 'CRASHED: the signal that ended the run' })),
-  exitCode: Type.Optional(Type.Integer({ description: 'CRASHED: the exit status without a result' }))
+  exitCode: Type.Optional(Type.Integer({ description: 'CRASHED: the exit status without a result' })),
+  sessionEnded: Type.Optional(Type.Boolean({ description: 'A session\'s call only: true when this call ended its session (a limit, or its process died): its state is gone, and later calls get 410 SESSION_ENDED' })),
+  endedBy: Type.Optional(Type.String({ description: 'SESSION_ENDED: what ended it (CLOSED: deleted, idle or past its lifetime; else the code of the call that ended it)' }))
 }, { $id: 'ErrorReply', description: 'Every error reply, whatever its status: `code` says what went wrong; when the script ran, its output and the backend come too' })
 export type ErrorReply = Static<typeof ErrorReply>
 
@@ -137,7 +139,25 @@ export const Readiness = Type.Object({
 }, { $id: 'Readiness', description: 'Whether scripts can run, with which backend, and why not' })
 export type Readiness = Static<typeof Readiness>
 
+const SESSION_ID = 'Its id, `<instance>.<32 random characters>`: unguessable; the only way to reach it, and only with the API key (or from the address) that opened it'
+
+export const SessionInfo = Type.Object({
+  id: Type.String({ description: SESSION_ID }),
+  instance: Type.String({ description: 'The instance that holds it (INSTANCE_ID): every call must reach this instance' }),
+  backend: ref(Backend),
+  createdAt: Type.String({ format: 'date-time', description: 'When it was opened' }),
+  lastCallAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'When its last call ended; null before its first' }),
+  expiresAt: Type.String({ format: 'date-time', description: 'When it ends unless called again: its idle timeout from its last call, at most its lifetime' }),
+  idleTimeoutMs: Type.Integer({ description: 'SESSION_IDLE_MS: it ends after this long without a call' }),
+  lifetimeMs: Type.Integer({ description: 'SESSION_LIFETIME_MS: it ends this long after it was opened' }),
+  calls: Type.Integer({ description: 'Calls it has run' }),
+  running: Type.Boolean({ description: 'A call is running now (a session runs one at a time)' }),
+  memoryMiB: Type.Integer({ description: 'Anonymous memory of its processes after its last call (MiB): what its state holds' }),
+  memoryLimitMiB: Type.Integer({ description: 'SESSION_MEMORY_MB: its ceiling for its whole life' })
+}, { $id: 'SessionInfo', description: 'A session: a Python that keeps its globals, imports and files between calls, in a sandbox of its own' })
+export type SessionInfo = Static<typeof SessionInfo>
+
 export const Health = Type.Object({ status: stringEnum(['ok']) }, { $id: 'Health', description: 'The process answers' })
 
 /** Every named schema, registered once with the app (app.ts): the document's components. */
-export const SCHEMAS = [Encoding, Backend, FileIn, RunLimits, ExecuteRequest, ReturnedFile, FileLeftOut, ExecuteResult, ErrorCode, ErrorReply, Probe, Readiness, Health]
+export const SCHEMAS = [Encoding, Backend, FileIn, RunLimits, ExecuteRequest, ReturnedFile, FileLeftOut, ExecuteResult, ErrorCode, ErrorReply, Probe, Readiness, Health, SessionInfo]

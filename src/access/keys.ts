@@ -5,7 +5,7 @@
 // The file: one key per line, `name:sha256-hex [option=value ...]`; `#` starts a comment.
 //   ci-bot:5e8d...b1 rate=600 slots=1 queue=2 wallMs=30000 memoryMb=1024
 // Options: rate (requests per RATE_LIMIT_WINDOW_MS), slots and queue (its share of the execution
-// slots and of the queue), and the ceilings of its requests' limits (wallMs, cpuSeconds, memoryMb,
+// slots and of the queue), sessions (how many it may have open), and the ceilings of its requests' limits (wallMs, cpuSeconds, memoryMb,
 // processes, outputBytes), each at most the server's own.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
@@ -18,13 +18,13 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const HASH = /^[0-9a-f]{64}$/
 
 export const CEILING_OPTIONS = ['wallMs', 'cpuSeconds', 'memoryMb', 'processes', 'outputBytes'] as const
-const SHARE_OPTIONS = ['rate', 'slots', 'queue'] as const
+const SHARE_OPTIONS = ['rate', 'slots', 'queue', 'sessions'] as const
 type ShareOption = typeof SHARE_OPTIONS[number]
 
 export interface ApiKey {
   readonly name: string
   readonly hash: Buffer
-  /** Its own rate, slots and queue, where the line gives them. */
+  /** Its own rate, slots, queue and sessions, where the line gives them. */
   readonly shares: Partial<Record<ShareOption, number>>
   /** Its own ceilings, where the line gives them (each at most the server's). */
   readonly ceilings: Partial<Ceilings>
@@ -93,7 +93,7 @@ export function parseKeys (text: string, server: Ceilings): ApiKey[] {
       const value = equals < 0 ? '' : option.slice(equals + 1)
       const number = /^\d{1,10}$/.test(value) ? Number(value) : NaN
       if (isShare(key)) {
-        const least = key === 'queue' ? 0 : 1
+        const least = key === 'queue' || key === 'sessions' ? 0 : 1
         if (!(number >= least)) problems.push(`${where} (${name}): ${key} must be a whole number of ${least} or more`)
         else shares[key] = number
       } else if (isCeiling(key)) {

@@ -73,6 +73,37 @@ export interface SandboxBackend {
   close?: () => Promise<void>
   /** How its warm sandboxes served runs, for /metrics; undefined when it has none. */
   warmStats?: () => WarmStats | undefined
+  /** A new session's sandbox (docs/sessions.md): a jail of its own whose Python keeps its state
+   *  between calls. Absent: this backend hosts no sessions. The caller (the session registry)
+   *  keeps at most `sessions.max` open at once. */
+  openSession?: () => Promise<SessionSandbox>
+}
+
+/** One call in a session: what the caller sent, with the call's limits (wall, CPU and output per
+ *  call; the session's memory and processes were fixed when it was opened). */
+export interface SessionCall extends ScriptRequest {
+  limits: Limits
+}
+
+/** Why a session's sandbox ended: CLOSED when the server ended it (deleted, idle, lifetime,
+ *  shutdown), else how its process died (the script's code, or CRASHED). */
+export interface SessionEnd {
+  code: ScriptErrorCode | 'CLOSED'
+  message: string
+}
+
+/** A session's sandbox: one jail, its own host uid, processes, /tmp and working directory, never
+ *  shared. Calls never overlap (the registry sends one at a time). A call past its wall or CPU
+ *  time, or one whose process dies, ends the whole sandbox: `ended` then settles with why. */
+export interface SessionSandbox {
+  /** Runs one call in the session's interpreter; resolves with its outcome (never rejects). */
+  call: (request: SessionCall) => Promise<RunOutcome>
+  /** Ends the jail and everything in it (idempotent); `ended` settles with CLOSED. */
+  close: (reason: string) => void
+  /** Settles once the jail is gone, with why. */
+  readonly ended: Promise<SessionEnd>
+  /** Anonymous memory of the session's processes after its last call (KiB). */
+  readonly memoryKiB: number
 }
 
 export type WarmSandboxState = 'starting' | 'ready' | 'running' | 'cleaning' | 'dead'

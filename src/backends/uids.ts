@@ -14,8 +14,14 @@ export const ZYGOTE_UID_OFFSET = 2 * MAX_SLOTS
  *  a re-probe fail. Its warm jails use the same offsets. */
 export const PROBE_SLOT = 4095
 
+/** Sessions' jails (docs/sessions.md): seat n (0 ≤ n < MAX_SESSION_SEATS, the open sessions and
+ *  their spares) uses base + SESSION_UID_OFFSET + n, a uid no slot, successor, zygote or probe
+ *  uses, so a session never shares RLIMIT_NPROC or a uid with anything else. */
+export const SESSION_UID_OFFSET = 4 * MAX_SLOTS
+export const MAX_SESSION_SEATS = 1024
+
 /** The layout in words, for SANDBOX_UID_BASE's description. */
 export const UID_LAYOUT = `slot n uses base+n (its warm jails alternate with base+${SUCCESSOR_UID_OFFSET}+n, probes use ` +
-  `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET})`
+  `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET}; sessions use base+${SESSION_UID_OFFSET}+seat)`
 /** The uids a server may use from its base: every slot, successor, zygote and probe uid. */
 export const UID_SPAN = PROBE_SLOT + SUCCESSOR_UID_OFFSET + ZYGOTE_UID_OFFSET + 1

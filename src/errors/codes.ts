@@ -5,7 +5,8 @@
 /** The request's fault (4xx): nothing ran. */
 export const REQUEST_ERROR_CODES = [
   'INVALID_JSON', 'INVALID_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
-  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'HEADERS_TOO_LARGE'
+  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'HEADERS_TOO_LARGE',
+  'SESSION_NOT_FOUND', 'SESSION_ENDED', 'SESSION_BUSY', 'SESSIONS_LIMITED'
 ] as const
 
 /** What harness/run.py reports on the result channel (its CODES). */
@@ -18,7 +19,7 @@ export const HARNESS_ERROR_CODES = [
 export const SCRIPT_ERROR_CODES = [...HARNESS_ERROR_CODES, 'CRASHED'] as const
 
 /** Ours (5xx): the script is not to blame. */
-export const SERVICE_ERROR_CODES = ['BUSY', 'SHUTTING_DOWN', 'SANDBOX_UNAVAILABLE', 'INTERNAL_ERROR'] as const
+export const SERVICE_ERROR_CODES = ['BUSY', 'SHUTTING_DOWN', 'SANDBOX_UNAVAILABLE', 'SESSIONS_FULL', 'SESSIONS_UNAVAILABLE', 'INTERNAL_ERROR'] as const
 
 export const ERROR_CODES = [...REQUEST_ERROR_CODES, ...SCRIPT_ERROR_CODES, ...SERVICE_ERROR_CODES] as const
 
@@ -39,6 +40,10 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   RATE_LIMITED: { status: 429, meaning: 'too many requests from this caller (its API key, else its address) in the window; retry after Retry-After' },
   CONCURRENCY_LIMITED: { status: 429, meaning: 'this caller already has its share of running and waiting executions (TENANT_SLOTS, TENANT_QUEUE), or more bytes of replies it has not read than UNREAD_REPLY_BYTES_PER_CALLER; retry after Retry-After' },
   HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers are larger than 16 KiB' },
+  SESSION_NOT_FOUND: { status: 404, meaning: 'no session with this id on this instance for this caller (another caller\'s session is not found either); when the id names another instance, the message says which: route a session\'s calls to the instance that opened it' },
+  SESSION_ENDED: { status: 410, meaning: 'the session has ended (deleted, idle for SESSION_IDLE_MS, past SESSION_LIFETIME_MS, or a call ended it: `endedBy` gives the code) and cannot be resumed; open a new one' },
+  SESSION_BUSY: { status: 409, meaning: 'a call of this session is still running: a session runs one call at a time; retry after Retry-After' },
+  SESSIONS_LIMITED: { status: 429, meaning: 'this caller (its API key, else its address) already has SESSIONS_PER_CALLER sessions open (a key may have its own: `sessions=`); end one first' },
   SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
   MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },
   MAIN_NOT_CALLABLE: { status: 422, meaning: 'main is not a function' },
@@ -53,6 +58,8 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   BUSY: { status: 503, meaning: 'every execution slot is taken and the queue is full (or the expected wait is over QUEUE_EXPECTED_WAIT_MS, or the server holds too many unread replies); nothing ran; retry after Retry-After' },
   SHUTTING_DOWN: { status: 503, meaning: 'the server is shutting down (a rollout or a scale-in): nothing new is run, and a run still going when SHUTDOWN_GRACE_MS ended was stopped; not the script\'s fault; retry after Retry-After (another instance answers)' },
   SANDBOX_UNAVAILABLE: { status: 503, meaning: 'no permitted sandbox backend passes its probe; nothing is executed' },
+  SESSIONS_FULL: { status: 503, meaning: 'this instance already has SESSIONS_MAX sessions open; retry later, or on another instance' },
+  SESSIONS_UNAVAILABLE: { status: 503, meaning: 'this server opens no sessions: SESSIONS_MAX is 0, or its backend hosts none (only nsjail does)' },
   INTERNAL_ERROR: { status: 500, meaning: 'our fault; quote the request id' }
 }
 

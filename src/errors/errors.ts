@@ -28,6 +28,12 @@ export const SandboxStartError = define('BUSY', 'the server cannot start a sandb
 export const UnreadRepliesError = define('CONCURRENCY_LIMITED', 'this caller has %s bytes of replies it has not read, over the %s allowed (UNREAD_REPLY_BYTES_PER_CALLER); read them (or close those connections), then retry')
 export const UnreadRepliesBusyError = define('BUSY', 'the server holds too many replies its clients have not read yet; nothing ran; retry later')
 export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)')
+export const SessionNotFoundError = define('SESSION_NOT_FOUND', '%s')
+export const SessionEndedError = define('SESSION_ENDED', '%s')
+export const SessionBusyError = define('SESSION_BUSY', 'session %s is running a call: a session runs one call at a time; retry when it has answered')
+export const SessionsLimitedError = define('SESSIONS_LIMITED', 'this caller already has %s session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first')
+export const SessionsFullError = define('SESSIONS_FULL', 'this instance already has %s sessions open (SESSIONS_MAX); retry later')
+export const SessionsUnavailableError = define('SESSIONS_UNAVAILABLE', 'this server opens no sessions: %s')
 export const InternalError = define('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it')
 // Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.
 export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)')

@@ -96,9 +96,9 @@ export function socketErrorHandler (requestTimeoutMs: number): (this: FastifyIns
 }
 
 /** The seconds to wait before a retry of a refusal that a retry may cure (BUSY,
- *  CONCURRENCY_LIMITED, SHUTTING_DOWN: its own estimate, else BUSY_RETRY_AFTER_S); undefined for any
+ *  CONCURRENCY_LIMITED, SHUTTING_DOWN, SESSION_BUSY: its own estimate, else BUSY_RETRY_AFTER_S); undefined for any
  *  other error. The Retry-After header of /execute, the retryAfterS of an MCP tool error. */
 export function retryAfterOf (error: { code?: string, retryAfterS?: number }): number | undefined {
-  if (error.code !== 'BUSY' && error.code !== 'CONCURRENCY_LIMITED' && error.code !== 'SHUTTING_DOWN') return undefined
+  if (error.code !== 'BUSY' && error.code !== 'CONCURRENCY_LIMITED' && error.code !== 'SHUTTING_DOWN' && error.code !== 'SESSION_BUSY') return undefined
   return error.retryAfterS ?? BUSY_RETRY_AFTER_S
 }

@@ -20,6 +20,8 @@ export interface Tenant {
   readonly rate: number
   readonly slots: number
   readonly queue: number
+  /** Sessions it may have open at once. */
+  readonly sessions: number
   readonly ceilings: Ceilings
 }
 
@@ -48,7 +50,7 @@ declare module 'fastify' {
 export interface AccessOptions {
   keysFile: string | undefined
   /** What a caller gets unless its key says otherwise. */
-  defaults: { rate: number, slots: number, queue: number, ceilings: Ceilings }
+  defaults: { rate: number, slots: number, queue: number, sessions: number, ceilings: Ceilings }
   /** The address the server listens on: open mode warns unless it is loopback. */
   host: string
   /** /metrics has no token of its own: with keys on, it names them to anyone (a warning). */
@@ -107,6 +109,7 @@ export default fp<AccessOptions>(async function accessPlugin (app, options) {
     rate: key.shares.rate ?? defaults.rate,
     slots: key.shares.slots ?? defaults.slots,
     queue: key.shares.queue ?? defaults.queue,
+    sessions: key.shares.sessions ?? defaults.sessions,
     ceilings: { ...defaults.ceilings, ...key.ceilings }
   })
 

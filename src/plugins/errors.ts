@@ -30,7 +30,9 @@ export default fp<ErrorsOptions>(async function errorsPlugin (app, options) {
     const statusCode = Number(shown.statusCode)
     const retryAfter = retryAfterOf(shown)
     if (retryAfter !== undefined) reply.header('retry-after', retryAfter)
-    return await reply.code(statusCode).send(errorBody(statusCode, shown.code as ErrorCode, shown.message, request.id))
+    // What a refusal carries besides its message (SESSION_ENDED's endedBy).
+    const details = (shown as { details?: Record<string, unknown> }).details
+    return await reply.code(statusCode).send(errorBody(statusCode, shown.code as ErrorCode, shown.message, request.id, details))
   })
 
   app.setNotFoundHandler({

@@ -4,7 +4,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import type { BackendName } from '../config.js'
-import type { ProbeReport, RunOutcome, SandboxBackend, ScriptRequest } from '../backends/backend.js'
+import type { ProbeReport, RunOutcome, RunRequest, SandboxBackend, ScriptRequest } from '../backends/backend.js'
 import { ClientClosedError, SandboxUnavailableError, ShuttingDownError } from '../errors/errors.js'
 import { Slots, type Share } from '../slots.js'
 
@@ -35,8 +35,8 @@ export interface Sandbox {
   drain: (graceMs: number) => Promise<void>
   /** Runs `script` in a slot within the caller's `share`; `signal` aborts when the client leaves:
    *  a run is stopped, a request still queued (or just granted a slot) is not run and throws
-   *  ClientClosedError. */
-  execute: (request: ScriptRequest, signal: AbortSignal, share?: Share) => Promise<Execution>
+   *  ClientClosedError. `run` replaces the backend's run (a session's call holds a slot too). */
+  execute: (request: ScriptRequest, signal: AbortSignal, share?: Share, run?: (request: RunRequest) => Promise<RunOutcome>) => Promise<Execution>
 }
 
 declare module 'fastify' {
@@ -162,7 +162,7 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     schedule(readyAtStart ? options.probeIntervalMs : retryMs)
   }
 
-  async function execute (request: ScriptRequest, signal: AbortSignal, share?: Share): Promise<Execution> {
+  async function execute (request: ScriptRequest, signal: AbortSignal, share?: Share, run?: (request: RunRequest) => Promise<RunOutcome>): Promise<Execution> {
     if (draining) {
       shutdownCounts.refused++
       throw new ShuttingDownError('it takes no new runs')
@@ -182,7 +182,8 @@ export default fp<SandboxPluginOptions>(async function sandboxPlugin (app, optio
     signal.addEventListener('abort', abort, { once: true })
     inFlight.add(controller)
     try {
-      const outcome = await backend.run({ ...request, slot: lease.slot, signal: controller.signal })
+      const leased = { ...request, slot: lease.slot, signal: controller.signal }
+      const outcome = await (run === undefined ? backend.run(leased) : run(leased))
       // Stopped by the shutdown, not by its script: whatever the sandbox said, the service's doing.
       if (stopping && controller.signal.aborted && !signal.aborted) {
         shutdownCounts.stopped++

@@ -1,7 +1,7 @@
 // A SandboxBackend that runs nothing: its probe report and run outcome are set by the test,
 // and it records every call, so app tests can check which backend was probed and what it ran.
 import type { BackendName } from '../../src/config.js'
-import type { ProbeReport, RunOutcome, RunOutput, RunRequest, SandboxBackend, ScriptErrorCode } from '../../src/backends/backend.js'
+import type { ProbeReport, RunOutcome, RunOutput, RunRequest, SandboxBackend, ScriptErrorCode, SessionCall, SessionEnd, SessionSandbox } from '../../src/backends/backend.js'
 import { succeeded } from '../../src/backends/outcome.js'
 
 export const PASSING: ProbeReport = Object.freeze({ ok: true, features: { network: 'none', uid: 65534 } })
@@ -82,5 +82,49 @@ export class HeldRun {
   /** Finishes every run still open with `outcome`. */
   finish (outcome: RunOutcome = success('released')): void {
     for (const finish of this.finishers.splice(0)) finish(outcome)
+  }
+}
+
+/** A session's sandbox that runs nothing: each call answers `answer` (a function may wait or
+ *  end the session, as a real call past its limits does). */
+export class FakeSession implements SessionSandbox {
+  readonly calls: SessionCall[] = []
+  memoryKiB = 0
+  closedWith: string | undefined
+  readonly ended: Promise<SessionEnd>
+  private settle!: (end: SessionEnd) => void
+
+  constructor (private readonly answer: (call: SessionCall, session: FakeSession) => Promise<RunOutcome>) {
+    this.ended = new Promise(resolve => { this.settle = resolve })
+  }
+
+  async call (request: SessionCall): Promise<RunOutcome> {
+    this.calls.push(request)
+    return await this.answer(request, this)
+  }
+
+  close (reason: string): void {
+    this.closedWith ??= reason
+    this.settle({ code: 'CLOSED', message: reason })
+  }
+
+  /** Its jail died: as a call past its limits ends a real one. */
+  die (end: SessionEnd): void {
+    this.settle(end)
+  }
+}
+
+/** A backend that hosts sessions: every opened one is kept for the test to inspect. */
+export class FakeSessionBackend extends FakeBackend {
+  readonly sessions: FakeSession[] = []
+
+  constructor (name: BackendName = 'nsjail', private readonly answer: (call: SessionCall, session: FakeSession) => Promise<RunOutcome> = async () => success(42), options: FakeBackendOptions = {}) {
+    super(name, options)
+  }
+
+  async openSession (): Promise<SessionSandbox> {
+    const session = new FakeSession(this.answer)
+    this.sessions.push(session)
+    return session
   }
 }

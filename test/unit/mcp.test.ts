@@ -6,10 +6,10 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import { succeeded } from '../../src/backends/outcome.js'
-import type { RunOutcome, RunRequest } from '../../src/backends/backend.js'
+import type { RunOutcome, RunRequest, SessionCall } from '../../src/backends/backend.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
-import { FakeBackend, HeldRun, failure, success } from '../helpers/fake-backend.js'
+import { FakeBackend, FakeSessionBackend, HeldRun, failure, success, type FakeSession } from '../helpers/fake-backend.js'
 
 async function serve (t: Test, run: RunOutcome | ((request: RunRequest) => Promise<RunOutcome>)): Promise<{ url: string, backend: FakeBackend }> {
   const backend = new FakeBackend('nsjail', { run })
@@ -29,14 +29,16 @@ async function call (t: Test, url: string, args: Record<string, unknown>): Promi
 
 const text = (result: CallToolResult): unknown => JSON.parse((result.content[0] as { text: string }).text)
 
-t.test('run_python is the one tool, described, with its arguments', async t => {
+t.test('run_python and the session tools, described, with their arguments', async t => {
   const { url } = await serve(t, success(1))
   const client = new Client({ name: 'pysandbox-test', version: '1' })
   await client.connect(new StreamableHTTPClientTransport(new URL(url)))
   t.teardown(async () => { await client.close() })
   const { tools } = await client.listTools()
-  t.same(tools.map(tool => tool.name), ['run_python'])
+  t.same(tools.map(tool => tool.name), ['run_python', 'open_session', 'run_in_session', 'close_session'])
   t.match(tools[0], { description: /main\(\)/, inputSchema: { properties: { script: { type: 'string' }, input: {}, files: { type: 'array' } }, required: ['script'] } })
+  t.match(tools[2], { description: /last line/, inputSchema: { properties: { session: { type: 'string' }, script: { type: 'string' }, input: {}, files: { type: 'array' } }, required: ['session', 'script'] } })
+  t.match(tools[3], { inputSchema: { properties: { session: { type: 'string' } }, required: ['session'] } })
 })
 
 t.test('a success: the result, the output and the backend as JSON text; images as image content, other files in the text', async t => {
@@ -138,4 +140,39 @@ t.test('the endpoint refuses bad JSON, a message that is not JSON-RPC, and other
   const get = await fetch(url)
   t.equal(get.status, 405)
   t.match(await get.json(), { code: 'METHOD_NOT_ALLOWED' })
+})
+
+t.test('sessions through MCP: open, run (state is the sandbox\'s), close; another caller\'s id is not found; errors carry their code', async t => {
+  let answer: (call: SessionCall, session: FakeSession) => Promise<RunOutcome> = async () => success({ x: 42 })
+  const backend = new FakeSessionBackend('nsjail', async (call, session) => await answer(call, session))
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', INSTANCE_ID: 'mcp' }), backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(async () => { await app.close() })
+  const client = new Client({ name: 'pysandbox-test', version: '1' })
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${(app.server.address() as { port: number }).port}/mcp`)))
+  t.teardown(async () => { await client.close() })
+  const tool = async (name: string, args: Record<string, unknown> = {}): Promise<CallToolResult> => await client.callTool({ name, arguments: args }) as CallToolResult
+
+  const opened = text(await tool('open_session')) as { id: string, instance: string }
+  t.match(opened, { id: /^mcp\.[A-Za-z0-9_-]{32}$/, instance: 'mcp', backend: 'nsjail' })
+  const ran = await tool('run_in_session', { session: opened.id, script: 'x', input: 1 })
+  t.notOk(ran.isError)
+  t.same(text(ran), { result: { x: 42 }, stdout: '', stderr: '', backend: 'nsjail' })
+  t.match(backend.sessions[0]?.calls[0], { script: 'x', input: { value: 1 } })
+
+  answer = async (_call, session) => {
+    session.die({ code: 'TIME_LIMIT_EXCEEDED', message: 'the script ran longer than the wall-time limit of 10000 ms' })
+    return failure('TIME_LIMIT_EXCEEDED', 'the script ran longer than the wall-time limit of 10000 ms')
+  }
+  const ending = await tool('run_in_session', { session: opened.id, script: 'while True: pass' })
+  t.equal(ending.isError, true)
+  t.match(text(ending), { code: 'TIME_LIMIT_EXCEEDED', sessionEnded: true })
+  const after = await tool('run_in_session', { session: opened.id, script: 'x' })
+  t.match(text(after), { code: 'SESSION_ENDED', endedBy: 'TIME_LIMIT_EXCEEDED' })
+
+  const second = text(await tool('open_session')) as { id: string }
+  t.same(text(await tool('close_session', { session: second.id })), { closed: second.id })
+  t.match(text(await tool('close_session', { session: second.id })), { code: 'SESSION_ENDED' })
+  t.match(text(await tool('run_in_session', { session: `mcp.${'Z'.repeat(32)}`, script: 'x' })), { code: 'SESSION_NOT_FOUND' })
+  await t.rejects(tool('run_in_session', { session: second.id, script: 'x', limits: {} }), 'unknown arguments refused (400), as for run_python')
 })

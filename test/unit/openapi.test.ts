@@ -219,12 +219,12 @@ t.test('a reply the document does not allow is caught (the check can fail)', asy
 
 t.test('the document is kind to client generators: named schemas, one error shape, operation ids', async t => {
   const doc = await documentOf(await build(t)) as Document & { info: { license?: { name: string } }, servers?: Array<{ url: string }>, tags?: Array<{ name: string }> }
-  t.same(Object.keys(doc.components?.schemas ?? {}).sort(), ['Backend', 'Encoding', 'ErrorCode', 'ErrorReply', 'ExecuteRequest', 'ExecuteResult', 'FileIn', 'FileLeftOut', 'Health', 'Probe', 'Readiness', 'ReturnedFile', 'RunLimits'], 'every schema named, none def-N')
+  t.same(Object.keys(doc.components?.schemas ?? {}).sort(), ['Backend', 'Encoding', 'ErrorCode', 'ErrorReply', 'ExecuteRequest', 'ExecuteResult', 'FileIn', 'FileLeftOut', 'Health', 'Probe', 'Readiness', 'ReturnedFile', 'RunLimits', 'SessionInfo'], 'every schema named, none def-N')
   t.equal(doc.info.license?.name, 'Apache-2.0')
   t.equal((doc.components?.schemas?.ExecuteResult as { required: string[] }).required[0], 'result', 'result is written first: the route splices main()\'s JSON text in there (routes/execute.ts)')
   t.same(doc.servers, [{ url: '/', description: 'This server' }], 'relative: the server that serves the document')
   const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ where: `${method} ${path}`, op: op as typeof op & { operationId?: string, tags?: string[] } })))
-  t.same(operations.map(o => o.op.operationId).sort(), ['execute', 'getHealth', 'getReadiness'])
+  t.same(operations.map(o => o.op.operationId).sort(), ['deleteSession', 'execute', 'executeInSession', 'getHealth', 'getReadiness', 'getSession', 'openSession'])
   for (const { where, op } of operations) {
     t.ok(op.tags?.every(tag => doc.tags?.some(declared => declared.name === tag)), `${where}: a declared tag`)
     t.ok(op.security !== undefined, `${where}: its security said`)

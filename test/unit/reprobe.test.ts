@@ -41,7 +41,7 @@ async function serve (t: Test, backends: SandboxBackend[], intervals: { probeInt
   const logs: Array<Record<string, unknown>> = []
   const app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>) } } } })
   // /readyz says whether API keys are needed: the access plugin, open (no keys file), as buildApp registers it.
-  await app.register(access, { keysFile: undefined, defaults: { rate: config.RATE_LIMIT_MAX, ...tenantSharesOf(config), ceilings: ceilingsOf(config) }, host: '127.0.0.1', metricsOpen: false })
+  await app.register(access, { keysFile: undefined, defaults: { rate: config.RATE_LIMIT_MAX, ...tenantSharesOf(config), sessions: config.SESSIONS_PER_CALLER, ceilings: ceilingsOf(config) }, host: '127.0.0.1', metricsOpen: false })
   await app.register(sandbox, { backends, concurrency: 1, queueSize: 0, queueTimeoutMs: 1000, ...intervals })
   // The shapes the routes refer to, as buildApp registers them.
   for (const schema of SCHEMAS) app.addSchema(schema)

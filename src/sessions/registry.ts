@@ -1,0 +1,252 @@
+// The sessions this instance holds (docs/sessions.md): who opened each, when it ends, and that
+// its calls come one at a time. A session is found only by its id and only by the caller that
+// opened it: to anyone else it does not exist (404), whether it exists or not. One that ended is
+// remembered for a while (its owner gets 410 and why); one that lives on another instance is
+// named as such, so a misrouted call says what went wrong.
+import { randomBytes } from 'node:crypto'
+import type { BackendName } from '../config.js'
+import type { SessionEnd, SessionSandbox } from '../backends/backend.js'
+import { SessionBusyError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
+
+/** 24 random bytes: 192 bits, as base64url (32 characters). */
+const ID_BYTES = 24
+const ID = /^([a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{32})$/
+/** Ended sessions remembered for their owners, at most this many for at most this long. */
+const ENDED_KEPT = 10_000
+const ENDED_KEPT_MS = 24 * 3_600_000
+
+/** Who asks: a tenant's id (its key, else its address) and how many sessions it may hold. */
+export interface SessionCaller {
+  readonly id: string
+  readonly sessions: number
+}
+
+export interface SessionsOptions {
+  instance: string
+  max: number
+  idleMs: number
+  lifetimeMs: number
+  memoryMiB: number
+  /** The backend that would host them, and how it opens one (undefined: it hosts none). */
+  backend: () => { name: BackendName, open: (() => Promise<SessionSandbox>) | undefined } | undefined
+  log?: (fields: Record<string, unknown>, message: string) => void
+}
+
+/** A session as GET /sessions/{id} describes it. */
+export interface SessionInfo {
+  id: string
+  instance: string
+  backend: BackendName
+  createdAt: string
+  lastCallAt: string | null
+  expiresAt: string
+  idleTimeoutMs: number
+  lifetimeMs: number
+  calls: number
+  running: boolean
+  memoryMiB: number
+  memoryLimitMiB: number
+}
+
+interface Session {
+  readonly id: string
+  readonly owner: string
+  readonly backend: BackendName
+  readonly createdAt: number
+  readonly sandbox: SessionSandbox
+  lastCallAt: number | undefined
+  calls: number
+  running: boolean
+  idle: NodeJS.Timeout | undefined
+  life: NodeJS.Timeout
+  /** Why the server is ending it (idle, lifetime, deleted, shutdown), before its sandbox says so. */
+  closing: string | undefined
+}
+
+interface Ended {
+  owner: string
+  at: number
+  code: SessionEnd['code']
+  message: string
+}
+
+export class SessionRegistry {
+  private readonly open = new Map<string, Session>()
+  private readonly ended = new Map<string, Ended>()
+  /** Sessions being opened, counted against the limits before their sandbox exists. */
+  private readonly opening = new Map<string, number>()
+  private closed = false
+
+  constructor (private readonly options: SessionsOptions) {}
+
+  get size (): number {
+    return this.open.size
+  }
+
+  get instance (): string {
+    return this.options.instance
+  }
+
+  /** SESSION_MEMORY_MB: every call of a session runs within it. */
+  get memoryMiB (): number {
+    return this.options.memoryMiB
+  }
+
+  private countOf (owner: string): number {
+    let count = this.opening.get(owner) ?? 0
+    for (const session of this.open.values()) if (session.owner === owner) count++
+    return count
+  }
+
+  private get openingCount (): number {
+    let count = 0
+    for (const n of this.opening.values()) count += n
+    return count
+  }
+
+  /** Opens a session for `caller`: refused when sessions are off, the instance or the caller is at
+   *  its most. Its sandbox is a spare jail when one is ready (milliseconds), else a new one. */
+  async create (caller: SessionCaller): Promise<SessionInfo> {
+    const backend = this.options.backend()
+    if (this.closed || this.options.max === 0 || backend?.open === undefined) {
+      throw new SessionsUnavailableError(this.options.max === 0 ? 'SESSIONS_MAX is 0' : backend === undefined ? 'no sandbox backend passes its probe' : `its backend (${backend.name}) hosts none: only nsjail does`)
+    }
+    if (this.countOf(caller.id) >= caller.sessions) throw new SessionsLimitedError(caller.sessions)
+    if (this.open.size + this.openingCount >= this.options.max) throw new SessionsFullError(this.options.max)
+    this.opening.set(caller.id, (this.opening.get(caller.id) ?? 0) + 1)
+    let sandbox: SessionSandbox
+    try {
+      sandbox = await backend.open()
+    } finally {
+      const left = (this.opening.get(caller.id) ?? 1) - 1
+      if (left === 0) this.opening.delete(caller.id)
+      else this.opening.set(caller.id, left)
+    }
+    if (this.closed) {
+      sandbox.close('the server is shutting down')
+      throw new SessionsUnavailableError('the server is shutting down')
+    }
+    const id = `${this.options.instance}.${randomBytes(ID_BYTES).toString('base64url')}`
+    const now = Date.now()
+    const session: Session = {
+      id,
+      owner: caller.id,
+      backend: backend.name,
+      createdAt: now,
+      sandbox,
+      lastCallAt: undefined,
+      calls: 0,
+      running: false,
+      idle: undefined,
+      life: setTimeout(() => this.end(session, `it reached its lifetime of ${this.options.lifetimeMs} ms (SESSION_LIFETIME_MS)`), this.options.lifetimeMs).unref(),
+      closing: undefined
+    }
+    this.armIdle(session)
+    this.open.set(id, session)
+    sandbox.ended.then(end => this.forget(session, end), () => {}) // `ended` never rejects
+    this.options.log?.({ session: id, owner: caller.id }, 'session opened')
+    return this.describe(session)
+  }
+
+  private armIdle (session: Session): void {
+    clearTimeout(session.idle)
+    session.idle = setTimeout(() => this.end(session, `it had no call for ${this.options.idleMs} ms (SESSION_IDLE_MS)`), this.options.idleMs).unref()
+  }
+
+  /** The caller's open session, or the refusal that says why there is none. */
+  private find (id: string, caller: SessionCaller): Session {
+    const session = this.open.get(id)
+    if (session !== undefined && session.owner === caller.id) return session
+    const ended = this.ended.get(id)
+    if (session === undefined && ended !== undefined && ended.owner === caller.id) {
+      throw Object.assign(new SessionEndedError(`session ${id} ended at ${new Date(ended.at).toISOString()}: ${ended.message}; open a new one`), { details: { endedBy: ended.code } })
+    }
+    const instance = ID.exec(id)?.[1]
+    if (instance !== undefined && instance !== this.options.instance) {
+      throw new SessionNotFoundError(`session ${id} is not on this instance: its id says it lives on instance ${instance}; this is instance ${this.options.instance}. A session lives on the instance that opened it: route its calls there (README "Sessions behind a load balancer")`)
+    }
+    throw new SessionNotFoundError(`no session ${id.length <= 80 ? id : `${id.slice(0, 80)}...`} for this caller on instance ${this.options.instance}`)
+  }
+
+  describe (session: Session): SessionInfo {
+    const { idleMs, lifetimeMs, memoryMiB, instance } = this.options
+    const last = session.lastCallAt
+    return {
+      id: session.id,
+      instance,
+      backend: session.backend,
+      createdAt: new Date(session.createdAt).toISOString(),
+      lastCallAt: last === undefined ? null : new Date(last).toISOString(),
+      expiresAt: new Date(Math.min(session.createdAt + lifetimeMs, (last ?? session.createdAt) + idleMs)).toISOString(),
+      idleTimeoutMs: idleMs,
+      lifetimeMs,
+      calls: session.calls,
+      running: session.running,
+      memoryMiB: Math.round(session.sandbox.memoryKiB / 1024),
+      memoryLimitMiB: memoryMiB
+    }
+  }
+
+  get (id: string, caller: SessionCaller): SessionInfo {
+    return this.describe(this.find(id, caller))
+  }
+
+  /** Runs one call of the caller's session through `run` (which takes a slot and calls the
+   *  sandbox); one at a time. `ended` in the result: this call ended the session. */
+  async call<T> (id: string, caller: SessionCaller, run: (sandbox: SessionSandbox) => Promise<T>): Promise<{ value: T, ended: boolean }> {
+    const session = this.find(id, caller)
+    if (session.running) throw new SessionBusyError(id)
+    session.running = true
+    clearTimeout(session.idle) // a call is not idle time, however long it waits for a slot
+    try {
+      const value = await run(session.sandbox)
+      // A sandbox that died in the call settles `ended` with the call's outcome: let it land.
+      await new Promise(resolve => setImmediate(resolve))
+      return { value, ended: this.open.get(id) !== session }
+    } finally {
+      session.running = false
+      session.calls++
+      session.lastCallAt = Date.now()
+      if (this.open.has(id)) this.armIdle(session)
+    }
+  }
+
+  /** Ends the caller's session (DELETE). */
+  delete (id: string, caller: SessionCaller): void {
+    this.end(this.find(id, caller), 'it was deleted')
+  }
+
+  /** The server ends a session: its sandbox is closed; `forget` follows when its jail is gone. */
+  private end (session: Session, why: string): void {
+    if (session.closing !== undefined || !this.open.has(session.id)) return
+    session.closing = why
+    // Gone from the owner's view at once: later calls are answered 410, never queued behind it.
+    this.forget(session, { code: 'CLOSED', message: why })
+    session.sandbox.close(why)
+  }
+
+  private forget (session: Session, end: SessionEnd): void {
+    if (this.open.get(session.id) !== session) return
+    this.open.delete(session.id)
+    clearTimeout(session.idle)
+    clearTimeout(session.life)
+    const message = end.code === 'CLOSED' ? end.message : `a call ended it: ${end.code} (${end.message})`
+    this.remember(session.id, { owner: session.owner, at: Date.now(), code: end.code, message })
+    this.options.log?.({ session: session.id, owner: session.owner, endedBy: end.code, calls: session.calls }, `session ended: ${message}`)
+  }
+
+  private remember (id: string, ended: Ended): void {
+    this.ended.set(id, ended)
+    const old = Date.now() - ENDED_KEPT_MS
+    for (const [key, value] of this.ended) {
+      if (this.ended.size <= ENDED_KEPT && value.at >= old) break
+      this.ended.delete(key) // oldest first: a Map iterates in insertion order
+    }
+  }
+
+  /** Ends every session (shutdown); nothing new opens. */
+  closeAll (why: string): void {
+    this.closed = true
+    for (const session of [...this.open.values()]) this.end(session, why)
+  }
+}

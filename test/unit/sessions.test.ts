@@ -1,0 +1,247 @@
+// Sessions over HTTP against stand-in session sandboxes (the real jail: integration/sessions*.ts):
+// ids, owners, what ends a session and how later calls are told, the limits per caller and per
+// instance, one call at a time. The attacks first: another caller, a guessed or foreign id, a
+// resumed session, a session that outlives its timers.
+import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import { newKey } from '../../src/access/keys.js'
+import type { RunOutcome } from '../../src/backends/backend.js'
+import { build, until } from '../helpers/app.js'
+import { FakeBackend, FakeSessionBackend, failure, success, type FakeSession } from '../helpers/fake-backend.js'
+
+const JSON_HEADERS = { 'content-type': 'application/json' }
+
+async function open (app: FastifyInstance, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url: '/sessions', headers })
+}
+
+async function call (app: FastifyInstance, id: string, body: unknown = { script: 'x = 1' }, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url: `/sessions/${id}/execute`, payload: JSON.stringify(body), headers: { ...JSON_HEADERS, ...headers } })
+}
+
+async function sessionsApp (t: Test, env: Record<string, string> = {}, answer?: (call: Parameters<FakeSession['call']>[0], session: FakeSession) => Promise<RunOutcome>): Promise<{ app: FastifyInstance, backend: FakeSessionBackend }> {
+  const backend = new FakeSessionBackend('nsjail', answer)
+  const { app } = await build(t, { env: { INSTANCE_ID: 'alpha', ...env }, backends: [backend] })
+  return { app, backend }
+}
+
+function idOf (reply: LightMyRequestResponse): string {
+  return (reply.json() as { id: string }).id
+}
+
+t.test('POST /sessions: 201, an unguessable id that names its instance, and when it ends', async t => {
+  const { app } = await sessionsApp(t, { SESSION_IDLE_MS: '60000', SESSION_LIFETIME_MS: '120000' })
+  const before = Date.now()
+  const reply = await open(app)
+  t.equal(reply.statusCode, 201)
+  const body = reply.json()
+  t.match(body.id, /^alpha\.[A-Za-z0-9_-]{32}$/)
+  t.same({ ...body, id: 'x', createdAt: 'x', expiresAt: 'x' }, { id: 'x', instance: 'alpha', backend: 'nsjail', createdAt: 'x', lastCallAt: null, expiresAt: 'x', idleTimeoutMs: 60000, lifetimeMs: 120000, calls: 0, running: false, memoryMiB: 0, memoryLimitMiB: 512 })
+  t.ok(Date.parse(body.expiresAt) >= before + 60000 && Date.parse(body.expiresAt) <= Date.now() + 60000, 'idle timeout from now')
+  const ids = new Set([body.id])
+  for (let i = 0; i < 1; i++) ids.add(idOf(await open(app)))
+  t.equal(ids.size, 2, 'ids differ')
+  t.equal((await app.inject({ method: 'POST', url: '/sessions', payload: '{}', headers: JSON_HEADERS })).statusCode, 429, 'the third for one caller is over SESSIONS_PER_CALLER (2)')
+})
+
+t.test('POST /sessions takes no fields', async t => {
+  const { app } = await sessionsApp(t)
+  const reply = await app.inject({ method: 'POST', url: '/sessions', payload: '{"memoryMb": 4096}', headers: JSON_HEADERS })
+  t.equal(reply.statusCode, 400)
+  t.match(reply.json(), { code: 'INVALID_REQUEST', message: /takes no fields/ })
+  t.equal((await app.inject({ method: 'POST', url: '/sessions', payload: '[]', headers: JSON_HEADERS })).statusCode, 400)
+  t.equal((await app.inject({ method: 'POST', url: '/sessions', payload: '{}', headers: JSON_HEADERS })).statusCode, 201, 'allow: {}')
+})
+
+t.test('a call runs in the session\'s sandbox with the call\'s limits and the session\'s memory, and answers as /execute', async t => {
+  const { app, backend } = await sessionsApp(t, { SESSION_MEMORY_MB: '300' }, async () => success({ n: 42 }, { stdout: 'hi\n' }))
+  const id = idOf(await open(app))
+  const reply = await call(app, id, { script: 'n', limits: { wallMs: 2000, cpuSeconds: 2 } })
+  t.equal(reply.statusCode, 200)
+  t.same(reply.json(), { result: { n: 42 }, stdout: 'hi\n', stderr: '', backend: 'nsjail' })
+  t.match(reply.headers['server-timing'], /queue;dur=\d+, sandbox;dur=\d+/)
+  const [sent] = backend.sessions[0]?.calls ?? []
+  t.match(sent, { script: 'n', limits: { wallTimeMs: 2000, cpuSeconds: 2, memoryMiB: 300 } })
+  t.equal(backend.runs.length, 0, 'never a stateless run')
+  const described = (await app.inject({ method: 'GET', url: `/sessions/${id}` })).json()
+  t.match(described, { calls: 1, running: false })
+  t.ok(described.lastCallAt !== null)
+})
+
+t.test('memory and processes cannot be set per call: they are the session\'s', async t => {
+  const { app } = await sessionsApp(t)
+  const id = idOf(await open(app))
+  for (const limits of [{ memoryMb: 256 }, { processes: 8 }]) {
+    const reply = await call(app, id, { script: 'x', limits })
+    t.equal(reply.statusCode, 400)
+    t.match(reply.json().message, /cannot be set per call/)
+  }
+})
+
+t.test('deny: another caller gets 404 for a session that exists, as for one that does not; allow: its owner', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'pysandbox-sessions-keys-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const alice = newKey('alice')
+  const mallory = newKey('mallory')
+  writeFileSync(join(dir, 'keys'), `${alice.line}\n${mallory.line} sessions=1\n`)
+  const { app, backend } = await sessionsApp(t, { API_KEYS_FILE: join(dir, 'keys') })
+  const asAlice = { authorization: `Bearer ${alice.key}` }
+  const asMallory = { authorization: `Bearer ${mallory.key}` }
+  const id = idOf(await open(app, asAlice))
+  t.equal((await open(app)).statusCode, 401, 'no key, no session')
+  for (const [method, url] of [['GET', `/sessions/${id}`], ['DELETE', `/sessions/${id}`], ['POST', `/sessions/${id}/execute`]] as const) {
+    const body = (script: string): object => method === 'POST' ? { payload: JSON.stringify({ script }), headers: { ...JSON_HEADERS, ...asMallory } } : { headers: asMallory }
+    const stolen = await app.inject({ method, url, ...body('secret') })
+    t.equal(stolen.statusCode, 404, `${method} ${url} by another key`)
+    t.equal(stolen.json().code, 'SESSION_NOT_FOUND')
+    const unknown = await app.inject({ method, url: url.replace(id, `alpha.${'A'.repeat(32)}`), ...body('x') })
+    t.same({ ...stolen.json(), requestId: '', message: '' }, { ...unknown.json(), requestId: '', message: '' }, 'the same reply as for an id that does not exist')
+    t.notMatch(stolen.json().message, 'alice')
+  }
+  t.equal(backend.sessions[0]?.calls.length, 0, 'the other key ran nothing in it')
+  t.equal(backend.sessions[0]?.closedWith, undefined, 'nor ended it')
+  t.equal((await call(app, id, { script: 'x' }, asAlice)).statusCode, 200, 'its owner reaches it')
+  t.equal((await open(app, asMallory)).statusCode, 201)
+  t.match((await open(app, asMallory)).json(), { code: 'SESSIONS_LIMITED', message: /1 session\(s\) open/ }, 'a key\'s own sessions=')
+})
+
+t.test('an id of another instance: 404 naming both instances; a malformed or huge id: 404', async t => {
+  const { app } = await sessionsApp(t)
+  const reply = await call(app, `beta.${'B'.repeat(32)}`)
+  t.equal(reply.statusCode, 404)
+  t.match(reply.json().message, /lives on instance beta; this is instance alpha/)
+  for (const id of ['x', 'alpha.', `alpha.${'A'.repeat(31)}`, encodeURIComponent('alpha.A/../../etc')]) {
+    t.equal((await app.inject({ method: 'GET', url: `/sessions/${id}` })).statusCode, 404, id)
+  }
+  t.equal((await app.inject({ method: 'GET', url: `/sessions/${'x'.repeat(200)}` })).statusCode, 414, 'over 100 characters: the router\'s bound')
+})
+
+t.test('DELETE ends the session: its sandbox closes; later calls get 410 and cannot resume it', async t => {
+  const { app, backend } = await sessionsApp(t)
+  const id = idOf(await open(app))
+  const deleted = await app.inject({ method: 'DELETE', url: `/sessions/${id}` })
+  t.equal(deleted.statusCode, 204)
+  t.equal(backend.sessions[0]?.closedWith, 'it was deleted')
+  for (const reply of [await call(app, id), await app.inject({ method: 'GET', url: `/sessions/${id}` }), await app.inject({ method: 'DELETE', url: `/sessions/${id}` })]) {
+    t.equal(reply.statusCode, 410)
+    t.match(reply.json(), { code: 'SESSION_ENDED', endedBy: 'CLOSED', message: /ended at .*: it was deleted; open a new one/ })
+  }
+  t.equal(backend.sessions[0]?.calls.length, 0)
+})
+
+t.test('a call that ends its session (a limit, a crash) says so; later calls get 410 with the code', async t => {
+  const { app } = await sessionsApp(t, {}, async (_call, session) => {
+    session.die({ code: 'MEMORY_LIMIT_EXCEEDED', message: 'the script used more than 512 MiB of memory' })
+    return failure('MEMORY_LIMIT_EXCEEDED', 'the script used more than 512 MiB of memory')
+  })
+  const id = idOf(await open(app))
+  const reply = await call(app, id)
+  t.equal(reply.statusCode, 422)
+  t.match(reply.json(), { code: 'MEMORY_LIMIT_EXCEEDED', sessionEnded: true })
+  const later = await call(app, id)
+  t.equal(later.statusCode, 410)
+  t.match(later.json(), { code: 'SESSION_ENDED', endedBy: 'MEMORY_LIMIT_EXCEEDED', message: /a call ended it: MEMORY_LIMIT_EXCEEDED/ })
+})
+
+t.test('a failing call that leaves the session alive does not say it ended', async t => {
+  const { app } = await sessionsApp(t, {}, async () => failure('MAIN_RAISED', 'ValueError: no'))
+  const id = idOf(await open(app))
+  const reply = await call(app, id)
+  t.equal(reply.statusCode, 422)
+  t.equal(reply.json().sessionEnded, undefined)
+  t.equal((await call(app, id)).statusCode, 422, 'and it goes on')
+})
+
+t.test('one call at a time: a second is 409 SESSION_BUSY with Retry-After; GET says running', async t => {
+  let release!: () => void
+  const { app, backend } = await sessionsApp(t, {}, async () => { await new Promise<void>(resolve => { release = resolve }); return success(1) })
+  const id = idOf(await open(app))
+  const first = call(app, id)
+  await until(() => backend.sessions[0]?.calls.length === 1, 'the first call')
+  const second = await call(app, id)
+  t.equal(second.statusCode, 409)
+  t.equal(second.json().code, 'SESSION_BUSY')
+  t.equal(second.headers['retry-after'], '1')
+  t.equal((await app.inject({ method: 'GET', url: `/sessions/${id}` })).json().running, true)
+  release()
+  t.equal((await first).statusCode, 200)
+  const third = call(app, id)
+  await until(() => backend.sessions[0]?.calls.length === 2, 'the third call')
+  release()
+  t.equal((await third).statusCode, 200, 'the next call runs once the first has answered')
+})
+
+t.test('idle and lifetime: a session ends on its own, and says why', async t => {
+  const { app, backend } = await sessionsApp(t, { SESSION_IDLE_MS: '1000', SESSION_LIFETIME_MS: '60000' })
+  const idle = idOf(await open(app))
+  await until(() => backend.sessions[0]?.closedWith !== undefined, 'the idle timeout')
+  t.match((await call(app, idle)).json(), { code: 'SESSION_ENDED', message: /no call for 1000 ms \(SESSION_IDLE_MS\)/ })
+
+  const { app: app2, backend: backend2 } = await sessionsApp(t, { SESSION_IDLE_MS: '60000', SESSION_LIFETIME_MS: '1000' })
+  const short = idOf(await open(app2))
+  // Calls keep it from idling, never past its lifetime.
+  const deadline = Date.now() + 3000
+  while (backend2.sessions[0]?.closedWith === undefined && Date.now() < deadline) {
+    await call(app2, short)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  t.match(backend2.sessions[0]?.closedWith, /lifetime of 1000 ms/)
+  t.equal((await call(app2, short)).statusCode, 410)
+})
+
+t.test('a call resets the idle timer; a call waiting for a slot is not idle time', async t => {
+  const { app, backend } = await sessionsApp(t, { SESSION_IDLE_MS: '1000' })
+  const id = idOf(await open(app))
+  for (let i = 0; i < 4; i++) {
+    await new Promise(resolve => setTimeout(resolve, 400))
+    t.equal((await call(app, id)).statusCode, 200, `call ${i + 1} (${(i + 1) * 400} ms in)`)
+  }
+  t.equal(backend.sessions[0]?.closedWith, undefined)
+})
+
+t.test('SESSIONS_MAX bounds the instance (503 SESSIONS_FULL); an ended session frees its place', async t => {
+  const { app } = await sessionsApp(t, { SESSIONS_MAX: '2', SESSIONS_PER_CALLER: '5' })
+  const a = idOf(await open(app))
+  idOf(await open(app))
+  const full = await open(app)
+  t.equal(full.statusCode, 503)
+  t.match(full.json(), { code: 'SESSIONS_FULL', message: /4|2 sessions open \(SESSIONS_MAX\)/ })
+  await app.inject({ method: 'DELETE', url: `/sessions/${a}` })
+  t.equal((await open(app)).statusCode, 201)
+})
+
+t.test('sessions off: SESSIONS_MAX 0, or a backend that hosts none, or none ready: 503 SESSIONS_UNAVAILABLE', async t => {
+  const { app: off } = await sessionsApp(t, { SESSIONS_MAX: '0' })
+  t.match((await open(off)).json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /SESSIONS_MAX is 0/ })
+  const { app: unshare } = await build(t, { backends: [new FakeBackend('unshare')] })
+  t.match((await open(unshare)).json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /its backend \(unshare\) hosts none: only nsjail does/ })
+  const { app: none } = await build(t, { backends: [new FakeSessionBackend('nsjail', undefined, { probe: { ok: false, reason: 'no', features: {} } })] })
+  t.match((await open(none)).json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /no sandbox backend passes its probe/ })
+})
+
+t.test('shutdown ends every session', async t => {
+  const { app, backend } = await sessionsApp(t)
+  await open(app)
+  await app.close()
+  t.equal(backend.sessions[0]?.closedWith, 'the server is shutting down')
+})
+
+t.test('a session opened while the server shuts down is closed at once', async t => {
+  let opened!: () => void
+  const backend = new FakeSessionBackend('nsjail')
+  const openSession = backend.openSession.bind(backend)
+  backend.openSession = async () => { await new Promise<void>(resolve => { opened = resolve }); return await openSession() }
+  const { app } = await build(t, { backends: [backend] })
+  const pending = open(app)
+  await until(() => opened !== undefined, 'the open')
+  const closing = app.close()
+  await new Promise(resolve => setTimeout(resolve, 50)) // the close has begun: its preClose hooks ran
+  opened()
+  const refused = await pending
+  t.match(refused.json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /shutting down/ }, refused.payload)
+  await closing
+  t.equal(backend.sessions[0]?.closedWith, 'the server is shutting down')
+})
