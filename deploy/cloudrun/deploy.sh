@@ -40,6 +40,8 @@ CPU=2
 CONCURRENCY=2
 QUEUE_SIZE=32
 SHUTDOWN_GRACE_MS=8000
+# --session-affinity: a client that keeps Cloud Run's cookie reaches the instance that holds its
+# sessions, best effort (README "Sessions behind a load balancer"); /execute does not care.
 
 args=(
   run deploy "$SERVICE"
@@ -53,6 +55,7 @@ args=(
   --timeout 60
   --port 8080
   --cpu-boost
+  --session-affinity
   --min-instances 0
   --max-instances "${MAX_INSTANCES:-10}"
   --ingress all

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseAllDocuments } from 'yaml'
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet'
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler'
 import { Container } from 'kubernetes-models/v1/Container'
 import { Service } from 'kubernetes-models/v1/Service'
@@ -68,7 +69,8 @@ function cpus (quantity: string): number {
   return quantity.endsWith('m') ? Number(quantity.slice(0, -1)) / 1000 : Number(quantity)
 }
 
-const MANIFESTS = ['deploy/cloudrun/service.yaml', 'deploy/k8s/deployment.yaml', 'deploy/k8s/service.yaml', 'deploy/k8s/hpa.yaml', 'deploy/k8s/kustomization.yaml']
+const MANIFESTS = ['deploy/cloudrun/service.yaml', 'deploy/k8s/deployment.yaml', 'deploy/k8s/service.yaml', 'deploy/k8s/hpa.yaml', 'deploy/k8s/kustomization.yaml',
+  'deploy/k8s/sessions/statefulset.yaml', 'deploy/k8s/sessions/services.yaml', 'deploy/k8s/sessions/kustomization.yaml']
 
 t.test('every manifest parses as YAML', async t => {
   for (const path of MANIFESTS) t.doesNotThrow(() => load(path), path)
@@ -84,7 +86,8 @@ t.test('every environment variable the manifests set is one the server knows', a
   const known = new Set(Object.keys(ConfigSchema.properties))
   const containers = [
     ...single('deploy/cloudrun/service.yaml').spec.template.spec.containers,
-    ...single('deploy/k8s/deployment.yaml').spec.template.spec.containers
+    ...single('deploy/k8s/deployment.yaml').spec.template.spec.containers,
+    ...single('deploy/k8s/sessions/statefulset.yaml').spec.template.spec.containers
   ]
   for (const container of containers) {
     for (const name of Object.keys(envOf(container))) t.ok(known.has(name), `${name} is a configuration variable`)
@@ -98,6 +101,8 @@ t.test('Cloud Run: the Knative service', async t => {
   const template = service.spec.template
   t.equal(template.metadata.annotations['run.googleapis.com/execution-environment'], 'gen2',
     'gen2: the first generation (gVisor) has no user namespaces for nsjail')
+  t.equal(template.metadata.annotations['run.googleapis.com/sessionAffinity'], 'true',
+    'session affinity: a client\'s calls go to the instance its cookie names, where its sessions live (best effort)')
 
   const [container, ...others] = template.spec.containers as Json[]
   t.equal(others.length, 0, 'one container')
@@ -137,6 +142,7 @@ t.test('Cloud Run: deploy.sh deploys the same settings', async t => {
   const flag = (name: string): string | undefined => new RegExp(`^\\s*--${name} (\\S+)\\s*$`, 'm').exec(script)?.[1]
   t.equal(flag('execution-environment'), 'gen2')
   t.match(script, /--no-allow-unauthenticated/, 'private unless PUBLIC=1')
+  t.match(script, /^\s*--session-affinity\s*$/m, 'session affinity, as the service\'s annotation')
   t.equal(flag('timeout'), String(service.spec.template.spec.timeoutSeconds))
   t.equal(flag('memory'), container.resources.limits.memory)
   t.equal(flag('port'), String(container.ports[0].containerPort))
@@ -215,4 +221,41 @@ t.test('Kubernetes: Service and autoscaler point at the Deployment', async t => 
 
   const kustomization = single('deploy/k8s/kustomization.yaml')
   for (const resource of kustomization.resources) t.ok(existsSync(`${ROOT}/deploy/k8s/${String(resource)}`), `${String(resource)} exists`)
+})
+
+t.test('Kubernetes, sessions: a StatefulSet of the Deployment\'s pods, each its own instance with a DNS name', async t => {
+  const deployment = single('deploy/k8s/deployment.yaml')
+  const statefulSet = single('deploy/k8s/sessions/statefulset.yaml')
+  const services = load('deploy/k8s/sessions/services.yaml')
+  t.doesNotThrow(() => new StatefulSet(statefulSet).validate(), 'StatefulSet')
+  for (const service of services) t.doesNotThrow(() => new Service(service).validate(), `Service ${String(service.metadata.name)}`)
+
+  // The same pods: every setting the Deployment's tests check holds here too. Only TRUST_PROXY
+  // differs: a proxy is always in front of these pods (it routes sessions).
+  const withoutTrustProxy = (template: Json): Json => {
+    const copy = structuredClone(template)
+    for (const container of copy.spec.containers) container.env = container.env.filter((e: Json) => e.name !== 'TRUST_PROXY')
+    return copy
+  }
+  t.same(withoutTrustProxy(statefulSet.spec.template), withoutTrustProxy(deployment.spec.template), 'the pod template is the Deployment\'s')
+  t.equal(envOf(statefulSet.spec.template.spec.containers[0]).TRUST_PROXY, '1', 'the proxy in front is the one hop to believe')
+
+  for (const workload of [deployment, statefulSet]) {
+    const instanceId = (workload.spec.template.spec.containers[0].env as Json[]).find(e => e.name === 'INSTANCE_ID')
+    t.same(instanceId?.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, `${String(workload.kind)}: INSTANCE_ID is the pod's name`)
+  }
+  // A StatefulSet's pod is named <name>-<ordinal>: a valid INSTANCE_ID for any replica count.
+  t.match(`${String(statefulSet.metadata.name)}-${statefulSet.spec.replicas - 1}`, new RegExp(ConfigSchema.properties.INSTANCE_ID.pattern ?? 'no pattern'), 'the last pod\'s name is a valid INSTANCE_ID')
+
+  const headless = services.find(service => service.metadata.name === statefulSet.spec.serviceName)
+  t.equal(headless?.spec.clusterIP, 'None', 'serviceName is a headless Service: a DNS name per pod')
+  const labels = statefulSet.spec.template.metadata.labels
+  for (const service of services) {
+    for (const [key, value] of Object.entries(service.spec.selector)) t.equal(labels[key], value, `${String(service.metadata.name)} selects ${key}=${String(value)}`)
+  }
+  t.same(services.find(service => service.metadata.name !== statefulSet.spec.serviceName), single('deploy/k8s/service.yaml'), 'and the other is deploy/k8s\'s Service')
+
+  const kustomization = single('deploy/k8s/sessions/kustomization.yaml')
+  for (const resource of kustomization.resources) t.ok(existsSync(`${ROOT}/deploy/k8s/sessions/${String(resource)}`), `${String(resource)} exists`)
+  t.same(kustomization.images, single('deploy/k8s/kustomization.yaml').images, 'the same image placeholder as deploy/k8s')
 })
