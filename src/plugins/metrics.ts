@@ -147,6 +147,18 @@ export default fp(async function metricsPlugin (app) {
       for (const [served, n] of Object.entries(runs ?? {})) this.inc({ served }, n)
     }
   })
+  gauge('pysandbox_sessions', 'Sessions open on this instance', g => g.set(app.sessions.size))
+  gauge('pysandbox_sessions_limit', 'Sessions that may be open at once (SESSIONS_MAX)', g => g.set(app.sessions.max))
+  new Counter({ // eslint-disable-line no-new
+    name: 'pysandbox_sessions_ended_total',
+    help: 'Sessions ended, by reason: deleted, idle (SESSION_IDLE_MS), lifetime (SESSION_LIFETIME_MS), shutdown, or the code of the call that ended it (TIME_LIMIT_EXCEEDED, MEMORY_LIMIT_EXCEEDED, CRASHED)',
+    labelNames: ['reason'] as const,
+    registers: [own],
+    collect () {
+      this.reset()
+      for (const [reason, n] of Object.entries(app.sessions.endedCounts)) this.inc({ reason }, n)
+    }
+  })
   const registry = Registry.merge([processMetrics(), own])
 
   app.decorate('metrics', {
@@ -173,7 +185,7 @@ export default fp(async function metricsPlugin (app) {
   app.addHook('onResponse', async (request, reply) => {
     requests.observe({ route: request.routeOptions.url ?? '-', status: String(reply.statusCode), code: request.replyCode ?? '-' }, reply.elapsedTime / 1000)
   })
-}, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox', 'access-log'] })
+}, { name: 'metrics', fastify: '5.x', dependencies: ['sandbox', 'sessions', 'access-log'] })
 
 /** GET /metrics in the Prometheus text format; never rate limited (a scraper is no abuser), open
  *  or behind a token of its own (METRICS_TOKEN_HASH), whatever API keys say. */

@@ -76,11 +76,17 @@ export class SessionRegistry {
   /** Sessions being opened, counted against the limits before their sandbox exists. */
   private readonly opening = new Map<string, number>()
   private closed = false
+  /** Sessions ended, by why: deleted, idle, lifetime, shutdown, or the code of the call that ended it. */
+  readonly endedCounts: Record<string, number> = {}
 
   constructor (private readonly options: SessionsOptions) {}
 
   get size (): number {
     return this.open.size
+  }
+
+  get max (): number {
+    return this.options.max
   }
 
   get instance (): string {
@@ -138,7 +144,7 @@ export class SessionRegistry {
       calls: 0,
       running: false,
       idle: undefined,
-      life: setTimeout(() => this.end(session, `it reached its lifetime of ${this.options.lifetimeMs} ms (SESSION_LIFETIME_MS)`), this.options.lifetimeMs).unref(),
+      life: setTimeout(() => this.end(session, 'lifetime', `it reached its lifetime of ${this.options.lifetimeMs} ms (SESSION_LIFETIME_MS)`), this.options.lifetimeMs).unref(),
       closing: undefined
     }
     this.armIdle(session)
@@ -150,7 +156,7 @@ export class SessionRegistry {
 
   private armIdle (session: Session): void {
     clearTimeout(session.idle)
-    session.idle = setTimeout(() => this.end(session, `it had no call for ${this.options.idleMs} ms (SESSION_IDLE_MS)`), this.options.idleMs).unref()
+    session.idle = setTimeout(() => this.end(session, 'idle', `it had no call for ${this.options.idleMs} ms (SESSION_IDLE_MS)`), this.options.idleMs).unref()
   }
 
   /** The caller's open session, or the refusal that says why there is none. */
@@ -213,20 +219,21 @@ export class SessionRegistry {
 
   /** Ends the caller's session (DELETE). */
   delete (id: string, caller: SessionCaller): void {
-    this.end(this.find(id, caller), 'it was deleted')
+    this.end(this.find(id, caller), 'deleted', 'it was deleted')
   }
 
   /** The server ends a session: its sandbox is closed; `forget` follows when its jail is gone. */
-  private end (session: Session, why: string): void {
+  private end (session: Session, kind: 'deleted' | 'idle' | 'lifetime' | 'shutdown', why: string): void {
     if (session.closing !== undefined || !this.open.has(session.id)) return
     session.closing = why
     // Gone from the owner's view at once: later calls are answered 410, never queued behind it.
-    this.forget(session, { code: 'CLOSED', message: why })
+    this.forget(session, { code: 'CLOSED', message: why }, kind)
     session.sandbox.close(why)
   }
 
-  private forget (session: Session, end: SessionEnd): void {
+  private forget (session: Session, end: SessionEnd, kind: string = end.code): void {
     if (this.open.get(session.id) !== session) return
+    this.endedCounts[kind] = (this.endedCounts[kind] ?? 0) + 1
     this.open.delete(session.id)
     clearTimeout(session.idle)
     clearTimeout(session.life)
@@ -247,6 +254,6 @@ export class SessionRegistry {
   /** Ends every session (shutdown); nothing new opens. */
   closeAll (why: string): void {
     this.closed = true
-    for (const session of [...this.open.values()]) this.end(session, why)
+    for (const session of [...this.open.values()]) this.end(session, 'shutdown', why)
   }
 }

@@ -34,7 +34,8 @@ const METRICS = [
   'pysandbox_http_errors_total', 'pysandbox_queue_depth', 'pysandbox_running_sandboxes',
   'pysandbox_concurrency_limit', 'pysandbox_queue_limit', 'pysandbox_probe_ok', 'pysandbox_ready',
   'pysandbox_warm_runs_total', 'pysandbox_warm_sandboxes', 'pysandbox_http_request_duration_seconds',
-  'pysandbox_shed_total', 'pysandbox_shutdown_total', 'pysandbox_shutting_down'
+  'pysandbox_shed_total', 'pysandbox_shutdown_total', 'pysandbox_shutting_down', 'pysandbox_sessions',
+  'pysandbox_sessions_limit', 'pysandbox_sessions_ended_total'
 ]
 
 t.test('GET /metrics is Prometheus text naming every metric, and the process metrics', async t => {

@@ -130,6 +130,10 @@ t.test('DELETE ends the session: its sandbox closes; later calls get 410 and can
     t.match(reply.json(), { code: 'SESSION_ENDED', endedBy: 'CLOSED', message: /ended at .*: it was deleted; open a new one/ })
   }
   t.equal(backend.sessions[0]?.calls.length, 0)
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /^pysandbox_sessions 0$/m)
+  t.match(metrics, /^pysandbox_sessions_limit 4$/m)
+  t.match(metrics, /^pysandbox_sessions_ended_total\{reason="deleted"\} 1$/m)
 })
 
 t.test('a call that ends its session (a limit, a crash) says so; later calls get 410 with the code', async t => {
@@ -141,6 +145,7 @@ t.test('a call that ends its session (a limit, a crash) says so; later calls get
   const reply = await call(app, id)
   t.equal(reply.statusCode, 422)
   t.match(reply.json(), { code: 'MEMORY_LIMIT_EXCEEDED', sessionEnded: true })
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /^pysandbox_sessions_ended_total\{reason="MEMORY_LIMIT_EXCEEDED"\} 1$/m)
   const later = await call(app, id)
   t.equal(later.statusCode, 410)
   t.match(later.json(), { code: 'SESSION_ENDED', endedBy: 'MEMORY_LIMIT_EXCEEDED', message: /a call ended it: MEMORY_LIMIT_EXCEEDED/ })
