@@ -29,6 +29,7 @@ export default fp<SessionsPluginOptions>(async function sessionsPlugin (app, opt
       if (backend === undefined || !ready) return undefined
       return { name: backend.name, open: backend.openSession?.bind(backend) }
     },
+    draining: () => app.sandbox.draining,
     log: (fields, message) => app.log.info(fields, message)
   })
   app.decorate('sessions', registry)

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import type { BackendName } from '../config.js'
 import type { SessionEnd, SessionSandbox } from '../backends/backend.js'
-import { SessionBusyError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
+import { ShuttingDownError, SessionBusyError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
 
 /** 24 random bytes: 192 bits, as base64url (32 characters). */
 const ID_BYTES = 24
@@ -29,6 +29,8 @@ export interface SessionsOptions {
   memoryMiB: number
   /** The backend that would host them, and how it opens one (undefined: it hosts none). */
   backend: () => { name: BackendName, open: (() => Promise<SessionSandbox>) | undefined } | undefined
+  /** True from the start of a shutdown: no new session opens (503 SHUTTING_DOWN, as /execute). */
+  draining: () => boolean
   log?: (fields: Record<string, unknown>, message: string) => void
 }
 
@@ -113,6 +115,7 @@ export class SessionRegistry {
   /** Opens a session for `caller`: refused when sessions are off, the instance or the caller is at
    *  its most. Its sandbox is a spare jail when one is ready (milliseconds), else a new one. */
   async create (caller: SessionCaller): Promise<SessionInfo> {
+    if (this.options.draining()) throw new ShuttingDownError('it opens no new sessions')
     const backend = this.options.backend()
     if (this.closed || this.options.max === 0 || backend?.open === undefined) {
       throw new SessionsUnavailableError(this.options.max === 0 ? 'SESSIONS_MAX is 0' : backend === undefined ? 'no sandbox backend passes its probe' : `its backend (${backend.name}) hosts none: only nsjail does`)

@@ -227,6 +227,18 @@ t.test('sessions off: SESSIONS_MAX 0, or a backend that hosts none, or none read
   t.match((await open(none)).json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /no sandbox backend passes its probe/ })
 })
 
+t.test('while the server drains, no session opens (503 SHUTTING_DOWN) and calls are refused as /execute\'s', async t => {
+  const { app } = await sessionsApp(t)
+  const id = idOf(await open(app))
+  const draining = app.sandbox.drain(1000)
+  const refused = await open(app)
+  t.equal(refused.statusCode, 503)
+  t.match(refused.json(), { code: 'SHUTTING_DOWN', message: /opens no new sessions/ })
+  t.equal(refused.headers['retry-after'], '1')
+  t.match((await call(app, id)).json(), { statusCode: 503, code: 'SHUTTING_DOWN' })
+  await draining
+})
+
 t.test('shutdown ends every session', async t => {
   const { app, backend } = await sessionsApp(t)
   await open(app)
