@@ -142,7 +142,7 @@ const session = {
   calls: 0,
   running: false,
   memoryMiB: 0,
-  memoryLimitMiB: 512
+  memoryLimitMiB: 256
 } as const
 
 const missing = errorReply('No such session for this caller on this instance (another caller\'s session is not found either); an id of another instance is named as such', {
@@ -154,10 +154,10 @@ const gone = errorReply('The session has ended (deleted, idle, past its lifetime
 })
 const sessionsRefused = {
   429: errorReply('This caller already has its most sessions open (or sent more than its rate)', {
-    SESSIONS_LIMITED: { summary: 'Its sessions are all open', value: { statusCode: 429, error: 'Too Many Requests', code: 'SESSIONS_LIMITED', message: 'this caller already has 2 session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first', requestId: id } }
+    SESSIONS_LIMITED: { summary: 'Its sessions are all open', value: { statusCode: 429, error: 'Too Many Requests', code: 'SESSIONS_LIMITED', message: 'this caller already has 1 session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first', requestId: id } }
   }, RATE_LIMIT_HEADERS),
   503: errorReply('Not the caller\'s doing: this instance has SESSIONS_MAX open, opens none, or is shutting down', {
-    SESSIONS_FULL: { summary: 'The instance is full', value: { statusCode: 503, error: 'Service Unavailable', code: 'SESSIONS_FULL', message: 'this instance already has 4 sessions open (SESSIONS_MAX); retry later', requestId: id } },
+    SESSIONS_FULL: { summary: 'The instance is full', value: { statusCode: 503, error: 'Service Unavailable', code: 'SESSIONS_FULL', message: 'this instance already has 2 sessions open (SESSIONS_MAX); retry later', requestId: id } },
     SESSIONS_UNAVAILABLE: { summary: 'Sessions are off', value: { statusCode: 503, error: 'Service Unavailable', code: 'SESSIONS_UNAVAILABLE', message: 'this server opens no sessions: SESSIONS_MAX is 0', requestId: id } }
   })
 }

@@ -145,7 +145,7 @@ t.test('the endpoint refuses bad JSON, a message that is not JSON-RPC, and other
 t.test('sessions through MCP: open, run (state is the sandbox\'s), close; another caller\'s id is not found; errors carry their code', async t => {
   let answer: (call: SessionCall, session: FakeSession) => Promise<RunOutcome> = async () => success({ x: 42 })
   const backend = new FakeSessionBackend('nsjail', async (call, session) => await answer(call, session))
-  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', INSTANCE_ID: 'mcp' }), backends: [backend] })
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', INSTANCE_ID: 'mcp', SESSIONS_PER_CALLER: '2' }), backends: [backend] })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => { await app.close() })
   const client = new Client({ name: 'pysandbox-test', version: '1' })
