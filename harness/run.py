@@ -196,13 +196,18 @@ def to_json(value, parts):
 def send(fd, message, limit, returned=None):
     """The message; `returned`, the returned files' entries, joins a success within its own limits:
     `limit` bounds the message without them (main()'s value)."""
+    workdir.write_all(fd, encode(message, limit, returned))
+
+
+def encode(message, limit, returned=None):
+    """send()'s bytes (a session's kernel frames them itself: harness/session.py)."""
     data = "".join(to_json(message, [])).encode("utf-8")
     if len(data) > limit:
         too_large = failure(RESULT_TOO_LARGE, f"main() returned {len(data)} bytes of JSON; the limit is {limit}")
         data = "".join(to_json(too_large, [])).encode()
     elif returned:
         data = data[:-1] + b"," + "".join(to_json(returned, [])).encode("utf-8")[1:]
-    workdir.write_all(fd, data)
+    return data
 
 
 def type_name(value):
@@ -418,15 +423,15 @@ def prepare(cpu_seconds, result_limit):
     return channel
 
 
-def collect(message, files_limits, reserve, started_ns):
+def collect(message, files_limits, reserve, started_ns, changed_since_ns=None):
     """The returned files' entries for a success; a failure instead when they are over a limit,
     or when what the script left behind (a replaced function, a broken object) made collecting
-    them raise."""
+    them raise. `changed_since_ns`: only files changed since then (a session's call)."""
     reserve.release()
     if not message["ok"]:
         return message, None
     try:
-        return message, workdir.returned_files(*files_limits, started_ns)
+        return message, workdir.returned_files(*files_limits, started_ns, changed_since_ns)
     except workdir.TooMuchOutput as exc:
         return failure(OUTPUT_TOO_LARGE, str(exc), outputFiles=exc.count, outputBytes=exc.size), None
     except MemoryError:

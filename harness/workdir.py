@@ -62,6 +62,38 @@ def place_files(files):
             os.close(fd)
 
 
+def replace_files(files):
+    """A session's call: the caller's files at their paths in the working directory, replacing
+    files of earlier calls (O_TRUNC). Each directory is opened relative to its parent with
+    O_NOFOLLOW and the file itself too, so no link the session planted is ever followed; a FIFO
+    or device in the way is refused, not opened for writing. Raises OSError naming the path."""
+    for path, content in files:
+        *directories, name = path.split("/")
+        fd = os.open(".", DIR_FLAGS)
+        try:
+            for directory in directories:
+                try:
+                    os.mkdir(directory, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                child = os.open(directory, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            file = os.open(name, flags, 0o644, dir_fd=fd)
+            try:
+                if not stat.S_ISREG(os.fstat(file).st_mode):
+                    raise OSError(f"{path} is not a regular file")
+                os.ftruncate(file, 0)
+                write_all(file, content)
+            finally:
+                os.close(file)
+        except OSError as exc:
+            raise OSError(f"the file {path} could not be placed: {described(exc)}") from None
+        finally:
+            os.close(fd)
+
+
 def make_output_dir():
     """output/, for the files to return (a warm jail's zygote made it already)."""
     if not os.path.isdir(OUTPUT_DIR):
@@ -144,6 +176,7 @@ class Returned:
         self.files, self.left_out = [], []
         self.paths, self.directories = set(), set()  # returned so far, and their parents
         self.count = self.size = 0
+        self.changed_since_ns = None  # a session's call: only entries changed since (None: all)
 
     def over(self):
         return self.count > self.max_files or self.size > self.max_bytes
@@ -265,11 +298,21 @@ class Returned:
                 self.read_regular(fd, name, path)
         return subdirectories[::-1]
 
+    def changed(self, fd, name):
+        """Modified or changed (renamed, linked, its mode set) since changed_since_ns."""
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:  # gone since: read_file says why if it is read
+            return True
+        return max(info.st_mtime_ns, info.st_ctime_ns) >= self.changed_since_ns
+
     def read_regular(self, fd, name, path):
         try:
             mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
         except OSError as exc:
             return self.leave_out(path, f"not readable ({exc.strerror})")
+        if self.changed_since_ns is not None and not self.changed(fd, name):
+            return None  # an earlier call of the session left it: returned then
         if not stat.S_ISREG(mode):
             return self.leave_out(path, kind_of(mode))
         return self.read_file(fd, name, path)
@@ -397,12 +440,16 @@ def watch_figures(site_packages):
         sys.meta_path.insert(0, FigureWatch)
 
 
-def returned_files(max_files, max_bytes, run_started_ns):
+def returned_files(max_files, max_bytes, run_started_ns, changed_since_ns=None):
     """The files under output/ and the open figures: entries for the channel; TooMuchOutput when
     they are over the limits. output/ is listed unless its entries last changed a second or more
-    before the run started (the file system's clock is coarse: a margin, never a file missed)."""
+    before the run started (the file system's clock is coarse: a margin, never a file missed).
+    With `changed_since_ns` (a session's call, whose output/ holds earlier calls' files) output/
+    is always listed (a file rewritten in place leaves its directory's times as they were) and
+    only entries modified or changed since then come back."""
     returned = Returned(max_files, max_bytes)
-    returned.walk(OUTPUT_DIR, run_started_ns - UNCHANGED_MARGIN_NS)
+    returned.changed_since_ns = changed_since_ns
+    returned.walk(OUTPUT_DIR, run_started_ns - UNCHANGED_MARGIN_NS if changed_since_ns is None else 0)
     if returned.over():
         returned.count_figures()
     else:

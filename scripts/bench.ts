@@ -54,14 +54,15 @@ function summarize (latencies: number[], elapsedMs: number): Figures {
   return { p50: round(percentile(sorted, 50)), p95: round(percentile(sorted, 95)), p99: round(percentile(sorted, 99)), throughput: round(latencies.length / (elapsedMs / 1000)), requests: latencies.length }
 }
 
-/** One POST /execute on a kept-alive connection (node:http: less client overhead than fetch). */
-async function execute (url: URL, agent: Agent, body: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, response => {
+/** One POST on a kept-alive connection (node:http: less client overhead than fetch); its reply
+ *  body, which must come with `status`. */
+async function execute (url: URL, agent: Agent, body: string, status = 200, method = 'POST'): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    const req = request(url, { method, agent, headers: body === '' ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, response => {
       const chunks: Buffer[] = []
       response.on('data', (chunk: Buffer) => chunks.push(chunk))
       response.on('end', () => {
-        if (response.statusCode === 200) resolve()
+        if (response.statusCode === status) resolve(Buffer.concat(chunks).toString())
         else reject(new Error(`benchmark request failed: ${Buffer.concat(chunks).toString()}`))
       })
     })
@@ -70,11 +71,11 @@ async function execute (url: URL, agent: Agent, body: string): Promise<void> {
   })
 }
 
-async function load (url: string, request: Record<string, unknown>, concurrency: number, requests: number): Promise<Figures> {
+async function load (url: string, request: Record<string, unknown>, concurrency: number, requests: number, path = '/execute'): Promise<Figures> {
   const latencies: number[] = []
   let next = 0
   const body = JSON.stringify(request)
-  const target = new URL('/execute', url)
+  const target = new URL(path, url)
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency })
   const started = performance.now()
   await Promise.all(Array.from({ length: concurrency }, async () => {
@@ -116,6 +117,24 @@ const baselines = {
 rmSync(mplConfig, { recursive: true, force: true })
 const heavy = 2 * config.CONCURRENCY
 
+/** Opening sessions, one at a time, each once the backend's spare jail is ready again (so each
+ *  open is what a caller gets from a server at rest), then ended. */
+async function sessionOpens (url: string, app: Awaited<ReturnType<typeof buildApp>>, opens: number): Promise<Figures> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  const latencies: number[] = []
+  const started = performance.now()
+  for (let i = 0; i < opens; i++) {
+    const deadline = Date.now() + 60_000
+    while ((app.sandbox.backend?.sessionStats?.()?.spares ?? 1) < 1 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    const t0 = performance.now()
+    const { id } = JSON.parse(await execute(new URL('/sessions', url), agent, '', 201)) as { id: string }
+    latencies.push(performance.now() - t0)
+    await execute(new URL(`/sessions/${id}`, url), agent, '', 204, 'DELETE')
+  }
+  agent.destroy()
+  return summarize(latencies, performance.now() - started)
+}
+
 interface Measured { backend: string, memoryRung: unknown, warm: unknown, warmRuns: unknown, results: Record<string, Record<string, Figures>> }
 
 /** One server (warm sandboxes on or off), every script at concurrency 1 and at twice the slots. */
@@ -139,6 +158,18 @@ async function measure (warm: boolean): Promise<Measured> {
         [`concurrency ${heavy}`]: await load(url, body, heavy, REQUESTS)
       }
     }
+    if (warm) {
+      // Sessions (docs/sessions.md): opening one (a spare jail ready), and calls in one session.
+      results['session: open (a spare ready)'] = { [c1]: await sessionOpens(url, app, Math.min(REQUESTS, 10)) }
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+      const { id } = JSON.parse(await execute(new URL('/sessions', url), agent, '', 201)) as { id: string }
+      for (const name of ['hello', 'pandas']) {
+        await load(url, BODIES[name] ?? {}, 1, 2, `/sessions/${id}/execute`)
+        results[`session: a call, ${name}`] = { [c1]: await load(url, BODIES[name] ?? {}, 1, REQUESTS, `/sessions/${id}/execute`) }
+      }
+      await execute(new URL(`/sessions/${id}`, url), agent, '', 204, 'DELETE')
+      agent.destroy()
+    }
     return { backend, memoryRung: features.memory, warm: features.warm, warmRuns: app.sandbox.backend?.warmStats?.()?.runs, results }
   } finally {
     await app.close()
@@ -156,6 +187,8 @@ for (const [label, run] of Object.entries(runs)) {
   ratios[`${label}: pandas p50 / bare import pandas p50`] = ratio(run.results.pandas?.[c1]?.p50, baselines['python -c "import pandas"'].p50)
   ratios[`${label}: chart p50 / bare chart p50`] = ratio(run.results['matplotlib chart (PNG returned)']?.[c1]?.p50, baselines['python -c <the chart, saved as PNG>'].p50)
 }
+ratios['session call, hello p50 / stateless warm hello p50'] = ratio(runs['warm on'].results['session: a call, hello']?.[c1]?.p50, runs['warm on'].results.hello?.[c1]?.p50)
+ratios['session open p50 / bare import pandas p50'] = ratio(runs['warm on'].results['session: open (a spare ready)']?.[c1]?.p50, baselines['python -c "import pandas"'].p50)
 ratios[`pandas throughput at ${heavy} clients, warm on / warm off`] = ratio(runs['warm on'].results.pandas?.[cHeavy]?.throughput, runs['warm off'].results.pandas?.[cHeavy]?.throughput)
 ratios['pandas p50 at concurrency 1, warm off / warm on'] = ratio(runs['warm off'].results.pandas?.[c1]?.p50, runs['warm on'].results.pandas?.[c1]?.p50)
 

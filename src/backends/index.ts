@@ -16,6 +16,10 @@ export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
     limits,
     warm: config.WARM_SANDBOXES
       ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS, ceilings: { cpuSeconds: ceilingsOf(config).cpuSeconds, outputBytes: ceilingsOf(config).outputBytes } }
+      : undefined,
+    // Seats for the sessions and their spares: each a host uid of its own (uids.ts).
+    sessions: config.SESSIONS_MAX > 0
+      ? { memoryMiB: config.SESSION_MEMORY_MB, seats: config.SESSIONS_MAX + config.SESSION_SPARES, spares: config.SESSION_SPARES }
       : undefined
   }
 }

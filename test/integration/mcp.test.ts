@@ -72,3 +72,32 @@ t.test('deny: without a key, or with a wrong one, the client is refused and noth
   t.equal(direct.status, 401)
   t.match(await direct.json(), { code: 'UNAUTHORIZED' })
 })
+
+t.test('allow: a session through MCP keeps its state between run_in_session calls and returns its chart; deny: another key cannot reach it', async t => {
+  const client = await connect()
+  const opened = text(await client.callTool({ name: 'open_session', arguments: {} }) as CallToolResult) as { id: string }
+  t.match(opened.id, /^[a-z0-9-]+\.[A-Za-z0-9_-]{32}$/)
+  const run = async (script: string): Promise<CallToolResult> => await client.callTool({ name: 'run_in_session', arguments: { session: opened.id, script } }) as CallToolResult
+  t.same(text(await run('import pandas as pd\ndf = pd.DataFrame({"a": [1, 2, 3]})\nlen(df)')).result, 3)
+  const chart = await run('import matplotlib.pyplot as plt\nplt.plot(df.a)\nint(df.a.sum())')
+  t.same(text(chart).result, 6)
+  t.match(chart.content[1], { type: 'image', mimeType: 'image/png' })
+  if (externalUrl === undefined) {
+    const other = newKey('other')
+    writeFileSync(join(keys, 'keys'), `${line}\n${other.line}\n`)
+    // The keys file is read again when it changes (polled every second).
+    let stolen: CallToolResult | undefined
+    for (let i = 0; i < 50 && (stolen === undefined || (stolen.content[0] as { text: string }).text.includes('UNAUTHORIZED')); i++) {
+      await new Promise(resolve => setTimeout(resolve, 200))
+      try {
+        const intruder = await connect({ authorization: `Bearer ${other.key}` })
+        stolen = await intruder.callTool({ name: 'run_in_session', arguments: { session: opened.id, script: 'df.to_dict()' } }) as CallToolResult
+      } catch {
+        stolen = undefined
+      }
+    }
+    t.match(stolen === undefined ? {} : text(stolen), { code: 'SESSION_NOT_FOUND' }, 'another key: not found')
+  }
+  t.same(text(await client.callTool({ name: 'close_session', arguments: { session: opened.id } }) as CallToolResult), { closed: opened.id })
+  t.match(text(await run('len(df)')), { code: 'SESSION_ENDED' })
+})

@@ -6,15 +6,16 @@ import { mkdirSync } from 'node:fs'
 import { constants } from 'node:os'
 import { resolve } from 'node:path'
 import { PROJECT_ROOT } from '../../config.js'
-import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend, WarmStats } from '../backend.js'
+import type { Limits, ProbeReport, RunOutcome, RunRequest, SandboxBackend, SessionSandbox, WarmStats } from '../backend.js'
 import { channelLimit, HARNESS_DIR, JAIL_HARNESS_DIR, JAIL_SITE_PACKAGES, harnessArgs, pythonArgs, runLaunch, type Launch } from '../launch.js'
 import { MEMORY_RUNGS, boundsWholeRun, memoryFeatures, perProcessMemoryWarning, type MemoryRung } from '../memory.js'
 import { crashed, outputOf } from '../outcome.js'
 import { probeBackend, type ProbeExpectations } from '../probe.js'
 import { discoverPython, type PythonRuntime } from '../python-runtime.js'
 import type { SpawnResult } from '../spawn.js'
-import { PROBE_SLOT, SUCCESSOR_UID_OFFSET, ZYGOTE_UID_OFFSET } from '../uids.js'
+import { MAX_SESSION_SEATS, PROBE_SLOT, SESSION_UID_OFFSET, SUCCESSOR_UID_OFFSET, ZYGOTE_UID_OFFSET } from '../uids.js'
 import { hostIds, jailArgs, warmPoolMemory, zygoteAllowanceMiB, type JailSpec } from './jail-args.js'
+import { SessionJail } from './session-jail.js'
 import { WarmPool } from './warm-pool.js'
 
 export const NSJAIL_POLICY = resolve(PROJECT_ROOT, 'nsjail/pysandbox.cfg')
@@ -29,6 +30,15 @@ export interface WarmOptions {
   ceilings: Pick<Limits, 'cpuSeconds' | 'outputBytes'>
 }
 
+export interface SessionOptions {
+  /** Each session's jail's memory (its cgroup, or RLIMIT_AS per process on the rlimit rung). */
+  memoryMiB: number
+  /** Seats (one host uid each): the most session jails at once, open ones and spares. */
+  seats: number
+  /** Session jails kept started and ready ahead of need. */
+  spares: number
+}
+
 export interface NsjailOptions {
   nsjailPath: string
   python: string
@@ -41,11 +51,17 @@ export interface NsjailOptions {
    *  warm run may ask for CPU time and output up to `ceilings` (its zygote's own caps; default:
    *  the limits); one asking for other memory or processes than the limits runs cold. */
   warm?: WarmOptions
+  /** Sessions (docs/sessions.md): a jail of its own per session; undefined: no sessions. */
+  sessions?: SessionOptions
   log?: (message: string) => void
   /** Hears what weakens the sandbox (memory bounded per process only). */
   warn?: (message: string) => void
 }
 
+/** How long openSession() waits for a seat while ended sessions' jails exit. */
+const SEAT_WAIT_MS = 5000
+/** How long close() waits for session jails to exit (nsjail gets SIGTERM, then SIGKILL after 1 s). */
+const SESSIONS_CLOSE_MS = 3000
 /** Warm-path probes whose canary runs out of time (a busy host) before warm sandboxes go off. */
 const WARM_PROBE_ATTEMPTS = 3
 /** While the zygote's footprint is being measured (MiB). */
@@ -79,8 +95,21 @@ export class NsjailBackend implements SandboxBackend {
   private pool: WarmPool | undefined
   /** Memory a warm jail gets on top of the run's limit: the zygote's measured footprint. */
   private zygoteAllowanceMiB = MEASURING_ALLOWANCE_MIB
+  /** Session seats not held by a jail (a seat is free again only once its jail has exited). */
+  private readonly freeSeats: number[]
+  /** openSession() calls waiting for a seat to be freed. */
+  private readonly seatWaiters: Array<() => void> = []
+  private spares: SessionJail[] = []
+  private readonly openSessions = new Set<SessionJail>()
+  /** Sessions are served once a probe has passed, until close(). */
+  private sessionsOn = false
+  private spareCount = 0
 
-  constructor (private readonly options: NsjailOptions) {}
+  constructor (private readonly options: NsjailOptions) {
+    const seats = options.sessions?.seats ?? 0
+    if (seats > MAX_SESSION_SEATS) throw new Error(`at most ${MAX_SESSION_SEATS} session seats`)
+    this.freeSeats = Array.from({ length: seats }, (_, seat) => seat)
+  }
 
   /** What a cold run and a warm jail of a slot share. */
   private spec (slot: number, rung: MemoryRung, limits: Limits): Pick<JailSpec, 'policy' | 'limits' | 'rung' | 'runtime' | 'binds' | 'run'> {
@@ -134,6 +163,92 @@ export class NsjailBackend implements SandboxBackend {
         JAIL_SITE_PACKAGES
       ])]
     })
+  }
+
+  /** A session's jail: session.py as the command, the session's memory, no jail time limit (the
+   *  server times each call, the parent each call's CPU), one more process (the parent), and the
+   *  seat's own host uid. Its processes are all 65534 of the jail, as a cold run. */
+  sessionLaunch (seat: number, rung: MemoryRung = this.rung): Launch {
+    const sessions = this.options.sessions
+    if (sessions === undefined) throw new Error('sessions are off')
+    const limits = { ...this.options.limits, memoryMiB: sessions.memoryMiB }
+    const cpuSeconds = this.options.warm?.ceilings.cpuSeconds ?? limits.cpuSeconds
+    const outputBytes = this.options.warm?.ceilings.outputBytes ?? limits.outputBytes
+    const shared = this.spec(SESSION_UID_OFFSET + seat, rung, limits)
+    return this.launchJail({
+      ...shared,
+      timeLimitS: 0,
+      cpuLimit: 'inf',
+      extra: { memoryMiB: 0, processes: 1 },
+      passFds: [],
+      command: [shared.runtime.executable, ...pythonArgs(`${JAIL_HARNESS_DIR}/session.py`, [
+        cpuSeconds, limits.resultBytes, outputBytes, channelLimit(limits), limits.filesOut, limits.filesOutBytes,
+        JAIL_SITE_PACKAGES
+      ])]
+    })
+  }
+
+  /** A new session jail on a free seat (undefined: none free); the seat returns when it exits. */
+  private startSessionJail (): SessionJail | undefined {
+    const seat = this.freeSeats.shift()
+    if (seat === undefined) return undefined
+    const jail = new SessionJail(this.sessionLaunch(seat), { channelLimit: channelLimit(this.options.limits), memoryByCgroup: boundsWholeRun(this.rung) })
+    jail.exited.then(() => {
+      this.openSessions.delete(jail)
+      this.spares = this.spares.filter(spare => spare !== jail)
+      this.freeSeats.push(seat)
+      for (const waiter of this.seatWaiters.splice(0)) waiter()
+    }, () => {})
+    return jail
+  }
+
+  /** A jail on a free seat, waiting for one to be freed: an ended session's seat returns only once
+   *  its jail has exited (within nsjail's 1 s kill grace), and a session may be opened right after
+   *  another ended. */
+  private async sessionJailOnSeat (): Promise<SessionJail | undefined> {
+    const deadline = Date.now() + SEAT_WAIT_MS
+    let jail = this.startSessionJail()
+    while (jail === undefined && this.sessionsOn && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined
+      await new Promise<void>(resolve => {
+        this.seatWaiters.push(resolve)
+        timer = setTimeout(resolve, deadline - Date.now())
+      })
+      clearTimeout(timer)
+      jail = this.startSessionJail()
+    }
+    return jail
+  }
+
+  /** Spares up to the configured number, started in the background. */
+  private replenishSpares (): void {
+    while (this.sessionsOn && this.spares.length < this.spareCount) {
+      const jail = this.startSessionJail()
+      if (jail === undefined) return
+      this.spares.push(jail)
+      jail.whenReady().then(ready => {
+        if (!ready && this.sessionsOn) this.options.log?.(`a spare session sandbox did not start: ${jail.reason}`)
+      }, () => {})
+    }
+  }
+
+  /** A session's sandbox: a ready spare when there is one (else one that is starting, else a new
+   *  jail), waited for until it says ready; a replacement spare is started behind it. */
+  async openSession (): Promise<SessionSandbox> {
+    if (!this.sessionsOn) throw new Error('sessions are not available (no passing probe, or sessions off)')
+    const spare = this.spares.find(jail => jail.state === 'ready') ?? this.spares.find(jail => jail.state === 'starting')
+    let jail = spare
+    if (jail !== undefined) this.spares = this.spares.filter(other => other !== jail)
+    else jail = await this.sessionJailOnSeat()
+    if (jail === undefined) throw new Error('no free session seat')
+    this.openSessions.add(jail)
+    setImmediate(() => this.replenishSpares())
+    if (!await jail.whenReady()) throw new Error(`the session's sandbox did not start: ${jail.reason}`)
+    return jail
+  }
+
+  sessionStats (): { open: number, spares: number } {
+    return { open: this.openSessions.size, spares: this.spares.length }
   }
 
   private newPool (rung: MemoryRung, allowanceMiB: number, recycleRuns: number): WarmPool {
@@ -211,7 +326,17 @@ export class NsjailBackend implements SandboxBackend {
   async close (): Promise<void> {
     const pool = this.pool
     this.pool = undefined
-    await pool?.close()
+    this.sessionsOn = false
+    const jails = [...this.spares, ...this.openSessions]
+    for (const jail of jails) jail.close('the server is shutting down')
+    // The jails' processes are unref'd: a timer of our own keeps the process alive until they have
+    // exited (without it, a server closing with sessions open could exit before their cgroups go).
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.all([pool?.close(), ...jails.map(async jail => await jail.exited)]),
+      new Promise(resolve => { timer = setTimeout(resolve, SESSIONS_CLOSE_MS) })
+    ])
+    clearTimeout(timer)
   }
 
   async probe (): Promise<ProbeReport> {
@@ -232,6 +357,12 @@ export class NsjailBackend implements SandboxBackend {
         this.rung = rung
         if (!boundsWholeRun(rung)) this.options.warn?.(perProcessMemoryWarning('nsjail', reasons))
         const warm = this.options.warm === undefined ? { warm: 'off' } : await this.probeWarm(rung, this.options.warm)
+        if (this.options.sessions !== undefined && !this.sessionsOn) {
+          this.sessionsOn = true
+          this.spareCount = this.options.sessions.spares
+          // Started after the probe has returned, so they run with whatever launch() gives then.
+          setImmediate(() => this.replenishSpares())
+        }
         return {
           ...report,
           features: {

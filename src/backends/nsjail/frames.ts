@@ -10,6 +10,8 @@ export const STDERR = 2
 export const RESULT = 3
 export const STATUS = 4
 export const READY = 5
+/** A session's jail (harness/session.py): the anonymous memory of its processes, after each call. */
+export const MEMORY = 6
 export const HEADER_BYTES = 9
 /** A request frame with this length stops the run it names. */
 export const STOP = 0xFFFFFFFF
@@ -72,4 +74,10 @@ export function parseStatus (payload: Buffer): { exitCode: number | null, signal
   if (match === null) return undefined
   const n = Number(match[2])
   return match[1] === 'exit' ? { exitCode: n, signal: null } : { exitCode: null, signal: n }
+}
+
+/** A MEMORY frame's payload: the session's anonymous memory (KiB). */
+export function parseMemory (payload: Buffer): number | undefined {
+  const match = /^anon (\d+)$/.exec(payload.toString('latin1'))
+  return match === null ? undefined : Number(match[1])
 }

@@ -1,0 +1,283 @@
+// The server's side of one session's jail (docs/sessions.md): a long-lived nsjail whose pid 1 is
+// harness/session.py, relaying the calls of one persistent interpreter (the kernel) as frames
+// (frames.ts). Calls go one at a time; each is timed here (wall) and in the jail (CPU), and its
+// outcome is interpreted as a run's is, so codes and shapes match /execute. The jail is written
+// by a process that shared a machine with user code: every frame is checked, and anything
+// unexpected ends the jail, and with it the session.
+import { spawn, type ChildProcess } from 'node:child_process'
+import type { Writable } from 'node:stream'
+import type { RunOutcome, SessionCall, SessionEnd, SessionSandbox } from '../backend.js'
+import { harnessRequest, type Launch } from '../launch.js'
+import { crashed, interpret, outputOf } from '../outcome.js'
+import { CappedSink } from '../sink.js'
+import type { SpawnResult } from '../spawn.js'
+import { FrameReader, MEMORY, READY, RESULT, STATUS, STDERR, STDOUT, parseMemory, parseReady, parseStatus, scriptFrame, type Frame } from './frames.js'
+
+/** Longest a session's jail may take to import numpy and pandas and say ready. */
+export const SESSION_START_TIMEOUT_MS = 30_000
+/** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
+const KILL_GRACE_MS = 1000
+
+export type SessionJailState = 'starting' | 'ready' | 'running' | 'dead'
+
+interface Pending {
+  callId: number
+  started: number
+  stdout: CappedSink
+  stderr: CappedSink
+  channel: CappedSink
+  timedOut: boolean
+  /** The STATUS `exit 0` that ends a call whose session goes on; its MEMORY frame comes next. */
+  status?: { exitCode: number | null, signal: number | null }
+  finish: (result: SpawnResult | undefined) => void
+}
+
+export interface SessionJailOptions {
+  /** The result channel's cap (launch.ts channelLimit). */
+  channelLimit: number
+  /** True when a cgroup bounds the jail's memory (its breach is a SIGKILL). */
+  memoryByCgroup: boolean
+  /** Default SESSION_START_TIMEOUT_MS (tests shorten it). */
+  startTimeoutMs?: number
+}
+
+export class SessionJail implements SessionSandbox {
+  private readonly child: ChildProcess | undefined
+  private readonly input: Writable | undefined
+  private current: SessionJailState = 'starting'
+  private readonly frames = new FrameReader()
+  private pending: Pending | undefined
+  private nextCallId = 1
+  private waiters: Array<(ready: boolean) => void> = []
+  private timer: NodeJS.Timeout | undefined
+  /** Set by close(): the end is CLOSED whatever happens next. */
+  private closing = false
+  /** A call owns the session's end: it is pending, or its final status came (its code is the end's). */
+  private callEnds = false
+  private end: SessionEnd | undefined
+  private settleEnded!: (end: SessionEnd) => void
+  memoryKiB = 0
+  /** The jail's resident set and anonymous memory when it said ready (KiB). */
+  rssKiB = 0
+  anonKiB = 0
+  calls = 0
+  /** Why the jail died, for the log. */
+  reason = ''
+  readonly ended: Promise<SessionEnd>
+  /** Settles when the jail's process has exited (or never started): its uid is free again. */
+  readonly exited: Promise<void>
+
+  constructor (launch: Launch, private readonly options: SessionJailOptions) {
+    this.ended = new Promise(resolve => { this.settleEnded = resolve })
+    let child: ChildProcess
+    try {
+      child = spawn(launch.file, launch.args, { env: launch.env, stdio: ['pipe', 'pipe', 'ignore'], detached: true, shell: false })
+      /* c8 ignore next 6 -- Node throws here only for ENOMEM from fork or a bad argument: no test can make it so on cue */
+    } catch (error) {
+      this.child = this.input = undefined
+      this.exited = Promise.resolve()
+      process.nextTick(() => this.die(`could not start: ${(error as Error).message}`))
+      return
+    }
+    this.child = child
+    this.exited = new Promise(resolve => {
+      child.once('exit', () => resolve())
+      child.once('error', () => resolve())
+    })
+    child.on('error', error => this.die(`could not start: ${error.message}`))
+    child.on('exit', (code, signal) => this.die(`exited (${signal ?? String(code)})`))
+    child.unref()
+    /* c8 ignore next 4 -- out of descriptors (EMFILE, ENFILE) Node makes no pipes: 'error' ends it on the next tick */
+    const input = child.stdin ?? undefined
+    const output = child.stdout ?? undefined
+    this.input = input
+    if (input === undefined || output === undefined) return
+    for (const stream of [input, output] as unknown as Array<{ unref?: () => void }>) stream.unref?.()
+    input.on('error', () => this.die('its input closed'))
+    output.on('data', (chunk: Buffer) => this.receive(chunk))
+    this.timer = setTimeout(() => this.kill('did not become ready in time'), options.startTimeoutMs ?? SESSION_START_TIMEOUT_MS)
+  }
+
+  get state (): SessionJailState {
+    return this.current
+  }
+
+  /** Resolves true once the jail can take a call, false if it died first. */
+  async whenReady (): Promise<boolean> {
+    if (this.current !== 'starting') return this.current !== 'dead'
+    return await new Promise(resolve => this.waiters.push(resolve))
+  }
+
+  close (reason: string): void {
+    this.closing = true
+    this.endWith({ code: 'CLOSED', message: reason })
+    this.kill(reason)
+  }
+
+  kill (reason: string): void {
+    if (this.reason === '') this.reason = reason
+    this.die(reason)
+  }
+
+  /** The first end said is the session's; `ended` settles with it at once, so nothing is answered
+   *  from a jail that is going (`exited` says when its processes are gone). */
+  private endWith (end: SessionEnd): void {
+    if (this.end !== undefined) return
+    this.end = end
+    this.settleEnded(end)
+  }
+
+  private die (reason: string): void {
+    if (this.current === 'dead') return
+    if (this.reason === '') this.reason = reason
+    this.current = 'dead'
+    clearTimeout(this.timer)
+    this.terminate()
+    this.child?.stdout?.destroy()
+    this.input?.destroy()
+    for (const waiter of this.waiters.splice(0)) waiter(false)
+    const pending = this.pending
+    this.pending = undefined
+    if (pending !== undefined) pending.finish(undefined) // the call then says how the session ended
+    else if (!this.callEnds) this.endWith({ code: 'CRASHED', message: `the session's sandbox ended: ${this.reason}` })
+  }
+
+  /** SIGTERM to nsjail (it kills the jail's processes and removes its cgroups), then SIGKILL to
+   *  its process group if it lingers (as zygote.ts). */
+  private terminate (): void {
+    const child = this.child
+    const pid = child?.pid
+    if (child === undefined || pid === undefined || child.exitCode !== null || child.signalCode !== null) return
+    const signal = (target: number, name: NodeJS.Signals): void => {
+      try {
+        process.kill(target, name)
+        /* c8 ignore next 3 -- a race: the jail exited between the check above and the signal */
+      } catch {
+        // Already gone.
+      }
+    }
+    signal(pid, 'SIGTERM')
+    const escalate = setTimeout(() => signal(-pid, 'SIGKILL'), KILL_GRACE_MS)
+    escalate.unref()
+    this.exited.then(() => clearTimeout(escalate), () => {})
+  }
+
+  private receive (chunk: Buffer): void {
+    this.frames.push(chunk)
+    while (this.current !== 'dead') {
+      const frame = this.frames.next()
+      if (frame === undefined) return
+      if ('malformed' in frame) return this.kill(frame.malformed)
+      this.frame(frame)
+    }
+  }
+
+  private frame ({ runId: callId, stream, payload }: Frame): void {
+    if (stream === READY) {
+      if (this.current !== 'starting') return this.kill('unexpected ready frame')
+      const footprint = parseReady(payload)
+      if (footprint === undefined) return this.kill('malformed ready frame')
+      this.rssKiB = footprint.rssKiB
+      this.anonKiB = this.memoryKiB = footprint.anonKiB
+      clearTimeout(this.timer)
+      this.current = 'ready'
+      for (const waiter of this.waiters.splice(0)) waiter(true)
+      return
+    }
+    const pending = this.pending
+    if (this.current !== 'running' || pending === undefined || callId !== pending.callId) return this.kill(`frame for call ${callId} out of turn`)
+    if (pending.status !== undefined) {
+      // After `exit 0`, only the MEMORY frame that ends the call.
+      const anon = stream === MEMORY ? parseMemory(payload) : undefined
+      if (anon === undefined) return this.kill(`frame of stream ${stream} after a call's status`)
+      this.memoryKiB = anon
+      this.pending = undefined
+      this.current = 'ready'
+      this.calls++
+      return pending.finish(this.result(pending, pending.status))
+    }
+    switch (stream) {
+      case STDOUT: pending.stdout.push(payload); break
+      case STDERR: pending.stderr.push(payload); break
+      case RESULT:
+        pending.channel.push(payload)
+        if (pending.channel.truncated) this.kill('result over its cap')
+        break
+      case STATUS: {
+        const status = parseStatus(payload)
+        if (status === undefined) return this.kill('malformed status frame')
+        // `exit 0` after a whole result: the session goes on (MEMORY follows). Anything else: the
+        // kernel died, and the jail ends after it; this call's outcome is the session's end.
+        if (status.exitCode === 0 && pending.channel.bytes().length > 0) {
+          pending.status = status
+          return
+        }
+        this.pending = undefined
+        this.callEnds = true
+        pending.finish(this.result(pending, status))
+        this.kill('its interpreter ended')
+        break
+      }
+      default:
+        this.kill(`unknown stream ${stream}`)
+    }
+  }
+
+  private result (pending: Pending, status: { exitCode: number | null, signal: number | null } = { exitCode: null, signal: null }): SpawnResult {
+    return {
+      ...status,
+      stdout: pending.stdout.bytes(),
+      stderr: pending.stderr.bytes(),
+      stdoutTruncated: pending.stdout.truncated,
+      stderrTruncated: pending.stderr.truncated,
+      channel: pending.channel.bytes(),
+      channelOverflow: pending.channel.truncated,
+      timedOut: pending.timedOut,
+      aborted: false,
+      durationMs: Math.round(performance.now() - pending.started)
+    }
+  }
+
+  /** One call, once ready; never overlapping another (throws). Resolves with its outcome, never
+   *  rejects: a session that has ended answers CRASHED. */
+  async call (request: SessionCall): Promise<RunOutcome> {
+    if (this.current === 'running') throw new Error('a session call is already running')
+    if (this.current === 'starting') throw new Error('the session\'s sandbox is not ready yet')
+    if (this.current !== 'ready') {
+      return crashed(`the session has ended: ${this.reason}`)
+    }
+    const { limits } = request
+    this.current = 'running'
+    const callId = this.nextCallId++
+    const started = performance.now()
+    let settle!: (result: SpawnResult | undefined) => void
+    const done = new Promise<SpawnResult | undefined>(resolve => { settle = resolve })
+    const pending: Pending = {
+      callId,
+      started,
+      stdout: new CappedSink(limits.outputBytes),
+      stderr: new CappedSink(limits.outputBytes),
+      channel: new CappedSink(this.options.channelLimit),
+      timedOut: false,
+      finish: result => {
+        clearTimeout(wall)
+        settle(result ?? (pending.timedOut || pending.channel.truncated ? this.result(pending) : undefined))
+      }
+    }
+    this.pending = pending
+    // A call past its wall time ends the whole jail: its interpreter's state is the session's.
+    const wall = setTimeout(() => { pending.timedOut = true; this.kill('wall time expired') }, limits.wallTimeMs)
+    this.input?.write(scriptFrame(callId, harnessRequest(request, limits.cpuSeconds)))
+    const spawned = await done
+    const outcome = spawned === undefined
+      ? crashed(`the session's sandbox ended before the call reported a status: ${this.reason}`, { ...outputOf(this.result(pending)), durationMs: Math.round(performance.now() - started) })
+      : await interpret(spawned, { limits, memoryByCgroup: this.options.memoryByCgroup })
+    if (this.state === 'dead') {
+      this.endWith(outcome.ok
+        /* c8 ignore next -- defensive: a call that ended its jail has no success to report */
+        ? { code: 'CRASHED', message: `the session's sandbox ended: ${this.reason}` }
+        : { code: outcome.code, message: outcome.message })
+    }
+    return outcome
+  }
+}
