@@ -4,29 +4,21 @@
 // outcome is interpreted as a run's is, so codes and shapes match /execute. The jail is written
 // by a process that shared a machine with user code: every frame is checked, and anything
 // unexpected ends the jail, and with it the session.
-import { spawn, type ChildProcess } from 'node:child_process'
-import type { Writable } from 'node:stream'
 import type { RunOutcome, SessionCall, SessionEnd, SessionSandbox } from '../backend.js'
 import { harnessRequest, type Launch } from '../launch.js'
 import { crashed, interpret, outputOf } from '../outcome.js'
 import { CappedSink } from '../sink.js'
 import type { SpawnResult } from '../spawn.js'
+import { JailProcess, relayedResult, type Relayed } from './jail-process.js'
 import { FrameReader, MEMORY, READY, RESULT, STATUS, STDERR, STDOUT, parseMemory, parseReady, parseStatus, scriptFrame, type Frame } from './frames.js'
 
 /** Longest a session's jail may take to import numpy and pandas and say ready. */
 export const SESSION_START_TIMEOUT_MS = 30_000
-/** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
-const KILL_GRACE_MS = 1000
 
 export type SessionJailState = 'starting' | 'ready' | 'running' | 'dead'
 
-interface Pending {
+interface Pending extends Relayed {
   callId: number
-  started: number
-  stdout: CappedSink
-  stderr: CappedSink
-  channel: CappedSink
-  timedOut: boolean
   /** The STATUS `exit 0` that ends a call whose session goes on; its MEMORY frame comes next. */
   status?: { exitCode: number | null, signal: number | null }
   finish: (result: SpawnResult | undefined) => void
@@ -42,8 +34,7 @@ export interface SessionJailOptions {
 }
 
 export class SessionJail implements SessionSandbox {
-  private readonly child: ChildProcess | undefined
-  private readonly input: Writable | undefined
+  private readonly jail: JailProcess
   private current: SessionJailState = 'starting'
   private readonly frames = new FrameReader()
   private pending: Pending | undefined
@@ -69,32 +60,9 @@ export class SessionJail implements SessionSandbox {
 
   constructor (launch: Launch, private readonly options: SessionJailOptions) {
     this.ended = new Promise(resolve => { this.settleEnded = resolve })
-    let child: ChildProcess
-    try {
-      child = spawn(launch.file, launch.args, { env: launch.env, stdio: ['pipe', 'pipe', 'ignore'], detached: true, shell: false })
-      /* c8 ignore next 6 -- Node throws here only for ENOMEM from fork or a bad argument: no test can make it so on cue */
-    } catch (error) {
-      this.child = this.input = undefined
-      this.exited = Promise.resolve()
-      process.nextTick(() => this.die(`could not start: ${(error as Error).message}`))
-      return
-    }
-    this.child = child
-    this.exited = new Promise(resolve => {
-      child.once('exit', () => resolve())
-      child.once('error', () => resolve())
-    })
-    child.on('error', error => this.die(`could not start: ${error.message}`))
-    child.on('exit', (code, signal) => this.die(`exited (${signal ?? String(code)})`))
-    child.unref()
-    /* c8 ignore next 4 -- out of descriptors (EMFILE, ENFILE) Node makes no pipes: 'error' ends it on the next tick */
-    const input = child.stdin ?? undefined
-    const output = child.stdout ?? undefined
-    this.input = input
-    if (input === undefined || output === undefined) return
-    for (const stream of [input, output] as unknown as Array<{ unref?: () => void }>) stream.unref?.()
-    input.on('error', () => this.die('its input closed'))
-    output.on('data', (chunk: Buffer) => this.receive(chunk))
+    this.jail = new JailProcess(launch, { data: chunk => this.receive(chunk), death: reason => this.die(reason) })
+    this.exited = this.jail.exited
+    // Cleared by die(), which also comes (on a later tick) to one that could not start.
     this.timer = setTimeout(() => this.kill('did not become ready in time'), options.startTimeoutMs ?? SESSION_START_TIMEOUT_MS)
   }
 
@@ -132,34 +100,12 @@ export class SessionJail implements SessionSandbox {
     if (this.reason === '') this.reason = reason
     this.current = 'dead'
     clearTimeout(this.timer)
-    this.terminate()
-    this.child?.stdout?.destroy()
-    this.input?.destroy()
+    this.jail.terminate()
     for (const waiter of this.waiters.splice(0)) waiter(false)
     const pending = this.pending
     this.pending = undefined
     if (pending !== undefined) pending.finish(undefined) // the call then says how the session ended
     else if (!this.callEnds) this.endWith({ code: 'CRASHED', message: `the session's sandbox ended: ${this.reason}` })
-  }
-
-  /** SIGTERM to nsjail (it kills the jail's processes and removes its cgroups), then SIGKILL to
-   *  its process group if it lingers (as zygote.ts). */
-  private terminate (): void {
-    const child = this.child
-    const pid = child?.pid
-    if (child === undefined || pid === undefined || child.exitCode !== null || child.signalCode !== null) return
-    const signal = (target: number, name: NodeJS.Signals): void => {
-      try {
-        process.kill(target, name)
-        /* c8 ignore next 3 -- a race: the jail exited between the check above and the signal */
-      } catch {
-        // Already gone.
-      }
-    }
-    signal(pid, 'SIGTERM')
-    const escalate = setTimeout(() => signal(-pid, 'SIGKILL'), KILL_GRACE_MS)
-    escalate.unref()
-    this.exited.then(() => clearTimeout(escalate), () => {})
   }
 
   private receive (chunk: Buffer): void {
@@ -194,7 +140,7 @@ export class SessionJail implements SessionSandbox {
       this.pending = undefined
       this.current = 'ready'
       this.calls++
-      return pending.finish(this.result(pending, pending.status))
+      return pending.finish(relayedResult(pending, pending.status))
     }
     switch (stream) {
       case STDOUT: pending.stdout.push(payload); break
@@ -214,27 +160,12 @@ export class SessionJail implements SessionSandbox {
         }
         this.pending = undefined
         this.callEnds = true
-        pending.finish(this.result(pending, status))
+        pending.finish(relayedResult(pending, status))
         this.kill('its interpreter ended')
         break
       }
       default:
         this.kill(`unknown stream ${stream}`)
-    }
-  }
-
-  private result (pending: Pending, status: { exitCode: number | null, signal: number | null } = { exitCode: null, signal: null }): SpawnResult {
-    return {
-      ...status,
-      stdout: pending.stdout.bytes(),
-      stderr: pending.stderr.bytes(),
-      stdoutTruncated: pending.stdout.truncated,
-      stderrTruncated: pending.stderr.truncated,
-      channel: pending.channel.bytes(),
-      channelOverflow: pending.channel.truncated,
-      timedOut: pending.timedOut,
-      aborted: false,
-      durationMs: Math.round(performance.now() - pending.started)
     }
   }
 
@@ -261,16 +192,16 @@ export class SessionJail implements SessionSandbox {
       timedOut: false,
       finish: result => {
         clearTimeout(wall)
-        settle(result ?? (pending.timedOut || pending.channel.truncated ? this.result(pending) : undefined))
+        settle(result ?? (pending.timedOut || pending.channel.truncated ? relayedResult(pending) : undefined))
       }
     }
     this.pending = pending
     // A call past its wall time ends the whole jail: its interpreter's state is the session's.
     const wall = setTimeout(() => { pending.timedOut = true; this.kill('wall time expired') }, limits.wallTimeMs)
-    this.input?.write(scriptFrame(callId, harnessRequest(request, limits.cpuSeconds)))
+    this.jail.input?.write(scriptFrame(callId, harnessRequest(request, limits.cpuSeconds)))
     const spawned = await done
     const outcome = spawned === undefined
-      ? crashed(`the session's sandbox ended before the call reported a status: ${this.reason}`, { ...outputOf(this.result(pending)), durationMs: Math.round(performance.now() - started) })
+      ? crashed(`the session's sandbox ended before the call reported a status: ${this.reason}`, { ...outputOf(relayedResult(pending)), durationMs: Math.round(performance.now() - started) })
       : await interpret(spawned, { limits, memoryByCgroup: this.options.memoryByCgroup })
     if (this.state === 'dead') {
       this.endWith(outcome.ok

@@ -6,13 +6,12 @@
 // jail and replaced; it is never served twice. One that cannot even be started (no descriptors
 // or processes left: EMFILE, ENFILE, EAGAIN) dies on the next tick like any other, never by an
 // exception: it is made inside the 'exit' handler of the one it replaces (warm-pool.ts).
-import { spawn, type ChildProcess } from 'node:child_process'
-import type { Writable } from 'node:stream'
 import type { Limits, RunOutcome, ScriptRequest, WarmSandboxState } from '../backend.js'
 import { harnessRequest, type Launch } from '../launch.js'
 import { crashed, interpret, outputOf } from '../outcome.js'
 import { CappedSink } from '../sink.js'
 import type { SpawnResult } from '../spawn.js'
+import { JailProcess, relayedResult, type Relayed } from './jail-process.js'
 import { FrameReader, READY, RESULT, STATUS, STDERR, STDOUT, parseReady, parseStatus, scriptFrame, stopFrame, type Frame } from './frames.js'
 
 /** Longest a zygote may take to import numpy and pandas, or to clean up after a run. */
@@ -20,20 +19,13 @@ const START_TIMEOUT_MS = 30_000
 const CLEANUP_TIMEOUT_MS = 5_000
 /** How long a zygote has to report a stopped run's status; then the whole jail goes. */
 const STOP_GRACE_MS = 2_000
-/** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
-const KILL_GRACE_MS = 1000
 
 export interface WarmRun extends ScriptRequest {
   signal?: AbortSignal
 }
 
-interface Pending {
+interface Pending extends Relayed {
   runId: number
-  started: number
-  stdout: CappedSink
-  stderr: CappedSink
-  channel: CappedSink
-  timedOut: boolean
   aborted: boolean
   finish: (result: SpawnResult | undefined) => void
 }
@@ -42,10 +34,7 @@ export type ZygoteState = WarmSandboxState
 
 /** One jail whose pid 1 is the zygote. */
 export class Zygote {
-  /** Undefined when Node refused to start it at all (it threw). */
-  private readonly child: ChildProcess | undefined
-  /** Undefined when it has no pipes (it could not be started). */
-  private readonly input: Writable | undefined
+  private readonly jail: JailProcess
   private current: ZygoteState = 'starting'
   private readonly frames = new FrameReader()
   private pending: Pending | undefined
@@ -65,37 +54,9 @@ export class Zygote {
 
   constructor (launch: Launch, private readonly limits: Limits, private readonly channelLimit: number, private readonly onDeath: (zygote: Zygote) => void) {
     // Whichever way it fails to start, it dies on a later tick, once its pool holds it.
-    let child: ChildProcess
-    try {
-      child = spawn(launch.file, launch.args, {
-        env: launch.env,
-        stdio: ['pipe', 'pipe', 'ignore'],
-        detached: true,
-        shell: false
-      })
-    } catch (error) { // what Node does not report as 'error' (ENOMEM from fork, a bad argument)
-      this.child = this.input = undefined
-      this.exited = Promise.resolve()
-      process.nextTick(() => this.die(`could not start: ${(error as Error).message}`))
-      return
-    }
-    this.child = child
-    this.exited = new Promise(resolve => {
-      child.once('exit', () => resolve())
-      child.once('error', () => resolve())
-    })
-    child.on('error', error => this.die(`could not start: ${error.message}`))
-    child.on('exit', (code, signal) => this.die(`exited (${signal ?? String(code)})`))
-    // An idle pool keeps no process alive: the jail exits by itself when its input closes.
-    child.unref()
-    const input = child.stdin ?? undefined
-    const output = child.stdout ?? undefined
-    this.input = input
-    // Out of descriptors (EMFILE, ENFILE), Node makes no pipes: 'error' ends it on the next tick.
-    if (input === undefined || output === undefined) return
-    for (const stream of [input, output] as unknown as Array<{ unref?: () => void }>) stream.unref?.()
-    input.on('error', () => this.die('its input closed'))
-    output.on('data', (chunk: Buffer) => this.receive(chunk))
+    this.jail = new JailProcess(launch, { data: chunk => this.receive(chunk), death: reason => this.die(reason) })
+    this.exited = this.jail.exited
+    // Cleared by die(), which also comes (on a later tick) to one that could not start.
     this.arm(START_TIMEOUT_MS, 'did not become ready in time')
   }
 
@@ -125,34 +86,12 @@ export class Zygote {
     if (this.reason === '') this.reason = reason
     this.current = 'dead'
     clearTimeout(this.timer)
-    this.terminate()
-    this.child?.stdout?.destroy()
-    this.input?.destroy()
+    // Dead to the pool from this moment; the jail and its processes go (jail-process.ts).
+    this.jail.terminate()
     for (const waiter of this.waiters.splice(0)) waiter(false)
     this.pending?.finish(undefined)
     this.pending = undefined
     this.onDeath(this)
-  }
-
-  /** nsjail, on SIGTERM, SIGKILLs the jail's processes and removes its cgroups (a SIGKILL would
-   *  leave those behind on the host); its process group gets SIGKILL if it lingers. The zygote
-   *  is dead to the pool from the first moment either way. */
-  private terminate (): void {
-    const child = this.child
-    const pid = child?.pid
-    if (child === undefined || pid === undefined || child.exitCode !== null || child.signalCode !== null) return
-    const signal = (target: number, name: NodeJS.Signals): void => {
-      try {
-        process.kill(target, name)
-        /* c8 ignore next 3 -- a race: the jail exited between the check above and the signal */
-      } catch {
-        // Already gone.
-      }
-    }
-    signal(pid, 'SIGTERM')
-    const escalate = setTimeout(() => signal(-pid, 'SIGKILL'), KILL_GRACE_MS)
-    escalate.unref()
-    this.exited.then(() => clearTimeout(escalate), () => {})
   }
 
   private receive (chunk: Buffer): void {
@@ -196,7 +135,7 @@ export class Zygote {
         this.runs++
         this.current = 'cleaning'
         this.arm(CLEANUP_TIMEOUT_MS, 'clean-up after a run did not finish in time')
-        pending.finish(this.result(pending, status))
+        pending.finish(relayedResult(pending, status))
         break
       }
       default:
@@ -204,26 +143,11 @@ export class Zygote {
     }
   }
 
-  private result (pending: Pending, status: { exitCode: number | null, signal: number | null } = { exitCode: null, signal: null }): SpawnResult {
-    return {
-      ...status,
-      stdout: pending.stdout.bytes(),
-      stderr: pending.stderr.bytes(),
-      stdoutTruncated: pending.stdout.truncated,
-      stderrTruncated: pending.stderr.truncated,
-      channel: pending.channel.bytes(),
-      channelOverflow: pending.channel.truncated,
-      timedOut: pending.timedOut,
-      aborted: pending.aborted,
-      durationMs: Math.round(performance.now() - pending.started)
-    }
-  }
-
   /** Ask the zygote to end the pending run; the status it then reports finishes the run. */
   private stop (pending: Pending, reason: string): void {
     /* c8 ignore next -- defensive: a run's timer and abort listener are removed when it finishes */
     if (this.current !== 'running' || this.pending !== pending) return
-    this.input?.write(stopFrame(pending.runId))
+    this.jail.input?.write(stopFrame(pending.runId))
     this.arm(STOP_GRACE_MS, `${reason}, and the run was not stopped within ${STOP_GRACE_MS} ms`)
   }
 
@@ -249,11 +173,11 @@ export class Zygote {
         clearTimeout(wall)
         request.signal?.removeEventListener('abort', onAbort)
         // The jail died before reporting a status: a timeout, an abort or a crash.
-        settle(result ?? (pending.timedOut || pending.aborted || pending.channel.truncated ? this.result(pending) : undefined))
+        settle(result ?? (pending.timedOut || pending.aborted || pending.channel.truncated ? relayedResult(pending) : undefined))
       }
     }
     this.pending = pending
-    this.input?.write(scriptFrame(runId, script)) // one that is ready has its pipes
+    this.jail.input?.write(scriptFrame(runId, script)) // one that is ready has its pipes
     // Past the wall time, or when the client is gone: the zygote stops the run; if it does not
     // report within STOP_GRACE_MS, the whole jail goes and a new one comes. (A stop is sent after
     // its run's script frame, which the zygote must have read first.)
@@ -264,7 +188,7 @@ export class Zygote {
     const spawned = await ended
     if (spawned === undefined) {
       // What the script printed until then, and the true duration: the facts of the failure.
-      return crashed('the sandbox ended before the script reported a status', { ...outputOf(this.result(pending)), durationMs: Math.round(performance.now() - started) })
+      return crashed('the sandbox ended before the script reported a status', { ...outputOf(relayedResult(pending)), durationMs: Math.round(performance.now() - started) })
     }
     return interpret(spawned, { limits, memoryByCgroup })
   }
