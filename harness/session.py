@@ -544,7 +544,8 @@ def cell(request, module):
     try:
         harness.check_json(result)
     except harness.NotJson as exc:
-        return harness.failure(harness.RESULT_NOT_JSON, f"main() returned something that is not JSON: {exc}")
+        what = "main() returned" if defines_main else "the script's last line is"
+        return harness.failure(harness.RESULT_NOT_JSON, f"{what} something that is not JSON: {exc}")
     return {"ok": True, "result": result}
 
 
