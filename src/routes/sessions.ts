@@ -52,7 +52,7 @@ const sessions: FastifyPluginAsyncTypebox<RequestLimits> = async (app, options) 
     schema: {
       operationId: 'executeInSession',
       summary: 'Run a script in a session',
-      description: 'Takes the body of /execute and answers as /execute does, in the session\'s interpreter: what earlier calls defined, imported and wrote is there. The result is `main()`\'s value (`main(input)` with `input`) when this call\'s script defines main, else the value of its last line when that is an expression (as a notebook cell), else null. A call past its wall or CPU time, or whose process dies, ends the session (`sessionEnded: true`).',
+      description: 'Takes the body of /execute and answers as /execute does, in the session\'s interpreter: what earlier calls defined, imported and wrote is there. The result is `main()`\'s value (`main(input)` with `input`) when this call\'s script defines main, else the value of its last line when that is an expression (as a notebook cell), else null. Limits are per call (`wallMs`, `cpuSeconds`, `outputBytes`); `memoryMb` and `processes` are the session\'s, fixed when it opened (400 if sent). A call past its wall or CPU time, or whose process dies, ends the session (`sessionEnded: true`).',
       params: IdParams,
       body: ref(ExecuteRequest),
       response: sessionResponses.execute,
