@@ -59,7 +59,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   SHUTTING_DOWN: { status: 503, meaning: 'the server is shutting down (a rollout or a scale-in): nothing new is run, and a run still going when SHUTDOWN_GRACE_MS ended was stopped; not the script\'s fault; retry after Retry-After (another instance answers)' },
   SANDBOX_UNAVAILABLE: { status: 503, meaning: 'no permitted sandbox backend passes its probe; nothing is executed' },
   SESSIONS_FULL: { status: 503, meaning: 'this instance already has SESSIONS_MAX sessions open; retry later, or on another instance' },
-  SESSIONS_UNAVAILABLE: { status: 503, meaning: 'this server opens no sessions: SESSIONS_MAX is 0, or its backend hosts none (only nsjail does)' },
+  SESSIONS_UNAVAILABLE: { status: 503, meaning: 'this server opens no sessions: SESSIONS_MAX is 0, or its backend hosts none (only nsjail does); or a session\'s sandbox could not be started right now' },
   INTERNAL_ERROR: { status: 500, meaning: 'our fault; quote the request id' }
 }
 

@@ -34,6 +34,7 @@ export const SessionBusyError = define('SESSION_BUSY', 'session %s is running a 
 export const SessionsLimitedError = define('SESSIONS_LIMITED', 'this caller already has %s session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first')
 export const SessionsFullError = define('SESSIONS_FULL', 'this instance already has %s sessions open (SESSIONS_MAX); retry later')
 export const SessionsUnavailableError = define('SESSIONS_UNAVAILABLE', 'this server opens no sessions: %s')
+export const SessionStartError = define('SESSIONS_UNAVAILABLE', 'a session\'s sandbox could not be started right now: nothing was opened; retry later')
 export const InternalError = define('INTERNAL_ERROR', 'internal error; quote the request id %s when reporting it')
 // Refused by Node before routing (so outside the route's schema): a stalled body, huge headers.
 export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'the request was not received in full within REQUEST_TIMEOUT_MS (%s ms)')

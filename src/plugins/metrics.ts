@@ -151,7 +151,7 @@ export default fp(async function metricsPlugin (app) {
   gauge('pysandbox_sessions_limit', 'Sessions that may be open at once (SESSIONS_MAX)', g => g.set(app.sessions.max))
   new Counter({ // eslint-disable-line no-new
     name: 'pysandbox_sessions_ended_total',
-    help: 'Sessions ended, by reason: deleted, idle (SESSION_IDLE_MS), lifetime (SESSION_LIFETIME_MS), shutdown, or the code of the call that ended it (TIME_LIMIT_EXCEEDED, MEMORY_LIMIT_EXCEEDED, CRASHED)',
+    help: 'Sessions ended, by reason: deleted, idle (SESSION_IDLE_MS), lifetime (SESSION_LIFETIME_MS), shutdown, abandoned (its id never reached its caller), or the code of the call that ended it (TIME_LIMIT_EXCEEDED, MEMORY_LIMIT_EXCEEDED, CRASHED)',
     labelNames: ['reason'] as const,
     registers: [own],
     collect () {

@@ -112,6 +112,8 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
     if (app.sandbox.draining) throw new ShuttingDownError('it takes no new runs')
     const { tenant } = request
     const server = new McpServer({ name: 'pysandbox', version: VERSION })
+    /** Sessions opened by this request: ended if its reply is never delivered. */
+    const openedHere: string[] = []
     /** A run's outcome, counted and logged as /execute's, as the tool's result. */
     const answered = ({ script, files }: ScriptRequest, { outcome, backend, queuedMs }: Execution, sessionEnded = false): CallToolResult => {
       const code = outcome.ok ? 'ok' : outcome.code
@@ -148,7 +150,10 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
       annotations: { readOnlyHint: false, openWorldHint: false }
     }, async () => {
       try {
-        return { content: [{ type: 'text', text: JSON.stringify(await app.sessions.create(tenant)) }] }
+        const opened = await app.sessions.create(tenant)
+        openedHere.push(opened.id)
+        if (reply.raw.destroyed) app.sessions.abandon(opened.id) // its client left while it opened
+        return { content: [{ type: 'text', text: JSON.stringify(opened) }] }
       } catch (error) {
         return refusal(error, request.log, request.id)
       }
@@ -185,8 +190,15 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
     const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
     transport.onerror = error => { request.log.error({ err: error }, 'MCP transport error') }
     await server.connect(transport)
-    // A client that goes away stops its run: closing the server aborts the tool call's signal.
-    reply.raw.once('close', () => { server.close().catch(ignore) })
+    // A client that goes away stops its run: closing the server aborts the tool call's signal. A
+    // session it opened whose id never reached it is ended (as POST /sessions does).
+    let sent = false
+    reply.raw.once('finish', () => { sent = true })
+    reply.raw.once('close', () => {
+      server.close().catch(ignore)
+      /* c8 ignore next -- the connection broke while the reply was written: no test can time it (a client gone while it opened is handled in open_session) */
+      if (!sent) for (const id of openedHere) app.sessions.abandon(id)
+    })
     // Node joins a request's repeated headers into one (set-cookie aside, which a request does not send).
     const headers = new Headers()
     for (const [name, value] of Object.entries(request.headers)) headers.set(name, String(value))

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import type { BackendName } from '../config.js'
 import type { SessionEnd, SessionSandbox } from '../backends/backend.js'
-import { ShuttingDownError, SessionBusyError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
+import { ShuttingDownError, SessionBusyError, SessionStartError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
 
 /** 24 random bytes: 192 bits, as base64url (32 characters). */
 const ID_BYTES = 24
@@ -126,6 +126,10 @@ export class SessionRegistry {
     let sandbox: SessionSandbox
     try {
       sandbox = await backend.open()
+    } catch (error) {
+      // Ours, not the caller's: a jail that would not start (the host short of something).
+      this.options.log?.({ err: { message: (error as Error).message } }, 'a session\'s sandbox did not start')
+      throw new SessionStartError()
     } finally {
       const left = (this.opening.get(caller.id) ?? 1) - 1
       if (left === 0) this.opening.delete(caller.id)
@@ -167,14 +171,23 @@ export class SessionRegistry {
     const session = this.open.get(id)
     if (session !== undefined && session.owner === caller.id) return session
     const ended = this.ended.get(id)
-    if (session === undefined && ended !== undefined && ended.owner === caller.id) {
-      throw Object.assign(new SessionEndedError(`session ${id} ended at ${new Date(ended.at).toISOString()}: ${ended.message}; open a new one`), { details: { endedBy: ended.code } })
-    }
+    if (session === undefined && ended !== undefined && ended.owner === caller.id) throw this.endedError(id, ended)
     const instance = ID.exec(id)?.[1]
     if (instance !== undefined && instance !== this.options.instance) {
       throw new SessionNotFoundError(`session ${id} is not on this instance: its id says it lives on instance ${instance}; this is instance ${this.options.instance}. A session lives on the instance that opened it: route its calls there (README "Sessions behind a load balancer")`)
     }
     throw new SessionNotFoundError(`no session ${id.length <= 80 ? id : `${id.slice(0, 80)}...`} for this caller on instance ${this.options.instance}`)
+  }
+
+  private endedError (id: string, ended: Ended, when = ''): Error {
+    return Object.assign(new SessionEndedError(`session ${id} ended${when} at ${new Date(ended.at).toISOString()}: ${ended.message}; open a new one`), { details: { endedBy: ended.code } })
+  }
+
+  /** Ends a session whose opening reply never reached its caller (it left, the connection broke):
+   *  nobody holds its id, and it would count against the caller's sessions until idle. */
+  abandon (id: string): void {
+    const session = this.open.get(id)
+    if (session !== undefined) this.end(session, 'abandoned', 'its id never reached its caller')
   }
 
   describe (session: Session): SessionInfo {
@@ -209,6 +222,9 @@ export class SessionRegistry {
     clearTimeout(session.idle) // a call is not idle time, however long it waits for a slot
     try {
       const value = await run(session.sandbox)
+      // The server ended it while the call ran (DELETE, its lifetime): the call did not fail, the
+      // session is gone, and that is said as for any later call (the shutdown is the slots' to say).
+      if (session.closing !== undefined) throw this.endedError(id, this.ended.get(id) as Ended, ' during this call')
       // A sandbox that died in the call settles `ended` with the call's outcome: let it land.
       await new Promise(resolve => setImmediate(resolve))
       return { value, ended: this.open.get(id) !== session }
@@ -226,7 +242,7 @@ export class SessionRegistry {
   }
 
   /** The server ends a session: its sandbox is closed; `forget` follows when its jail is gone. */
-  private end (session: Session, kind: 'deleted' | 'idle' | 'lifetime' | 'shutdown', why: string): void {
+  private end (session: Session, kind: 'deleted' | 'idle' | 'lifetime' | 'shutdown' | 'abandoned', why: string): void {
     if (session.closing !== undefined || !this.open.has(session.id)) return
     session.closing = why
     // Gone from the owner's view at once: later calls are answered 410, never queued behind it.

@@ -260,3 +260,54 @@ t.test('a session opened while the server shuts down is closed at once', async t
   await closing
   t.equal(backend.sessions[0]?.closedWith, 'the server is shutting down')
 })
+
+t.test('a call the server ended (DELETE, lifetime) is 410 SESSION_ENDED, not the script\'s failure; not counted as an execution', async t => {
+  let release!: () => void
+  const { app, backend } = await sessionsApp(t, {}, async (_call, session) => {
+    await new Promise<void>(resolve => { release = resolve })
+    return session.closedWith === undefined ? success(1) : failure('CRASHED', 'the session\'s sandbox ended before the call reported a status')
+  })
+  const id = idOf(await open(app))
+  const pending = call(app, id)
+  await until(() => backend.sessions[0]?.calls.length === 1, 'the call')
+  t.equal((await app.inject({ method: 'DELETE', url: `/sessions/${id}` })).statusCode, 204)
+  release()
+  const reply = await pending
+  t.equal(reply.statusCode, 410)
+  t.match(reply.json(), { code: 'SESSION_ENDED', endedBy: 'CLOSED', message: /ended during this call at .*: it was deleted/ })
+  t.notMatch((await app.inject({ method: 'GET', url: '/metrics' })).body, /pysandbox_executions_total\{[^}]*outcome="CRASHED"/)
+})
+
+t.test('a sandbox that cannot start is ours: 503 SESSIONS_UNAVAILABLE, logged, nothing opened', async t => {
+  const backend = new FakeSessionBackend('nsjail')
+  backend.openSession = async () => { throw new Error('the session\'s sandbox did not start: exited (1)') }
+  const { app, logs } = await build(t, { backends: [backend] })
+  const reply = await open(app)
+  t.equal(reply.statusCode, 503)
+  t.match(reply.json(), { code: 'SESSIONS_UNAVAILABLE', message: /could not be started right now: nothing was opened; retry later/ })
+  t.ok(logs.some(line => line.msg === 'a session\'s sandbox did not start' && JSON.stringify(line).includes('exited (1)')), 'the cause in the log')
+  t.equal(app.sessions.size, 0)
+  t.equal((await open(app)).statusCode, 503, 'and it does not count against the caller')
+})
+
+t.test('deny: a session whose id never reached its caller (it left while the session opened) is ended, and does not hold the caller\'s place', async t => {
+  let opened!: () => void
+  const backend = new FakeSessionBackend('nsjail')
+  const openSession = backend.openSession.bind(backend)
+  backend.openSession = async () => { await new Promise<void>(resolve => { opened = resolve }); return await openSession() }
+  const { app } = await build(t, { env: { SESSIONS_PER_CALLER: '1' }, backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const leaving = new AbortController()
+  const request = fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST', signal: leaving.signal }).catch(() => undefined)
+  await until(() => opened !== undefined, 'the open')
+  leaving.abort()
+  await request
+  await new Promise(resolve => setTimeout(resolve, 50))
+  opened()
+  await until(() => backend.sessions[0]?.closedWith !== undefined, 'the abandoned session to end')
+  t.equal(backend.sessions[0]?.closedWith, 'its id never reached its caller')
+  backend.openSession = openSession
+  t.equal((await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens another')
+  t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /pysandbox_sessions_ended_total\{reason="abandoned"\} 1/)
+})
