@@ -19,7 +19,7 @@ import { isErrorCode } from '../errors/codes.js'
 import { InternalError, InvalidJsonError, InvalidRequestError, ShuttingDownError } from '../errors/errors.js'
 import { retryAfterOf } from '../errors/replies.js'
 import { scriptRequest, type RequestLimits } from '../script-request.js'
-import { runInSession } from '../sessions/run.js'
+import { openSession, runInSession } from '../sessions/run.js'
 import { VERSION } from '../version.js'
 
 /** Returned files shown to the model as images; the others travel in the JSON text. */
@@ -150,7 +150,7 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
       annotations: { readOnlyHint: false, openWorldHint: false }
     }, async () => {
       try {
-        const opened = await app.sessions.create(tenant)
+        const opened = await openSession(app, tenant)
         openedHere.push(opened.id)
         if (reply.raw.destroyed) app.sessions.abandon(opened.id) // its client left while it opened
         return { content: [{ type: 'text', text: JSON.stringify(opened) }] }

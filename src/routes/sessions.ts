@@ -8,7 +8,7 @@ import { sendExecution } from '../execution-reply.js'
 import { sessionResponses } from '../responses.js'
 import { ExecuteRequest, ref } from '../schemas.js'
 import { scriptRequest, type RequestLimits } from '../script-request.js'
-import { runInSession } from '../sessions/run.js'
+import { openSession, runInSession } from '../sessions/run.js'
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 128, description: 'The session\'s id, as POST /sessions gave it' }) })
 const secured: { tags: string[], security: Array<Record<string, string[]>> } = { tags: ['sessions'], security: [{ apiKey: [] }, {}] }
@@ -42,7 +42,7 @@ const opening: FastifyPluginAsyncTypebox = async app => {
       /* c8 ignore next -- the connection broke between the 201's first and last byte: no test can time it */
       if (held.id !== undefined) app.sessions.abandon(held.id)
     })
-    const opened = await app.sessions.create(request.tenant)
+    const opened = await openSession(app, request.tenant)
     held.id = opened.id
     if (held.lost === true) app.sessions.abandon(opened.id)
     return await reply.code(201).send(opened)

@@ -1,10 +1,22 @@
-// One call in a session, as POST /sessions/{id}/execute and MCP's run_in_session make it: the
-// caller's session, one call at a time, in an execution slot like any run, with the call's
-// limits and the session's own memory.
+// Opening a session and one call in it, as the routes and MCP's tools make them: each in an
+// execution slot within the caller's share, like any run (opening without a spare ready imports
+// numpy and pandas: CPU the slots must account for, found by an outside attack); a call with the
+// call's limits and the session's own memory, one at a time.
 import type { FastifyInstance } from 'fastify'
 import type { ScriptRequest } from '../backends/backend.js'
 import type { Tenant } from '../plugins/access.js'
 import type { Execution } from '../plugins/sandbox.js'
+import type { SessionInfo } from './registry.js'
+
+/** Opens a session for `tenant` while holding a slot of its share; `signal`: its client left. */
+export async function openSession (app: FastifyInstance, tenant: Tenant, signal?: AbortSignal): Promise<SessionInfo> {
+  const lease = await app.sandbox.slots.acquire(tenant, signal)
+  try {
+    return await app.sessions.create(tenant)
+  } finally {
+    lease.release()
+  }
+}
 
 export async function runInSession (app: FastifyInstance, id: string, tenant: Tenant, run: ScriptRequest, signal: AbortSignal): Promise<{ value: Execution, ended: boolean }> {
   // scriptRequest() always resolves the call's limits; the session's memory is its jail's.

@@ -10,7 +10,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { newKey } from '../../src/access/keys.js'
 import type { RunOutcome } from '../../src/backends/backend.js'
 import { build, until } from '../helpers/app.js'
-import { FakeBackend, FakeSessionBackend, failure, success, type FakeSession } from '../helpers/fake-backend.js'
+import { FakeBackend, FakeSessionBackend, HeldRun, failure, success, type FakeSession } from '../helpers/fake-backend.js'
 
 const JSON_HEADERS = { 'content-type': 'application/json' }
 
@@ -310,4 +310,19 @@ t.test('deny: a session whose id never reached its caller (it left while the ses
   backend.openSession = openSession
   t.equal((await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens another')
   t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /pysandbox_sessions_ended_total\{reason="abandoned"\} 1/)
+})
+
+t.test('opening a session takes an execution slot of the caller\'s share, like a run (it may import numpy and pandas)', async t => {
+  const held = new HeldRun()
+  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '0', TENANT_SLOTS: '1' }, backends: [backend] })
+  const running = app.inject({ method: 'POST', url: '/execute', payload: '{"script": "x"}', headers: JSON_HEADERS })
+  await held.started(1)
+  const refused = await open(app)
+  t.equal(refused.statusCode, 429, 'its one slot is taken')
+  t.equal(refused.json().code, 'CONCURRENCY_LIMITED')
+  t.equal(backend.sessions.length, 0, 'nothing opened')
+  held.finish()
+  t.equal((await running).statusCode, 200)
+  t.equal((await open(app)).statusCode, 201)
 })
