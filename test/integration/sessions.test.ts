@@ -111,6 +111,8 @@ t.test('state persists between calls: globals, imports, functions, files; main()
   t.match((await cell(target, id, 'import pandas as pd\npd.DataFrame({"a": [1]})')).body, { code: 'RESULT_NOT_JSON', message: /^the script's last line is something that is not JSON: .*to_dict/ })
   t.match((await cell(target, id, 'x', { input: 1 })).body, { code: 'MISSING_MAIN' })
   t.match((await send(target, 'GET', `/sessions/${id}`)).body, { calls: 9, running: false, backend: 'nsjail' })
+  // The image's server is shared by the whole suite (one session per caller): give it back.
+  t.equal((await send(target, 'DELETE', `/sessions/${id}`)).status, 204)
 })
 
 if (externalUrl !== undefined) {
