@@ -31,6 +31,8 @@ export interface SessionsOptions {
   backend: () => { name: BackendName, open: (() => Promise<SessionSandbox>) | undefined } | undefined
   /** True from the start of a shutdown: no new session opens (503 SHUTTING_DOWN, as /execute). */
   draining: () => boolean
+  /** Ended sessions remembered for their owners' 410 (default ENDED_KEPT; tests lower it). */
+  endedKept?: number
   log?: (fields: Record<string, unknown>, message: string) => void
 }
 
@@ -131,7 +133,7 @@ export class SessionRegistry {
       this.options.log?.({ err: { message: (error as Error).message } }, 'a session\'s sandbox did not start')
       throw new SessionStartError()
     } finally {
-      const left = (this.opening.get(caller.id) ?? 1) - 1
+      const left = (this.opening.get(caller.id) as number) - 1
       if (left === 0) this.opening.delete(caller.id)
       else this.opening.set(caller.id, left)
     }
@@ -243,7 +245,8 @@ export class SessionRegistry {
 
   /** The server ends a session: its sandbox is closed; `forget` follows when its jail is gone. */
   private end (session: Session, kind: 'deleted' | 'idle' | 'lifetime' | 'shutdown' | 'abandoned', why: string): void {
-    if (session.closing !== undefined || !this.open.has(session.id)) return
+    // Called once, for an open session (found, or by its own timers): forget() below removes it
+    // and clears its timers.
     session.closing = why
     // Gone from the owner's view at once: later calls are answered 410, never queued behind it.
     this.forget(session, { code: 'CLOSED', message: why }, kind)
@@ -265,7 +268,7 @@ export class SessionRegistry {
     this.ended.set(id, ended)
     const old = Date.now() - ENDED_KEPT_MS
     for (const [key, value] of this.ended) {
-      if (this.ended.size <= ENDED_KEPT && value.at >= old) break
+      if (this.ended.size <= (this.options.endedKept ?? ENDED_KEPT) && value.at >= old) break
       this.ended.delete(key) // oldest first: a Map iterates in insertion order
     }
   }

@@ -2,8 +2,8 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
-import { createBackends } from '../../src/backends/index.js'
-import type { ProbeReport, RunOutcome, RunRequest, SandboxBackend } from '../../src/backends/backend.js'
+import { createBackends, nsjailOptions } from '../../src/backends/index.js'
+import { limitsFrom, type ProbeReport, type RunOutcome, type RunRequest, type SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig, type BackendName } from '../../src/config.js'
 import { build, config, execute, until } from '../helpers/app.js'
 import { FakeBackend, PASSING, failingProbe, success } from '../helpers/fake-backend.js'
@@ -272,4 +272,11 @@ t.test('no re-probe after close', async t => {
   const calls = fake.probeCalls
   await new Promise(resolve => setTimeout(resolve, 60))
   t.equal(fake.probeCalls, calls)
+})
+
+t.test('nsjailOptions: session seats for SESSIONS_MAX sessions and their spares; none with SESSIONS_MAX 0', async t => {
+  const on = loadConfig({ SESSIONS_MAX: '3', SESSION_SPARES: '2', SESSION_MEMORY_MB: '300' })
+  t.same(nsjailOptions(on, limitsFrom(on)).sessions, { memoryMiB: 300, seats: 5, spares: 2 })
+  const off = loadConfig({ SESSIONS_MAX: '0' })
+  t.equal(nsjailOptions(off, limitsFrom(off)).sessions, undefined)
 })

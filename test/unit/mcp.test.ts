@@ -161,6 +161,8 @@ t.test('sessions through MCP: open, run (state is the sandbox\'s), close; anothe
   t.same(text(ran), { result: { x: 42 }, stdout: '', stderr: '', backend: 'nsjail' })
   t.match(backend.sessions[0]?.calls[0], { script: 'x', input: { value: 1 } })
 
+  t.notOk((await tool('run_in_session', { session: opened.id, script: 'open("a.txt").read()', files: [{ path: 'a.txt', content: 'a' }] })).isError)
+  t.match(backend.sessions[0]?.calls[1], { files: [{ path: 'a.txt' }] })
   answer = async (_call, session) => {
     session.die({ code: 'TIME_LIMIT_EXCEEDED', message: 'the script ran longer than the wall-time limit of 10000 ms' })
     return failure('TIME_LIMIT_EXCEEDED', 'the script ran longer than the wall-time limit of 10000 ms')
@@ -197,4 +199,16 @@ t.test('deny: a session opened by open_session whose reply never reached the cli
   opened()
   await until(() => backend.sessions[0]?.closedWith !== undefined, 'the abandoned session to end')
   t.equal(backend.sessions[0]?.closedWith, 'its id never reached its caller')
+})
+
+t.test('open_session refused (the caller\'s sessions are all open) is a tool error with its code', async t => {
+  const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', SESSIONS_PER_CALLER: '0' }), backends: [new FakeSessionBackend('nsjail')] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(async () => { await app.close() })
+  const client = new Client({ name: 'pysandbox-test', version: '1' })
+  await client.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${(app.server.address() as { port: number }).port}/mcp`)))
+  t.teardown(async () => { await client.close() })
+  const refused = await client.callTool({ name: 'open_session', arguments: {} }) as CallToolResult
+  t.equal(refused.isError, true)
+  t.match(text(refused), { code: 'SESSIONS_LIMITED' })
 })

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { newKey } from '../../src/access/keys.js'
 import type { RunOutcome } from '../../src/backends/backend.js'
+import { SessionRegistry } from '../../src/sessions/registry.js'
 import { build, until } from '../helpers/app.js'
 import { FakeBackend, FakeSessionBackend, HeldRun, failure, success, type FakeSession } from '../helpers/fake-backend.js'
 
@@ -111,8 +112,10 @@ t.test('an id of another instance: 404 naming both instances; a malformed or hug
   const reply = await call(app, `beta.${'B'.repeat(32)}`)
   t.equal(reply.statusCode, 404)
   t.match(reply.json().message, /lives on instance beta; this is instance alpha/)
-  for (const id of ['x', 'alpha.', `alpha.${'A'.repeat(31)}`, encodeURIComponent('alpha.A/../../etc')]) {
-    t.equal((await app.inject({ method: 'GET', url: `/sessions/${id}` })).statusCode, 404, id)
+  for (const id of ['x', 'alpha.', `alpha.${'A'.repeat(31)}`, encodeURIComponent('alpha.A/../../etc'), 'y'.repeat(90)]) {
+    const reply = await app.inject({ method: 'GET', url: `/sessions/${id}` })
+    t.equal(reply.statusCode, 404, id)
+    t.ok(reply.json().message.length < 200, 'a long id is cut in the message')
   }
   t.equal((await app.inject({ method: 'GET', url: `/sessions/${'x'.repeat(200)}` })).statusCode, 414, 'over 100 characters: the router\'s bound')
 })
@@ -325,4 +328,28 @@ t.test('opening a session takes an execution slot of the caller\'s share, like a
   held.finish()
   t.equal((await running).statusCode, 200)
   t.equal((await open(app)).statusCode, 201)
+})
+
+t.test('the registry: opens from one caller at once are counted while they open; ended sessions are remembered within a bound, oldest forgotten first', async t => {
+  const backend = new FakeSessionBackend('nsjail')
+  let hold: Promise<void> | undefined
+  const openSession = backend.openSession.bind(backend)
+  backend.openSession = async () => { await hold; return await openSession() }
+  const registry = new SessionRegistry({ instance: 'r', max: 10, idleMs: 60_000, lifetimeMs: 60_000, memoryMiB: 256, endedKept: 2, draining: () => false, backend: () => ({ name: 'nsjail', open: async () => await backend.openSession() }) })
+  t.teardown(() => registry.closeAll('test over'))
+  const caller = { id: 'key:a', sessions: 2 }
+  let release!: () => void
+  hold = new Promise(resolve => { release = resolve })
+  const both = [registry.create(caller), registry.create(caller)]
+  await t.rejects(registry.create(caller), { code: 'SESSIONS_LIMITED' }, 'two opening count as two')
+  release()
+  const [a, b] = await Promise.all(both)
+  hold = undefined
+  registry.delete(a?.id ?? '', caller)
+  registry.delete(b?.id ?? '', caller)
+  const c = await registry.create(caller)
+  registry.delete(c.id, caller)
+  t.throws(() => registry.get(c.id, caller), { code: 'SESSION_ENDED' })
+  t.throws(() => registry.get(b?.id ?? '', caller), { code: 'SESSION_ENDED' })
+  t.throws(() => registry.get(a?.id ?? '', caller), { code: 'SESSION_NOT_FOUND' }, 'the oldest ended one is forgotten past the bound')
 })
