@@ -7,9 +7,13 @@ It imports numpy, pandas and matplotlib's pyplot, then forks the *kernel*: the o
 where every call's script runs, in one module namespace that persists (a notebook's kernel). This
 process (the *parent*) never runs user code: it relays the kernel's streams as frames, times each
 call's CPU and ends the call (and the session) past its budget, and between calls stops every
-other process of the jail (SIGSTOP), so an idle session uses no CPU. The kernel is the same uid
-(65534) with no capability, as a cold run; the whole jail belongs to one caller, and the server
-treats every frame as hostile (docs/sessions.md).
+other process of the jail (SIGSTOP) and watches that none runs again, so an idle session uses no
+CPU. The parent is uid 0 of the jail (a host uid of its own, four capabilities), as a warm jail's
+zygote: its gid 0 lets it see every process of the jail in /proc (mounted hidepid=invisible,gid=0),
+non-dumpable ones included, and no process of the kernel's uid can change its limits, priority or
+anything else of it. The kernel drops to uid 65534 with no capability right after the fork, as a
+cold run; the whole jail belongs to one caller, and the server treats every frame as hostile
+(docs/sessions.md).
 
 Frames (big-endian, src/backends/nsjail/frames.ts): server to jail `call id u32, length u32,
 request`; jail to server `call id u32, stream u8, length u32, bytes`: READY once, then per call
@@ -35,9 +39,18 @@ LENGTH = struct.Struct(">I")
 MAX_REQUEST_BYTES = 64 << 20
 IN_FD, OUT_FD = 0, 1
 PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
 SIGXCPU = 24
 POLL_MS = 50  # how often the parent reads the session's CPU time during a call
 FREEZE_TRIES, FREEZE_WAIT_S = 200, 0.002  # up to ~0.4 s for every process to stop
+# While idle the parent looks every IDLE_WATCH_MS at every thread of the jail: one that is not
+# stopped (after IDLE_TRIES re-stops FREEZE_WAIT_S apart: a stop may be landing), or that got more
+# than IDLE_SLACK_NS of CPU since the freeze, or a thread born since, ran: the session ends. A stop
+# itself costs a thread microseconds.
+IDLE_WATCH_MS = 200
+IDLE_TRIES = 5
+IDLE_SLACK_NS = 2_000_000
 SWEEPS = 50
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The parent's exit statuses (it ends the jail whenever anything is unexpected).
@@ -48,10 +61,17 @@ EXIT_FREEZE_FAILED = 66  # a process would not stop between calls
 EXIT_SWEEP_FAILED = 67
 EXIT_CPU = 68  # a call went over its CPU time (reported as signal 24)
 EXIT_DUMPABLE = 69
+EXIT_RAN_WHILE_IDLE = 72  # a process of the session ran between calls (the idle watch)
+EXIT_IDENTITY = 73  # not started as uid and gid 0 of the jail
 # The kernel's exit statuses besides a script's own.
 EXIT_KERNEL_RETURNED = 70  # the kernel's code returned: it never goes on into the parent's
 EXIT_KERNEL_ERROR = 71  # an exception in the kernel's own code
 CO_COROUTINE = 0x80
+# The kernel's identity, and how it gets there from the parent's (as harness/zygote.py's child).
+RUN_UID = RUN_GID = 65534
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+PR_CAPBSET_DROP = 24
+PARENT_CAPS = (5, 6, 7, 8)  # CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP: all the parent has
 CLOCK_REALTIME_COARSE = 5  # <time.h>; the clock file times are stamped with (Python names it not)
 
 CPU_CEILING, RESULT_LIMIT, OUTPUT_LIMIT, CHANNEL_LIMIT, FILES_OUT, FILES_OUT_BYTES = (int(a) for a in sys.argv[1:7])
@@ -108,38 +128,71 @@ def end(kernel, code):
     os._exit(EXIT_SWEEP_FAILED)
 
 
-STOPPED = (b"T", b"t", b"Z", b"X")
+STOPPED = (b"T", b"t")
+DEAD = (b"Z", b"X")
 
 
-def stopped(pid):
-    """Every thread of the process stopped (or dead): a process whose main thread has exited
-    shows Z while its other threads may still run."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except (FileNotFoundError, ProcessLookupError):
-        return True  # gone
-    for task in tasks:
+def tasks():
+    """Every thread of every process of the jail but this one: {tid: (state, CPU ns)}. A process
+    whose main thread has exited shows Z while its other threads may still run: each thread is
+    read. The CPU time is the scheduler's own count (schedstat), in nanoseconds."""
+    found = {}
+    for pid in other_pids():
         try:
-            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
-                if f.read().rpartition(b")")[2].split()[0] not in STOPPED:
-                    return False
+            tids = os.listdir(f"/proc/{pid}/task")
         except (FileNotFoundError, ProcessLookupError):
-            pass
-    return True
+            continue  # gone
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    state = f.read().rpartition(b")")[2].split()[0]
+                with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                    ns = int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found[int(tid)] = (state, ns)
+    return found
 
 
 def freeze():
     """Stop every process of the jail but this one (kill(-1) spares pid 1 and the caller), and
-    check in /proc that each is stopped or dead; False if some never stop."""
+    check in /proc that each thread is stopped or dead. Returns each thread's CPU time then (what
+    the idle watch compares with), or None if some never stop."""
     for _ in range(FREEZE_TRIES):
         try:
             os.kill(-1, 19)  # SIGSTOP
         except ProcessLookupError:
-            return True
-        if all(stopped(pid) for pid in other_pids()):
-            return True
+            return {}
+        found = tasks()
+        if all(state in STOPPED or state in DEAD for state, _ in found.values()):
+            return {tid: ns for tid, (_, ns) in found.items()}
         time.sleep(FREEZE_WAIT_S)
-    return False
+    return None
+
+
+def ran_while_idle(frozen):
+    """Whether a thread of the jail ran since the freeze that returned `frozen`: a thread that is
+    not stopped (the stop is sent again, IDLE_TRIES times, in case one is landing), a thread that
+    got more than IDLE_SLACK_NS of CPU since, or a thread born since. A stopped thread runs again
+    only when something sends it SIGCONT: no process of an idle jail runs to send it, but a
+    kernel timer can (timer_create with SIGCONT as its signal) and a thawed process can stop
+    itself again, so the CPU time is compared, not only the state."""
+    for attempt in range(IDLE_TRIES):
+        found = tasks()
+        for tid, (state, ns) in found.items():
+            if tid not in frozen and state not in DEAD:
+                return True
+            if ns - frozen.get(tid, 0) > IDLE_SLACK_NS:
+                return True
+        if all(state in STOPPED or state in DEAD for state, _ in found.values()):
+            return False
+        if attempt < IDLE_TRIES - 1:
+            try:
+                os.kill(-1, 19)  # SIGSTOP
+            except ProcessLookupError:
+                return False
+            time.sleep(FREEZE_WAIT_S)
+    return True
 
 
 def thaw():
@@ -168,37 +221,62 @@ def over_budget(spent_ticks, cpu_seconds):
     return spent_ticks > cpu_seconds * CLK_TCK
 
 
+def field_kib(path, name):
+    """A `Name: N kB` line of a /proc file; None when the file cannot be read (the process ended,
+    or it is not readable to us)."""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith(name):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return 0
+
+
+def fs_ids(uid, gid):
+    """The ids this process checks file access (and /proc's ptrace rules) with. Any change of them
+    clears the parent-death signal nsjail set (SIGKILL, so the jail dies with nsjail) and resets
+    dumpability: both are set again after each change."""
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
+    libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def anon_kib():
     """The session's anonymous memory: each process's proportional share (Pss_Anon), so the pages
-    the kernel still shares with the parent since its fork count once, as its cgroup charges them."""
-    total = 0
-    for pid in [1, *other_pids()]:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Pss_Anon:"):
-                        total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            pass  # ended since the listing
+    the kernel still shares with the parent since its fork count once, as its cgroup charges them.
+    smaps_rollup opens only for the process's own uid (ptrace's rule): read as 65534 (file-system
+    ids only; the parent's own ids are back before it returns). A process that made itself
+    non-dumpable shows it to no one: its whole RssAnon (/proc/PID/status) counts instead."""
+    total = field_kib("/proc/1/smaps_rollup", b"Pss_Anon:") or 0
+    others = other_pids()
+    unread = []
+    fs_ids(RUN_UID, RUN_GID)
+    try:
+        for pid in others:
+            kib = field_kib(f"/proc/{pid}/smaps_rollup", b"Pss_Anon:")
+            if kib is None:
+                unread.append(pid)
+            else:
+                total += kib
+    finally:
+        fs_ids(0, 0)
+    for pid in unread:
+        total += field_kib(f"/proc/{pid}/status", b"RssAnon:") or 0  # None: ended since the listing
     return total
 
 
 def rss_kib():
-    total = 0
-    for pid in [1, *other_pids()]:
-        try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"VmRSS:"):
-                        total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
+    return sum(field_kib(f"/proc/{pid}/status", b"VmRSS:") or 0 for pid in [1, *other_pids()])
 
 
 def import_pyplot():
     """matplotlib's pyplot (Agg), its font cache linked through the configuration directory, one
-    chart drawn (as the zygote does: harness/zygote.py import_pyplot)."""
+    chart drawn (as the zygote does: harness/zygote.py import_pyplot). The directory is the
+    parent's (uid 0 of the jail): sticky and writable to all, as /tmp, so the kernel's matplotlib
+    may add to it as a cold run's does (but not remove the links)."""
     workdir.watch_figures(SITE_PACKAGES)
     import io
 
@@ -207,6 +285,9 @@ def import_pyplot():
     figure.gca().plot([0, 1], [0, 1], label="session")
     figure.savefig(io.BytesIO(), format="png")
     pyplot.close(figure)
+    config = os.environ.get("MPLCONFIGDIR")
+    if config and os.path.isdir(config) and not os.path.islink(config):
+        os.chmod(config, 0o1777)
 
 
 def call_cpu(data):
@@ -230,6 +311,7 @@ class Kernel:
         self.pid, self.pidfd, self.request_w = pid, pidfd, request_w
         self.streams, self.result = streams, result  # {fd: STDOUT | STDERR}, the result pipe's read end
         self.status = None
+        self.frozen = {}  # each thread's CPU time (ns) when the jail was last frozen
 
 
 def drain(fd, keep):
@@ -305,7 +387,8 @@ def serve_call(kernel, call_id, data, cpu_seconds):
                         for stream_fd in kernel.streams:
                             relay(stream_fd)
                         frame(call_id, STATUS, b"exit 0")
-                        if not freeze():
+                        kernel.frozen = freeze()
+                        if kernel.frozen is None:
                             end(kernel, EXIT_FREEZE_FAILED)
                         frame(call_id, MEMORY, b"anon %d" % anon_kib())
                         return None
@@ -345,14 +428,19 @@ def kernel_died(kernel, call_id, relay):
 
 
 def serve(kernel):
-    """Between calls: every other process stopped; wait for the next request (or the end)."""
+    """Between calls: every other process stopped, and watched (ran_while_idle); wait for the
+    next request (or the end)."""
     poll = select.poll()
     poll.register(IN_FD, select.POLLIN)
     poll.register(kernel.pidfd, select.POLLIN)
     while True:
-        ready = dict(poll.poll())
+        ready = dict(poll.poll(IDLE_WATCH_MS))
         if kernel.pidfd in ready:  # killed while stopped (only SIGKILL can): the session is over
             end(kernel, EXIT_KERNEL_ENDED)
+        if not ready:
+            if ran_while_idle(kernel.frozen):
+                end(kernel, EXIT_RAN_WHILE_IDLE)
+            continue
         header = read_exactly(IN_FD, REQUEST.size)
         if header is None:
             end(kernel, EXIT_INPUT_CLOSED)
@@ -552,12 +640,40 @@ def cell(request, module):
 # ---- start-up --------------------------------------------------------------------------------
 
 
+def drop_privileges():
+    """The kernel's identity: uid and gid 65534, no supplementary group, no capability, exactly
+    as harness/zygote.py's drop_privileges makes a warm run's. The bounding set is emptied first
+    (CAP_SETPCAP), leaving uid 0 clears the permitted, effective and ambient sets (the kernel's
+    rule), and the inheritable set is cleared last: every set is empty, as in a cold run. Linux
+    lets a process act on another one (limits, scheduling, priority, affinity, signals, /proc
+    writes, ptrace) only with the same uid or a capability: the kernel has neither towards the
+    parent."""
+    for cap in PARENT_CAPS:
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+    os.setgroups([])
+    os.setresgid(RUN_GID, RUN_GID, RUN_GID)
+    os.setresuid(RUN_UID, RUN_UID, RUN_UID)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def identity_ok():
+    """The launcher makes the parent uid and gid 0 of the jail (and the kernel's 65534 another)."""
+    return os.getuid() == 0 and os.getgid() == 0
+
+
 def start_kernel():
     request_r, request_w = os.pipe()
     result_r, result_w = os.pipe()
     pipes = [os.pipe(), os.pipe()]  # the kernel's stdout and stderr
     pid = os.fork()
     if pid == 0:
+        try:
+            drop_privileges()  # before anything else: no code of the kernel runs as the parent
+        except BaseException:
+            os._exit(EXIT_KERNEL_ERROR)
         os.close(request_w)
         os.close(result_r)
         kernel_main(request_r, result_w, pipes)
@@ -578,6 +694,10 @@ def main():
     import _signal
     # pid 1 of its namespace: with no handler installed no signal from inside can reach us.
     _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    if not identity_ok():
+        sys.stderr.write("session.py runs as uid and gid 0 of its jail, with CAP_SETUID, CAP_SETGID, "
+                         "CAP_SETPCAP and CAP_KILL\n")
+        os._exit(EXIT_IDENTITY)
     sys.path.append(SITE_PACKAGES)
     import numpy  # noqa: F401
     import pandas  # noqa: F401
@@ -601,7 +721,8 @@ def main():
     if os.read(kernel.result, 1) != b"R":  # the kernel died setting itself up
         end(kernel, EXIT_KERNEL_ENDED)
     os.set_blocking(kernel.result, False)
-    if not freeze():
+    kernel.frozen = freeze()
+    if kernel.frozen is None:
         end(kernel, EXIT_FREEZE_FAILED)
     frame(0, READY, b"rss %d anon %d" % (rss_kib(), anon_kib()))
     try:

@@ -19,9 +19,17 @@ export const PROBE_SLOT = 4095
  *  uses, so a session never shares RLIMIT_NPROC or a uid with anything else. */
 export const SESSION_UID_OFFSET = 4 * MAX_SLOTS
 export const MAX_SESSION_SEATS = 1024
+/** A session's parent (pid 1, uid 0 of its jail, as a zygote) runs as its seat's uid + this:
+ *  base + 2048 + seat, above every seat and below the probe's uids. */
+export const SESSION_PARENT_UID_OFFSET = MAX_SESSION_SEATS
+
+// The whole layout from the base: 0-255 slots, 256-511 their successors, 512-1023 their zygotes
+// (+512), 1024-2047 session seats (their kernels), 2048-3071 the seats' parents, 4095 the probe
+// slot (4351 its successor, 4607 and 4863 their zygotes). Nothing else.
 
 /** The layout in words, for SANDBOX_UID_BASE's description. */
 export const UID_LAYOUT = `slot n uses base+n (its warm jails alternate with base+${SUCCESSOR_UID_OFFSET}+n, probes use ` +
-  `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET}; sessions use base+${SESSION_UID_OFFSET}+seat)`
+  `base+${PROBE_SLOT}; a warm jail's zygote runs as its run's uid + ${ZYGOTE_UID_OFFSET}; sessions use base+${SESSION_UID_OFFSET}+seat, ` +
+  `their parents base+${SESSION_UID_OFFSET + SESSION_PARENT_UID_OFFSET}+seat)`
 /** The uids a server may use from its base: every slot, successor, zygote and probe uid. */
 export const UID_SPAN = PROBE_SLOT + SUCCESSOR_UID_OFFSET + ZYGOTE_UID_OFFSET + 1

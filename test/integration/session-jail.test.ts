@@ -7,9 +7,10 @@ import { nsjailOptions } from '../../src/backends/index.js'
 import type { Launch } from '../../src/backends/launch.js'
 import { NsjailBackend } from '../../src/backends/nsjail/backend.js'
 import type { SessionJail } from '../../src/backends/nsjail/session-jail.js'
-import { MAX_SESSION_SEATS, SESSION_UID_OFFSET } from '../../src/backends/uids.js'
+import { MAX_SESSION_SEATS, SESSION_PARENT_UID_OFFSET, SESSION_UID_OFFSET } from '../../src/backends/uids.js'
 import {
-  ROOT, SESSIONS, SESSION_UID_BASE, call, cpuOverBudget, hostProcesses, hostUid, idleBusyProcess, sessionBackend, sessionConfig, spareReady, testLimits
+  ROOT, SESSIONS, SESSION_UID_BASE, call, cpuOverBudget, hostProcesses, hostUid, idleBusyProcess, idleThaw, nonDumpableChild, sessionBackend, sessionConfig,
+  spareReady, testLimits
 } from '../helpers/sessions.js'
 
 // Jails are unref'd (an idle pool keeps no process alive): keep the test process up meanwhile.
@@ -115,6 +116,64 @@ t.test('deny: a background process is stopped while the session is idle, and gon
   t.same(await session.ended, { code: 'CLOSED', message: 'test over' })
   await (session as SessionJail).exited // `ended` is said at once; the processes go with the jail
   t.same(hostProcesses(uid), [], `no process of uid ${uid} (busy was host pid ${pid}) after close()`)
+  t.same(hostProcesses(uid + SESSION_PARENT_UID_OFFSET), [], 'nor of its parent\'s uid')
+})
+
+t.test('deny: the parent is uid 0 of the jail on a host uid of its own; the user\'s code is 65534 with no capability', ROOT, async t => {
+  const session = await open(t)
+  const [uid, parent] = [await hostUid(session), await hostUid(session, 0)]
+  t.equal(parent, uid + SESSION_PARENT_UID_OFFSET, `the parent is host uid ${parent}, the seat ${uid}`)
+  t.ok(parent >= SESSION_UID_BASE + SESSION_UID_OFFSET + MAX_SESSION_SEATS && parent < SESSION_UID_BASE + SESSION_UID_OFFSET + 2 * MAX_SESSION_SEATS)
+  const ids = 'import os\nstatus = dict(line.split(":", 1) for line in open("/proc/self/status"))\n' +
+    '[os.getresuid(), os.getresgid(), os.getgroups(), [status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")]]'
+  const zero = '0000000000000000'
+  t.match(await call(session, ids), { ok: true, result: [[65534, 65534, 65534], [65534, 65534, 65534], [], [zero, zero, zero, zero, zero]] })
+  const child = 'import os\nprint(os.getuid(), sorted(set(v.strip() for k, v in (l.split(":", 1) for l in open("/proc/self/status")) if k.startswith("Cap"))))'
+  t.match(await call(session, `import subprocess, sys\nsubprocess.run([sys.executable, "-c", ${JSON.stringify(child)}], capture_output=True, text=True).stdout`),
+    { ok: true, result: `65534 ['${zero}']\n` }, 'nor has a process it starts')
+  const touch = 'import os, resource, signal\nout = []\n' +
+    'for what in (lambda: os.kill(1, signal.SIGKILL), lambda: resource.prlimit(1, resource.RLIMIT_NOFILE, (3, 3)), lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)):\n' +
+    '    try:\n        what()\n        out.append("done")\n    except OSError as exc:\n        out.append(exc.errno)\nout'
+  const touched = await call(session, touch)
+  t.match(touched, { ok: true }, 'deny: the parent refuses the user\'s signals, limits and priority')
+  t.notMatch(touched.ok ? touched.result : [], ['done'], JSON.stringify(touched.ok ? touched.result : touched))
+  t.match(await call(session, '1 + 1'), { ok: true, result: 2 }, 'the session goes on')
+})
+
+t.test('deny: a process thawed while idle (a SIGCONT timer) ends the session within a second, and its CPU stops', ROOT, async t => {
+  const session = await backend.openSession()
+  t.teardown(() => session.close('test over'))
+  const uid = await hostUid(session)
+  const { breached, endedAfterMs, idleTicks, ended } = await idleThaw(session)
+  t.comment(`ended after ${endedAfterMs?.toFixed(0) ?? 'never'} ms of idle, ${idleTicks} ticks of CPU meanwhile`)
+  t.equal(breached, false, `ended after ${endedAfterMs?.toFixed(0) ?? 'never'} ms, ${idleTicks} ticks`)
+  t.match(ended, /^CRASHED: .*exited \(72\): a process of the session ran while the session was idle/)
+  await (session as SessionJail).exited
+  t.same(hostProcesses(uid), [], 'no spinner is left')
+})
+
+t.test('allow: an idle session whose thread and child sleep stays alive for 2 s and answers the next call', ROOT, async t => {
+  const session = await open(t)
+  t.match(await call(session, 'import subprocess, sys, threading, time\n' +
+    'ticker = threading.Thread(target=lambda: [time.sleep(0.01) for _ in range(100_000)], daemon=True)\nticker.start()\n' +
+    'sleeper = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.01)"])\n1'), { ok: true, result: 1 })
+  let ended = false
+  session.ended.then(() => { ended = true }, () => {})
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  t.equal(ended, false, 'still open after 2 s idle')
+  t.match(await call(session, '[ticker.is_alive(), sleeper.poll()]'), { ok: true, result: [true, null] })
+})
+
+t.test('deny: a non-dumpable child\'s CPU counts against its call (TIME_LIMIT_EXCEEDED); allow: one that sleeps', ROOT, async t => {
+  const allowed = await open(t)
+  const sleeps = await nonDumpableChild(allowed, false)
+  t.equal(sleeps.code, undefined, `a sleeping non-dumpable child: ${sleeps.message}`)
+  t.match(await call(allowed, '2'), { ok: true, result: 2 })
+  const denied = await open(t)
+  const { breached, code, message, ms } = await nonDumpableChild(denied)
+  t.equal(breached, false, `${code ?? 'ok'}: ${message} after ${Math.round(ms)} ms`)
+  t.ok(ms < 2400, `ended before the child's 2.5 s: ${Math.round(ms)} ms`)
+  t.match(await denied.ended, { code: 'TIME_LIMIT_EXCEEDED' })
 })
 
 t.test('limits: a call over its wall time ends the session with TIME_LIMIT_EXCEEDED', ROOT, async t => {

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend, SessionSandbox } from '../../src/backends/backend.js'
 import { PROJECT_ROOT, loadConfig } from '../../src/config.js'
-import { SESSION_UID_OFFSET } from '../../src/backends/uids.js'
+import { SESSION_PARENT_UID_OFFSET, SESSION_UID_OFFSET } from '../../src/backends/uids.js'
 import { HELLO, TEST_LIMITS, externalUrl, startServer, type Target } from '../helpers/server.js'
 
 const UID_BASE = 1_850_000_000
@@ -37,12 +37,13 @@ async function cell (target: Target, id: string, script: string, extra: Record<s
   return await send(target, 'POST', `/sessions/${id}/execute`, { script, ...extra })
 }
 
-/** The host processes of the session jails of a server with this uid base (ps -eo uid,...). */
+/** The host processes of the session jails of a server with this uid base (ps -eo uid,...): the
+ *  seats' (the user's code) and their parents'. */
 function sessionProcesses (base: number): string[] {
   const lines = execFileSync('ps', ['-eo', 'uid=,pid=,args='], { encoding: 'utf8' }).split('\n')
   return lines.filter(line => {
-    const uid = Number(line.trim().split(/\s+/)[0])
-    return uid >= base + SESSION_UID_OFFSET && uid < base + SESSION_UID_OFFSET + 64
+    const seat = Number(line.trim().split(/\s+/)[0]) - base - SESSION_UID_OFFSET
+    return (seat >= 0 && seat < 64) || (seat >= SESSION_PARENT_UID_OFFSET && seat < SESSION_PARENT_UID_OFFSET + 64)
   })
 }
 

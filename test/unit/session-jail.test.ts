@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import type { Limits } from '../../src/backends/backend.js'
 import { PROJECT_ROOT } from '../../src/config.js'
-import { SessionJail } from '../../src/backends/nsjail/session-jail.js'
+import { SessionJail, explainedDeath } from '../../src/backends/nsjail/session-jail.js'
 import { SMALL_LIMITS } from '../helpers/small-limits.js'
 
 // Jails are unref'd (an idle one keeps no process alive): keep the test process up meanwhile.
@@ -112,6 +112,16 @@ t.test('a frame while idle, or a jail that dies idle, ends the session CRASHED',
   const dies = jail(t, 'dies-idle')
   t.match(await call(dies), { ok: true })
   t.match(await dies.ended, { code: 'CRASHED', message: /exited \(0\)/ })
+  const thawed = jail(t, 'ran-while-idle')
+  t.match(await call(thawed), { ok: true })
+  t.match(await thawed.ended, { code: 'CRASHED', message: 'the session\'s sandbox ended: exited (72): a process of the session ran while the session was idle' })
+})
+
+t.test('the parent\'s own exit statuses are named with the jail\'s end; others are said as they are', async t => {
+  t.equal(explainedDeath('exited (66)'), 'exited (66): a process of the session would not stop between calls')
+  t.equal(explainedDeath('exited (73)'), 'exited (73): the session\'s parent did not start as uid 0 of its jail')
+  t.equal(explainedDeath('exited (1)'), 'exited (1)')
+  t.equal(explainedDeath('exited (SIGKILL)'), 'exited (SIGKILL)')
 })
 
 t.test('a launcher that cannot be started ends the session CRASHED', async t => {

@@ -13,7 +13,7 @@ import { crashed, outputOf } from '../outcome.js'
 import { probeBackend, type ProbeExpectations } from '../probe.js'
 import { discoverPython, type PythonRuntime } from '../python-runtime.js'
 import type { SpawnResult } from '../spawn.js'
-import { MAX_SESSION_SEATS, PROBE_SLOT, SESSION_UID_OFFSET, SUCCESSOR_UID_OFFSET, ZYGOTE_UID_OFFSET } from '../uids.js'
+import { MAX_SESSION_SEATS, PROBE_SLOT, SESSION_PARENT_UID_OFFSET, SESSION_UID_OFFSET, SUCCESSOR_UID_OFFSET, ZYGOTE_UID_OFFSET } from '../uids.js'
 import { hostIds, jailArgs, warmPoolMemory, zygoteAllowanceMiB, type JailSpec } from './jail-args.js'
 import { SessionJail } from './session-jail.js'
 import { WarmPool } from './warm-pool.js'
@@ -69,6 +69,10 @@ const MEASURING_ALLOWANCE_MIB = 512
 /** What the zygote keeps: dropping each run to the run's uid with an empty bounding set (SETUID,
  *  SETGID, SETPCAP) and killing what the run left (KILL). No run has any capability. */
 const ZYGOTE_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP', 'CAP_KILL'] as const
+/** A session's parent keeps the same four, for the same reasons: dropping its kernel to 65534
+ *  (SETUID, SETGID, SETPCAP; also its file-system ids while it reads the kernel's smaps_rollup),
+ *  and stopping, continuing and killing the session's processes (KILL). */
+const SESSION_PARENT_CAPS = ZYGOTE_CAPS
 /** The descriptors a cold run gets: the result channel (3) and the script (4). */
 const COLD_FDS = [3, 4] as const
 
@@ -167,7 +171,10 @@ export class NsjailBackend implements SandboxBackend {
 
   /** A session's jail: session.py as the command, the session's memory, no jail time limit (the
    *  server times each call, the parent each call's CPU), one more process (the parent), and the
-   *  seat's own host uid. Its processes are all 65534 of the jail, as a cold run. */
+   *  seat's own host uid. As a warm jail's zygote, the parent is uid 0 of the jail (a host uid of
+   *  its own: the seat's + SESSION_PARENT_UID_OFFSET, four capabilities), so it sees every process
+   *  of the jail in /proc and none can touch it; the kernel and every process of the user's code
+   *  are 65534 of the jail, the seat's uid, with no capability, as a cold run. */
   sessionLaunch (seat: number, rung: MemoryRung = this.rung): Launch {
     const sessions = this.options.sessions
     if (sessions === undefined) throw new Error('sessions are off')
@@ -177,6 +184,7 @@ export class NsjailBackend implements SandboxBackend {
     const shared = this.spec(SESSION_UID_OFFSET + seat, rung, limits)
     return this.launchJail({
       ...shared,
+      zygote: { uid: shared.run.uid + SESSION_PARENT_UID_OFFSET, gid: shared.run.gid + SESSION_PARENT_UID_OFFSET, caps: SESSION_PARENT_CAPS },
       timeLimitS: 0,
       cpuLimit: 'inf',
       extra: { memoryMiB: 0, processes: 1 },
@@ -197,7 +205,12 @@ export class NsjailBackend implements SandboxBackend {
       this.openSessions.delete(jail)
       this.spares = this.spares.filter(spare => spare !== jail)
       this.freeSeats.push(seat)
-      for (const waiter of this.seatWaiters.splice(0)) waiter()
+      // An open waiting for a seat comes first (it starts the next spare behind it); else a spare
+      // that found no free seat is started now, but not after a jail that never started (a broken
+      // host would loop): the next open retries.
+      const waiters = this.seatWaiters.splice(0)
+      for (const waiter of waiters) waiter()
+      if (waiters.length === 0 && jail.started) this.replenishSpares()
     }, () => {})
     return jail
   }

@@ -15,6 +15,21 @@ import { FrameReader, MEMORY, READY, RESULT, STATUS, STDERR, STDOUT, parseMemory
 /** Longest a session's jail may take to import numpy and pandas and say ready. */
 export const SESSION_START_TIMEOUT_MS = 30_000
 
+/** What harness/session.py's parent means by the exit statuses it ends the jail with of its own
+ *  accord (nsjail exits with its pid 1's status), said with the jail's end. */
+const PARENT_EXITS: ReadonlyMap<string, string> = new Map([
+  ['exited (66)', 'a process of the session would not stop between calls'],
+  ['exited (68)', 'a call went over its CPU time'],
+  ['exited (72)', 'a process of the session ran while the session was idle'],
+  ['exited (73)', 'the session\'s parent did not start as uid 0 of its jail']
+])
+
+/** The jail's death, with what the parent meant by its status when it said something. */
+export function explainedDeath (reason: string): string {
+  const meaning = PARENT_EXITS.get(reason)
+  return meaning === undefined ? reason : `${reason}: ${meaning}`
+}
+
 export type SessionJailState = 'starting' | 'ready' | 'running' | 'dead'
 
 interface Pending extends Relayed {
@@ -54,13 +69,15 @@ export class SessionJail implements SessionSandbox {
   calls = 0
   /** Why the jail died, for the log. */
   reason = ''
+  /** True once it has said ready: it did start (whatever happened later). */
+  started = false
   readonly ended: Promise<SessionEnd>
   /** Settles when the jail's process has exited (or never started): its uid is free again. */
   readonly exited: Promise<void>
 
   constructor (launch: Launch, private readonly options: SessionJailOptions) {
     this.ended = new Promise(resolve => { this.settleEnded = resolve })
-    this.jail = new JailProcess(launch, { data: chunk => this.receive(chunk), death: reason => this.die(reason) })
+    this.jail = new JailProcess(launch, { data: chunk => this.receive(chunk), death: reason => this.die(explainedDeath(reason)) })
     this.exited = this.jail.exited
     // Cleared by die(), which also comes (on a later tick) to one that could not start.
     this.timer = setTimeout(() => this.kill('did not become ready in time'), options.startTimeoutMs ?? SESSION_START_TIMEOUT_MS)
@@ -125,6 +142,7 @@ export class SessionJail implements SessionSandbox {
       if (footprint === undefined) return this.kill('malformed ready frame')
       this.rssKiB = footprint.rssKiB
       this.anonKiB = this.memoryKiB = footprint.anonKiB
+      this.started = true
       clearTimeout(this.timer)
       this.current = 'ready'
       for (const waiter of this.waiters.splice(0)) waiter(true)
