@@ -125,7 +125,7 @@ async function sessionOpens (url: string, app: Awaited<ReturnType<typeof buildAp
   const started = performance.now()
   for (let i = 0; i < opens; i++) {
     const deadline = Date.now() + 60_000
-    while ((app.sandbox.backend?.sessionStats?.()?.spares ?? 1) < 1 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+    while ((app.sandbox.backend?.sessionStats?.()?.ready ?? 1) < 1 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
     const t0 = performance.now()
     const { id } = JSON.parse(await execute(new URL('/sessions', url), agent, '', 201)) as { id: string }
     latencies.push(performance.now() - t0)
@@ -160,12 +160,12 @@ async function measure (warm: boolean): Promise<Measured> {
     }
     if (warm) {
       // Sessions (docs/sessions.md): opening one (a spare jail ready), and calls in one session.
-      results['session: open (a spare ready)'] = { [c1]: await sessionOpens(url, app, Math.min(REQUESTS, 10)) }
+      results['session: open (a spare ready)'] = { 'concurrency 1': await sessionOpens(url, app, Math.min(REQUESTS, 10)) }
       const agent = new Agent({ keepAlive: true, maxSockets: 1 })
       const { id } = JSON.parse(await execute(new URL('/sessions', url), agent, '', 201)) as { id: string }
       for (const name of ['hello', 'pandas']) {
         await load(url, BODIES[name] ?? {}, 1, 2, `/sessions/${id}/execute`)
-        results[`session: a call, ${name}`] = { [c1]: await load(url, BODIES[name] ?? {}, 1, REQUESTS, `/sessions/${id}/execute`) }
+        results[`session: a call, ${name}`] = { 'concurrency 1': await load(url, BODIES[name] ?? {}, 1, REQUESTS, `/sessions/${id}/execute`) }
       }
       await execute(new URL(`/sessions/${id}`, url), agent, '', 204, 'DELETE')
       agent.destroy()

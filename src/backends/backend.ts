@@ -77,8 +77,8 @@ export interface SandboxBackend {
    *  between calls. Absent: this backend hosts no sessions. The caller (the session registry)
    *  keeps at most `sessions.max` open at once. */
   openSession?: () => Promise<SessionSandbox>
-  /** Its session jails: open ones, and spares started ahead (for the benchmark and /readyz). */
-  sessionStats?: () => { open: number, spares: number }
+  /** Its session jails: open ones, spares started ahead, and those of them ready (the benchmark). */
+  sessionStats?: () => { open: number, spares: number, ready: number }
 }
 
 /** One call in a session: what the caller sent, with the call's limits (wall, CPU and output per

@@ -50,13 +50,23 @@ for (const [mode, reason] of [
   ['huge-frame', /malformed frame \(length 1073741824\)/],
   ['wrong-call', /frame for call 2 out of turn/],
   ['malformed-status', /malformed status frame/],
-  ['after-status', /frame of stream 1 after a call's status/],
-  ['malformed-memory', /frame of stream 6 after a call's status/],
   ['dies', /exited \(1\)/]
 ] as const) {
   t.test(`a session jail that misbehaves (${mode}) fails its call as CRASHED and ends`, async t => {
     const session = jail(t, mode)
     t.match(await call(session), { ok: false, code: 'CRASHED', message: /the session's sandbox ended before the call reported a status/, stdout: 'printed' })
+    t.match(await session.ended, { code: 'CRASHED' })
+    t.match(session.reason, reason)
+  })
+}
+
+for (const [mode, reason] of [
+  ['after-status', /frame for call 1 out of turn/],
+  ['malformed-memory', /malformed memory frame/]
+] as const) {
+  t.test(`a session jail that misbehaves after a call answered (${mode}): the call stands, the jail ends CRASHED`, async t => {
+    const session = jail(t, mode)
+    t.match(await call(session), { ok: true, stdout: 'printed' })
     t.match(await session.ended, { code: 'CRASHED' })
     t.match(session.reason, reason)
   })

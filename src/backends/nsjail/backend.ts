@@ -260,8 +260,8 @@ export class NsjailBackend implements SandboxBackend {
     return jail
   }
 
-  sessionStats (): { open: number, spares: number } {
-    return { open: this.openSessions.size, spares: this.spares.length }
+  sessionStats (): { open: number, spares: number, ready: number } {
+    return { open: this.openSessions.size, spares: this.spares.length, ready: this.spares.filter(jail => jail.state === 'ready').length }
   }
 
   private newPool (rung: MemoryRung, allowanceMiB: number, recycleRuns: number): WarmPool {

@@ -34,8 +34,6 @@ export type SessionJailState = 'starting' | 'ready' | 'running' | 'dead'
 
 interface Pending extends Relayed {
   callId: number
-  /** The STATUS `exit 0` that ends a call whose session goes on; its MEMORY frame comes next. */
-  status?: { exitCode: number | null, signal: number | null }
   finish: (result: SpawnResult | undefined) => void
 }
 
@@ -63,6 +61,8 @@ export class SessionJail implements SessionSandbox {
   private end: SessionEnd | undefined
   private settleEnded!: (end: SessionEnd) => void
   memoryKiB = 0
+  /** The call whose MEMORY frame is still to come (it follows its STATUS). */
+  private memoryDue: number | undefined
   /** The jail's resident set and anonymous memory when it said ready (KiB). */
   rssKiB = 0
   anonKiB = 0
@@ -148,18 +148,16 @@ export class SessionJail implements SessionSandbox {
       for (const waiter of this.waiters.splice(0)) waiter(true)
       return
     }
+    if (stream === MEMORY && callId === this.memoryDue) {
+      // The session's memory after the call that just answered (measured once it is frozen).
+      const anon = parseMemory(payload)
+      if (anon === undefined) return this.kill('malformed memory frame')
+      this.memoryKiB = anon
+      this.memoryDue = undefined
+      return
+    }
     const pending = this.pending
     if (this.current !== 'running' || pending === undefined || callId !== pending.callId) return this.kill(`frame for call ${callId} out of turn`)
-    if (pending.status !== undefined) {
-      // After `exit 0`, only the MEMORY frame that ends the call.
-      const anon = stream === MEMORY ? parseMemory(payload) : undefined
-      if (anon === undefined) return this.kill(`frame of stream ${stream} after a call's status`)
-      this.memoryKiB = anon
-      this.pending = undefined
-      this.current = 'ready'
-      this.calls++
-      return pending.finish(relayedResult(pending, pending.status))
-    }
     switch (stream) {
       case STDOUT: pending.stdout.push(payload); break
       case STDERR: pending.stderr.push(payload); break
@@ -170,11 +168,15 @@ export class SessionJail implements SessionSandbox {
       case STATUS: {
         const status = parseStatus(payload)
         if (status === undefined) return this.kill('malformed status frame')
-        // `exit 0` after a whole result: the session goes on (MEMORY follows). Anything else: the
+        // `exit 0` after a whole result: the call has answered and the session goes on; its MEMORY
+        // frame follows, off the reply's path (the jail is frozen first). Anything else: the
         // kernel died, and the jail ends after it; this call's outcome is the session's end.
         if (status.exitCode === 0 && pending.channel.bytes().length > 0) {
-          pending.status = status
-          return
+          this.pending = undefined
+          this.current = 'ready'
+          this.calls++
+          this.memoryDue = callId
+          return pending.finish(relayedResult(pending, status))
         }
         this.pending = undefined
         this.callEnds = true
