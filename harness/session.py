@@ -52,6 +52,9 @@ IDLE_WATCH_MS = 200
 IDLE_TRIES = 5
 IDLE_SLACK_NS = 2_000_000
 SWEEPS = 50
+# Reads of one stream per poll event (the CPU budget is checked between events), and at most
+# once its result is whole (a pipe holds 64 KiB unless resized, at most 1 MiB).
+RELAY_CHUNKS, DRAIN_CHUNKS = 4, 32
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The parent's exit statuses (it ends the jail whenever anything is unexpected).
 EXIT_INPUT_CLOSED = 0  # the server closed our input
@@ -133,9 +136,11 @@ DEAD = (b"Z", b"X")
 
 
 def tasks():
-    """Every thread of every process of the jail but this one: {tid: (state, CPU ns)}. A process
-    whose main thread has exited shows Z while its other threads may still run: each thread is
-    read. The CPU time is the scheduler's own count (schedstat), in nanoseconds."""
+    """Every thread of every process of the jail but this one: {(tid, start): (state, CPU ns)}. A
+    process whose main thread has exited shows Z while its other threads may still run: each
+    thread is read. The CPU time is the scheduler's own count (schedstat), in nanoseconds. A thread
+    is known by its id and its start time: an id reused by a thread born since the freeze (the
+    pid counter cycled on purpose) is a new thread, not the frozen one's CPU baseline."""
     found = {}
     for pid in other_pids():
         try:
@@ -145,12 +150,13 @@ def tasks():
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                    state = f.read().rpartition(b")")[2].split()[0]
+                    fields = f.read().rpartition(b")")[2].split()
+                state, start = fields[0], int(fields[19])  # stat's fields 3 and 22
                 with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
                     ns = int(f.read().split()[0])
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            found[int(tid)] = (state, ns)
+            found[(int(tid), start)] = (state, ns)
     return found
 
 
@@ -314,16 +320,26 @@ class Kernel:
         self.frozen = {}  # each thread's CPU time (ns) when the jail was last frozen
 
 
-def drain(fd, keep):
-    """Read what is in a non-blocking pipe now; pass each chunk to keep (or drop it)."""
-    while True:
+def drain(fd, keep, chunks=DRAIN_CHUNKS):
+    """Read what is in a non-blocking pipe now, at most `chunks` reads (writers on other cores
+    could keep it from ever being empty); pass each chunk to keep (or drop it). False at its end
+    (every writer gone: it never has data again)."""
+    for _ in range(chunks):
         try:
             chunk = os.read(fd, 1 << 16)
         except BlockingIOError:
-            return
+            return True
         if not chunk:
-            return
+            return False
         keep(chunk)
+    return True
+
+
+def forget_stream(kernel, fd):
+    """A stream whose every writer is gone (the cell closed its stdout or stderr): it never has
+    data again, and is polled no more."""
+    del kernel.streams[fd]
+    os.close(fd)
 
 
 def serve_call(kernel, call_id, data, cpu_seconds):
@@ -331,17 +347,20 @@ def serve_call(kernel, call_id, data, cpu_seconds):
     dies, or spends its CPU), freeze. Returns only when the session goes on."""
     room = {STDOUT: OUTPUT_LIMIT + 1, STDERR: OUTPUT_LIMIT + 1}
 
-    def relay(fd):
+    def relay(fd, chunks=RELAY_CHUNKS):
+        stream = kernel.streams[fd]
+
         def keep(chunk):
-            stream = kernel.streams[fd]
             n = min(len(chunk), room[stream])
             if n > 0:
                 room[stream] -= n
                 frame(call_id, stream, chunk[:n])
-        drain(fd, keep)
+        return drain(fd, keep, chunks)
 
-    for fd in (*kernel.streams, kernel.result):  # written between calls: dropped
-        drain(fd, lambda _: None)
+    for fd in list(kernel.streams):  # written between calls: dropped
+        if not drain(fd, lambda _: None):
+            forget_stream(kernel, fd)
+    drain(kernel.result, lambda _: None)
     reap(kernel)
     started = cpu_ticks()
     thaw()
@@ -384,16 +403,17 @@ def serve_call(kernel, call_id, data, cpu_seconds):
                         relayed += n
                     del result[:n]
                     if relayed == expected:
-                        for stream_fd in kernel.streams:
-                            relay(stream_fd)
+                        for stream_fd in list(kernel.streams):
+                            relay(stream_fd, DRAIN_CHUNKS)
                         frame(call_id, STATUS, b"exit 0")
                         kernel.frozen = freeze()
                         if kernel.frozen is None:
                             end(kernel, EXIT_FREEZE_FAILED)
                         frame(call_id, MEMORY, b"anon %d" % anon_kib())
                         return None
-            else:
-                relay(fd)
+            elif not relay(fd):  # every writer gone: polling it would spin (found by a review)
+                poll.unregister(fd)
+                forget_stream(kernel, fd)
         reap(kernel)
         if over_budget(cpu_ticks() - started, cpu_seconds):
             # Two readings in a row: a process reaped between the two reads of one listing can
@@ -412,8 +432,8 @@ def serve_call(kernel, call_id, data, cpu_seconds):
 
 def kernel_died(kernel, call_id, relay):
     """The kernel is gone: what it printed, its status for the pending call, and the end."""
-    for fd in kernel.streams:
-        relay(fd)
+    for fd in list(kernel.streams):
+        relay(fd, DRAIN_CHUNKS)
     while kernel.status is None:
         try:
             pid, code = os.waitpid(kernel.pid, 0)

@@ -8,6 +8,9 @@ export class CappedSink {
   constructor (private readonly limit: number, private readonly onOverflow?: () => void) {}
 
   push (chunk: Buffer): void {
+    // An empty chunk holds nothing, but kept it would hold its buffer: a jail sending empty frames
+    // without end would grow the list without bound (found by a review).
+    if (chunk.length === 0) return
     const room = this.limit - this.size
     if (chunk.length > room) {
       if (room > 0) this.chunks.push(chunk.subarray(0, room))

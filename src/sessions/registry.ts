@@ -226,7 +226,7 @@ export class SessionRegistry {
       const value = await run(session.sandbox)
       // The server ended it while the call ran (DELETE, its lifetime): the call did not fail, the
       // session is gone, and that is said as for any later call (the shutdown is the slots' to say).
-      if (session.closing !== undefined) throw this.endedError(id, this.ended.get(id) as Ended, ' during this call')
+      if (session.closing !== undefined) throw this.endedError(id, { owner: session.owner, at: Date.now(), code: 'CLOSED', message: session.closing }, ' during this call')
       // A sandbox that died in the call settles `ended` with the call's outcome: let it land.
       await new Promise(resolve => setImmediate(resolve))
       return { value, ended: this.open.get(id) !== session }

@@ -1,5 +1,6 @@
 // The zygote's frame protocol, the server's side (src/backends/nsjail/frames.ts).
 import t from 'tap'
+import { CappedSink } from '../../src/backends/sink.js'
 import { FrameReader, HEADER_BYTES, MAX_PAYLOAD_BYTES, STOP, type Frame, parseReady, parseStatus, scriptFrame, stopFrame } from '../../src/backends/nsjail/frames.js'
 
 function frame (runId: number, stream: number, payload: Buffer | string): Buffer {
@@ -50,4 +51,27 @@ t.test('status and ready payloads parse strictly', async t => {
   for (const bad of ['exit', 'exit 0 ', 'signal x', 'fine, thanks', 'exit 0\n']) t.equal(parseStatus(Buffer.from(bad)), undefined, bad)
   t.same(parseReady(Buffer.from('rss 2048 anon 1024')), { rssKiB: 2048, anonKiB: 1024 })
   for (const bad of ['rss 1', 'rss x anon 1', '']) t.equal(parseReady(Buffer.from(bad)), undefined, bad)
+})
+
+t.test('a frame dribbled a byte at a time is joined once, in linear time; empty chunks hold nothing', async t => {
+  const payload = Buffer.alloc(MAX_PAYLOAD_BYTES - 16, 120)
+  const bytes = frame(3, 3, payload)
+  const reader = new FrameReader()
+  const started = performance.now()
+  let early = 0
+  for (let i = 0; i < bytes.length; i++) {
+    reader.push(bytes.subarray(i, i + 1))
+    reader.push(Buffer.alloc(0))
+    if (i < bytes.length - 1 && reader.next() !== undefined) early++
+  }
+  t.equal(early, 0, 'nothing before the whole frame')
+  const got = reader.next() as Frame
+  t.equal(got.payload.length, payload.length)
+  t.equal(reader.next(), undefined)
+  t.ok(performance.now() - started < 5000, `1 MiB in 1-byte chunks: ${Math.round(performance.now() - started)} ms (it was quadratic: minutes)`)
+  const sink = new CappedSink(4)
+  sink.push(Buffer.from('abcd'))
+  for (let i = 0; i < 1000; i++) sink.push(Buffer.alloc(0))
+  t.equal(sink.truncated, false, 'empty chunks are no overflow')
+  t.equal((sink as unknown as { chunks: Buffer[] }).chunks.length, 1, 'and are not kept')
 })

@@ -228,6 +228,8 @@ export class NsjailBackend implements SandboxBackend {
         timer = setTimeout(resolve, deadline - Date.now())
       })
       clearTimeout(timer)
+      // close() may have freed the seat: no jail starts after it.
+      if (!this.sessionsOn) return undefined
       jail = this.startSessionJail()
     }
     return jail

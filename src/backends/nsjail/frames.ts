@@ -41,23 +41,37 @@ export function stopFrame (runId: number): Buffer {
   return frame
 }
 
-/** Cuts the jail's output into frames. */
+/** Cuts the jail's output into frames. Chunks are joined only once a whole frame has arrived: a
+ *  frame dribbled in byte by byte costs linear time, not the square of its length. */
 export class FrameReader {
-  private buffer: Buffer = Buffer.alloc(0)
+  private chunks: Buffer[] = []
+  private size = 0
 
   push (chunk: Buffer): void {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    if (chunk.length === 0) return
+    this.chunks.push(chunk)
+    this.size += chunk.length
+  }
+
+  /** The chunks as one buffer (a copy only when there are several). */
+  private joined (): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.size)]
+    return this.chunks[0] as Buffer
   }
 
   /** The next whole frame, or undefined until one has arrived; `malformed` (why) for a length no
    *  zygote sends: the stream cannot be trusted after it. */
   next (): Frame | { malformed: string } | undefined {
-    if (this.buffer.length < HEADER_BYTES) return undefined
-    const length = this.buffer.readUInt32BE(5)
+    if (this.size < HEADER_BYTES) return undefined
+    const head = (this.chunks[0] as Buffer).length >= HEADER_BYTES ? this.chunks[0] as Buffer : this.joined()
+    const length = head.readUInt32BE(5)
     if (length > MAX_PAYLOAD_BYTES) return { malformed: `malformed frame (length ${length})` }
-    if (this.buffer.length < HEADER_BYTES + length) return undefined
-    const frame = { runId: this.buffer.readUInt32BE(0), stream: this.buffer.readUInt8(4), payload: this.buffer.subarray(HEADER_BYTES, HEADER_BYTES + length) }
-    this.buffer = this.buffer.subarray(HEADER_BYTES + length)
+    if (this.size < HEADER_BYTES + length) return undefined
+    const buffer = this.joined()
+    const frame = { runId: buffer.readUInt32BE(0), stream: buffer.readUInt8(4), payload: buffer.subarray(HEADER_BYTES, HEADER_BYTES + length) }
+    const rest = buffer.subarray(HEADER_BYTES + length)
+    this.chunks = rest.length > 0 ? [rest] : []
+    this.size = rest.length
     return frame
   }
 }

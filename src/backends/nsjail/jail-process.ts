@@ -10,6 +10,8 @@ import type { SpawnResult } from '../spawn.js'
 
 /** How long nsjail has to tear its jail down after SIGTERM before its group gets SIGKILL. */
 const KILL_GRACE_MS = 1000
+/** How long frames still in the pipe are waited for after the jail exited. */
+const EXIT_DRAIN_MS = 200
 
 export class JailProcess {
   /** Undefined when Node refused to start it at all (it threw). */
@@ -36,7 +38,18 @@ export class JailProcess {
       child.once('error', () => resolve())
     })
     child.on('error', error => on.death(`could not start: ${error.message}`))
-    child.on('exit', (code, signal) => on.death(`exited (${signal ?? String(code)})`))
+    child.on('exit', (code, signal) => {
+      const reason = `exited (${signal ?? String(code)})`
+      // Its last frames (a STATUS written just before it exited: a memory kill, a CPU kill) may
+      // still be in the pipe when Node reports the exit: they are heard first, for a moment at
+      // most (found by a review: the call was answered CRASHED). Which comes first is the OS's choice.
+      const out = child.stdout
+      /* c8 ignore next 5 */
+      if (out === null || out.readableEnded || out.destroyed) return on.death(reason)
+      const heard = (): void => { clearTimeout(late); on.death(reason) }
+      const late = setTimeout(heard, EXIT_DRAIN_MS)
+      out.once('close', heard)
+    })
     // An idle jail keeps no process alive: it exits by itself when its input closes.
     child.unref()
     const input = child.stdin ?? undefined
