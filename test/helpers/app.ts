@@ -5,7 +5,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import type { SandboxBackend } from '../../src/backends/backend.js'
 import { loadConfig } from '../../src/config.js'
-import { FakeBackend } from './fake-backend.js'
+import { FakeBackend, type FakeSessionBackend } from './fake-backend.js'
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -52,4 +52,21 @@ export async function until (condition: () => boolean, what: string): Promise<vo
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 5))
   }
+}
+
+/** A caller that leaves while its session opens: `send` (given the signal that aborts it) asks for
+ *  one, the open is held until the caller has gone, then let finish; resolves once the backend's
+ *  first session has been closed (as one whose id never reached its caller must be). */
+export async function openThenLeave (backend: FakeSessionBackend, send: (signal: AbortSignal) => Promise<unknown>): Promise<void> {
+  let release!: () => void
+  backend.gate = new Promise(resolve => { release = resolve })
+  const leaving = new AbortController()
+  const request = send(leaving.signal).catch(() => undefined)
+  await until(() => backend.opening > 0, 'the open')
+  leaving.abort()
+  await request
+  await new Promise(resolve => setTimeout(resolve, 50))
+  backend.gate = undefined
+  release()
+  await until(() => backend.sessions[0]?.closedWith !== undefined, 'the abandoned session to end')
 }

@@ -117,12 +117,18 @@ export class FakeSession implements SessionSandbox {
 /** A backend that hosts sessions: every opened one is kept for the test to inspect. */
 export class FakeSessionBackend extends FakeBackend {
   readonly sessions: FakeSession[] = []
+  /** While set, opens wait for it (a sandbox still starting); `opening` counts those waiting. */
+  gate: Promise<void> | undefined
+  opening = 0
 
   constructor (name: BackendName = 'nsjail', private readonly answer: (call: SessionCall, session: FakeSession) => Promise<RunOutcome> = async () => success(42), options: FakeBackendOptions = {}) {
     super(name, options)
   }
 
   async openSession (): Promise<SessionSandbox> {
+    this.opening++
+    await this.gate
+    this.opening--
     const session = new FakeSession(this.answer)
     this.sessions.push(session)
     return session

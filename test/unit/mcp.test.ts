@@ -9,7 +9,7 @@ import { succeeded } from '../../src/backends/outcome.js'
 import type { RunOutcome, RunRequest, SessionCall } from '../../src/backends/backend.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
-import { until } from '../helpers/app.js'
+import { openThenLeave } from '../helpers/app.js'
 import { FakeBackend, FakeSessionBackend, HeldRun, failure, success, type FakeSession } from '../helpers/fake-backend.js'
 
 async function serve (t: Test, run: RunOutcome | ((request: RunRequest) => Promise<RunOutcome>)): Promise<{ url: string, backend: FakeBackend }> {
@@ -181,23 +181,13 @@ t.test('sessions through MCP: open, run (state is the sandbox\'s), close; anothe
 })
 
 t.test('deny: a session opened by open_session whose reply never reached the client is ended', async t => {
-  let opened!: () => void
   const backend = new FakeSessionBackend('nsjail')
-  const openSession = backend.openSession.bind(backend)
-  backend.openSession = async () => { await new Promise<void>(resolve => { opened = resolve }); return await openSession() }
   const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1' }), backends: [backend] })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => { await app.close() })
   const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}/mcp`
-  const leaving = new AbortController()
   const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'open_session', arguments: {} } })
-  const request = fetch(url, { method: 'POST', headers: HEADERS, body, signal: leaving.signal }).catch(() => undefined)
-  await until(() => opened !== undefined, 'the open')
-  leaving.abort()
-  await request
-  await new Promise(resolve => setTimeout(resolve, 50))
-  opened()
-  await until(() => backend.sessions[0]?.closedWith !== undefined, 'the abandoned session to end')
+  await openThenLeave(backend, async signal => await fetch(url, { method: 'POST', headers: HEADERS, body, signal }))
   t.equal(backend.sessions[0]?.closedWith, 'its id never reached its caller')
 })
 

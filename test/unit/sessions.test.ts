@@ -10,7 +10,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { newKey } from '../../src/access/keys.js'
 import type { RunOutcome } from '../../src/backends/backend.js'
 import { SessionRegistry } from '../../src/sessions/registry.js'
-import { build, until } from '../helpers/app.js'
+import { build, openThenLeave, until } from '../helpers/app.js'
 import { FakeBackend, FakeSessionBackend, HeldRun, failure, success, type FakeSession } from '../helpers/fake-backend.js'
 
 const JSON_HEADERS = { 'content-type': 'application/json' }
@@ -250,11 +250,10 @@ t.test('shutdown ends every session', async t => {
 t.test('a session opened while the server shuts down is closed at once', async t => {
   let opened!: () => void
   const backend = new FakeSessionBackend('nsjail')
-  const openSession = backend.openSession.bind(backend)
-  backend.openSession = async () => { await new Promise<void>(resolve => { opened = resolve }); return await openSession() }
+  backend.gate = new Promise(resolve => { opened = resolve })
   const { app } = await build(t, { backends: [backend] })
   const pending = open(app)
-  await until(() => opened !== undefined, 'the open')
+  await until(() => backend.opening > 0, 'the open')
   const closing = app.close()
   await new Promise(resolve => setTimeout(resolve, 50)) // the close has begun: its preClose hooks ran
   opened()
@@ -294,23 +293,12 @@ t.test('a sandbox that cannot start is ours: 503 SESSIONS_UNAVAILABLE, logged, n
 })
 
 t.test('deny: a session whose id never reached its caller (it left while the session opened) is ended, and does not hold the caller\'s place', async t => {
-  let opened!: () => void
   const backend = new FakeSessionBackend('nsjail')
-  const openSession = backend.openSession.bind(backend)
-  backend.openSession = async () => { await new Promise<void>(resolve => { opened = resolve }); return await openSession() }
   const { app } = await build(t, { env: { SESSIONS_PER_CALLER: '1' }, backends: [backend] })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
-  const leaving = new AbortController()
-  const request = fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST', signal: leaving.signal }).catch(() => undefined)
-  await until(() => opened !== undefined, 'the open')
-  leaving.abort()
-  await request
-  await new Promise(resolve => setTimeout(resolve, 50))
-  opened()
-  await until(() => backend.sessions[0]?.closedWith !== undefined, 'the abandoned session to end')
+  await openThenLeave(backend, async signal => await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST', signal }))
   t.equal(backend.sessions[0]?.closedWith, 'its id never reached its caller')
-  backend.openSession = openSession
   t.equal((await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens another')
   t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /pysandbox_sessions_ended_total\{reason="abandoned"\} 1/)
 })
@@ -332,19 +320,16 @@ t.test('opening a session takes an execution slot of the caller\'s share, like a
 
 t.test('the registry: opens from one caller at once are counted while they open; ended sessions are remembered within a bound, oldest forgotten first', async t => {
   const backend = new FakeSessionBackend('nsjail')
-  let hold: Promise<void> | undefined
-  const openSession = backend.openSession.bind(backend)
-  backend.openSession = async () => { await hold; return await openSession() }
   const registry = new SessionRegistry({ instance: 'r', max: 10, idleMs: 60_000, lifetimeMs: 60_000, memoryMiB: 256, endedKept: 2, draining: () => false, backend: () => ({ name: 'nsjail', open: async () => await backend.openSession() }) })
   t.teardown(() => registry.closeAll('test over'))
   const caller = { id: 'key:a', sessions: 2 }
   let release!: () => void
-  hold = new Promise(resolve => { release = resolve })
+  backend.gate = new Promise(resolve => { release = resolve })
   const both = [registry.create(caller), registry.create(caller)]
   await t.rejects(registry.create(caller), { code: 'SESSIONS_LIMITED' }, 'two opening count as two')
   release()
   const [a, b] = await Promise.all(both)
-  hold = undefined
+  backend.gate = undefined
   registry.delete(a?.id ?? '', caller)
   registry.delete(b?.id ?? '', caller)
   const c = await registry.create(caller)
