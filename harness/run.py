@@ -408,19 +408,23 @@ def volunteer_for_oom():
 
 
 def prepare(cpu_seconds, result_limit):
-    """Set the CPU limit, move the result channel off fd 3, report SIGXCPU, offer this process to
-    the OOM killer first; returns the channel."""
+    """Offer this process to the OOM killer first, move the result channel off fd 3, set the CPU
+    limit; returns the channel."""
     volunteer_for_oom()
+    channel = open_channel()
+    limit_cpu(channel, cpu_seconds, result_limit)
+    return channel
+
+
+def limit_cpu(channel, cpu_seconds, result_limit):
     # The sandbox sets the hard CPU limit one second above ours: the soft limit sends SIGXCPU,
     # which the server tells apart from the SIGKILL of a memory cgroup.
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     if hard == resource.RLIM_INFINITY or cpu_seconds < hard:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, hard))
-    channel = open_channel()
     # The script runs as pid 1 of its namespace, where a signal's default action does not
     # apply: report the CPU limit ourselves. A script that blocks this still dies at the hard limit.
     _signal.signal(_signal.SIGXCPU, lambda *_: cpu_exceeded(channel, cpu_seconds, result_limit))
-    return channel
 
 
 def collect(message, files_limits, reserve, started_ns, changed_since_ns=None):
@@ -441,18 +445,26 @@ def collect(message, files_limits, reserve, started_ns, changed_since_ns=None):
         return failure(MAIN_RAISED, text, exception=valid_text(type_name(exc), MAX_EXCEPTION_CHARS)), None
 
 
-def conclude(request, channel, result_limit, files_limits, site_packages):
-    """Place the caller's files, run the script, send its message and the files it returns on the
-    channel, and end the process (never returns). `files_limits`: (files, bytes) returned at most."""
+def set_up(site_packages):
+    """What a run needs besides its request: the sandbox's packages, output/, the figure watch, the
+    descriptors held back to collect its files (returned, a workdir.Reserve)."""
     if site_packages not in sys.path:
         sys.path.append(site_packages)
     sys.argv = [FILENAME]
+    workdir.make_output_dir()
+    workdir.watch_figures(site_packages)
+    return workdir.Reserve()
+
+
+def conclude(request, channel, result_limit, files_limits, site_packages, reserve=None):
+    """Place the caller's files, run the script, send its message and the files it returns on the
+    channel, and end the process (never returns). `files_limits`: (files, bytes) returned at most.
+    `reserve`: set_up() was done before the request came (a warm run's child)."""
     owner, started_ns = GETPID(), time.time_ns()
     workdir.place_files(request.files)
     request.files = None
-    workdir.make_output_dir()
-    workdir.watch_figures(site_packages)
-    reserve = workdir.Reserve()
+    if reserve is None:
+        reserve = set_up(site_packages)
     message = run(request)
     if GETPID() != owner:  # a process the script forked came back from main(): it reports nothing
         os._exit(0)

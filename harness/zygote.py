@@ -42,10 +42,11 @@ REQUEST = struct.Struct(">II")
 MAX_SCRIPT_BYTES = 64 << 20
 STOP = 0xFFFFFFFF  # a request frame's length that means: end this run
 IN_FD, OUT_FD = 0, 1
+FRAMED_FD = 4  # a child's end of the pipe it closes to say its script frame is read
 OUTPUT_DIR = "/tmp/" + workdir.OUTPUT_DIR
 PR_SET_DUMPABLE = 4
 IPC_RMID = 0
-SWEEPS = 50
+SWEEP_S, SWEEP_POLL_S = 4, 0.0005  # the server allows a clean-up 5 s
 EXIT_NO_INPUT, EXIT_BAD_FRAME = 64, 65
 # The zygote's exit statuses: anything unexpected ends it, and with it the jail.
 EXIT_DUMPABLE = 2  # the zygote could not make itself non-dumpable
@@ -98,29 +99,51 @@ def read_exactly(fd, size):
     return b"".join(parts)
 
 
-def other_pids():
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+def other_pids(spare=0):
+    """The processes of the jail but pid 1 (us) and the spare."""
+    return [pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if pid not in (1, os.getpid(), spare)]
 
 
-def sweep(reap):
-    """Kill every process of the pid namespace but pid 1 and the caller; reap; check it held."""
-    for _ in range(SWEEPS):
-        try:
-            os.kill(-1, 9)
-        except ProcessLookupError:
-            pass
-        while True:
+def kill_run():
+    """SIGKILL to every process of the jail but pid 1, at once: after this no process of the run
+    can start another (a fork racing the signal fails), so none lives when the spare is forked."""
+    try:
+        os.kill(-1, 9)
+    except ProcessLookupError:
+        pass
+
+
+def sweep(spare=0):
+    """Kill every process of the jail but pid 1 and the spare, reap them, check it held. Before the
+    spare exists, kill(-1) (atomic); after, one pid at a time: by then kill_run() has been sent
+    and no process can start another, so the list cannot grow (and no pid is reused: only we
+    fork). Waits for their teardown (a process that maps pandas takes milliseconds)."""
+    deadline = time.monotonic() + SWEEP_S
+    while True:
+        if not spare:
+            kill_run()
+        for pid in other_pids(spare):
             try:
-                reap()
-            except ChildProcessError:
-                break
-        if not other_pids():
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        reap_dead()
+        if not other_pids(spare):
             return True
-    return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(SWEEP_POLL_S)
 
 
-def reap_any():
-    os.waitpid(-1, 0)
+def reap_dead():
+    """Reap every child that has ended (the spare, alive, is never waited for)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -222,16 +245,43 @@ def drop_privileges():
 
 
 def child(pipes):
-    """The script's process, forked ahead of its request: it becomes the run's uid, reads the
-    script frame itself (the zygote never sees the script), resets to a fresh interpreter's
-    state, then takes run.py's path. It stays in the zygote's session: scripts may not make one."""
+    """The script's process, forked ahead of its request (the *spare*): it closes what it inherited,
+    becomes the run's uid, and does everything a run needs that does not depend on the request
+    (streams, signals, limits, output/, a rehearsal of the harness's own path) before it reads
+    the script frame itself (the zygote never sees the script); then it takes run.py's path. It
+    stays in the zygote's session: scripts may not make one."""
     try:
         import _signal
         import resource
-        drop_privileges()
-        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc entries behave as in a cold run
+        # First, before anything else: only its own pipes stay (the zygote may hold the ends of
+        # the run before, being torn down), as fds 1, 2, 3 and FRAMED_FD; fd 0 is the jail's input.
         for read, _ in pipes:
             os.close(read)
+        for fd, (_, write) in zip((1, 2, 3, FRAMED_FD), pipes, strict=True):
+            os.dup2(write, fd)
+        os.closerange(FRAMED_FD + 1, os.sysconf("SC_OPEN_MAX"))
+        drop_privileges()
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # its own /proc entries behave as in a cold run
+        os.chdir("/tmp")
+        os.umask(UMASK)
+        for signum in range(1, _signal.NSIG):
+            try:
+                _signal.signal(signum, _signal.SIG_DFL)
+            except (OSError, ValueError, RuntimeError):
+                pass
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+        # POSIX message queues outlive their processes and cannot be listed without an mqueue
+        # mount: no run of a warm jail may create one (the policy says so too; this holds even if not).
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        harness.volunteer_for_oom()
+        channel = harness.open_channel()
+        reserve = harness.set_up(SITE_PACKAGES)
+        rehearse()
+        # The frozen generation stays frozen: collecting it would copy every page shared with the zygote.
+        gc.enable()
         length = STOP
         while length == STOP:  # a stop that came after its run had ended: nothing to stop
             header = read_exactly(IN_FD, REQUEST.size)
@@ -243,38 +293,18 @@ def child(pipes):
             os._exit(EXIT_BAD_FRAME)
         request = harness.parse_request(data)
         del data
-        os.close(pipes[-1][1])  # the frame is read: from now on the zygote may read fd 0 (stops)
+        os.close(FRAMED_FD)  # the frame is read: from now on the zygote may read fd 0 (stops)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
+        os.close(null)
         harness.attach_stdin(request.stdin)
-        for fd, (_, write) in zip((1, 2, 3), pipes, strict=False):  # pipes has a fourth: "frame read"
-            os.dup2(write, fd)
-        os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-        os.chdir("/tmp")
-        os.umask(UMASK)
-        os.environ.clear()
-        os.environ.update(ENVIRON)
-        for signum in range(1, _signal.NSIG):
-            try:
-                _signal.signal(signum, _signal.SIG_DFL)
-            except (OSError, ValueError, RuntimeError):
-                pass
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
-        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         # The run's own CPU limit, never above the jail's ceiling (the zygote's argument).
         cpu_seconds = min(request.cpu_seconds or CPU_SECONDS, CPU_SECONDS)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        # POSIX message queues outlive their processes and cannot be listed without an mqueue
-        # mount: no run of a warm jail may create one (the policy says so too; this holds even if not).
-        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        harness.limit_cpu(channel, cpu_seconds, RESULT_LIMIT)
         # sys.stdout and sys.stderr are the interpreter's own objects on fds 1 and 2 (unbuffered,
-        # -u), now the run's pipes; the zygote never wrote to them. The frozen generation stays
-        # frozen: collecting it would copy every page shared with the zygote.
-        gc.enable()
-        channel = harness.prepare(cpu_seconds, RESULT_LIMIT)
-        harness.conclude(request, channel, RESULT_LIMIT, (FILES_OUT, FILES_OUT_BYTES), SITE_PACKAGES)
+        # -u), now the run's pipes; the zygote never wrote to them.
+        harness.conclude(request, channel, RESULT_LIMIT, (FILES_OUT, FILES_OUT_BYTES), SITE_PACKAGES, reserve)
     except BaseException:  # as an uncaught exception ends a cold run: a traceback and status 1
         try:
             sys.__excepthook__(*sys.exc_info())  # the C-level printer, as the interpreter's
@@ -284,10 +314,33 @@ def child(pipes):
         os._exit(EXIT_CHILD_RETURNED)  # never return into the zygote's code
 
 
+REHEARSAL_SCRIPT = b"""import json
+def main(data):
+    rows = [{"name": str(k), "value": v * 1.5, "ok": v % 2 == 0} for k, v in enumerate(data["values"])]
+    return {"rows": rows, "total": sum(r["value"] for r in rows), "none": None}
+"""
+REHEARSAL_INPUT = b'{"values": [1, 2, 3], "text": "\\u00e9"}'
+
+
+def rehearse():
+    """The harness's own path once, on a request of our own, before the real one comes: parse,
+    compile, call, check and encode. The pages it touches are copied from the zygote now (a fork
+    shares them until written), not on the request's path. Nothing of it remains: no output, no
+    file, no module registered, its objects freed."""
+    request = harness.parse_request(b"%s %d %d -1 -1\n%s%s" % (
+        harness.REQUEST_MAGIC, len(REHEARSAL_SCRIPT), len(REHEARSAL_INPUT), REHEARSAL_SCRIPT, REHEARSAL_INPUT))
+    namespace = {"__name__": harness.MODULE_NAME}
+    exec(compile(request.source, harness.FILENAME, "exec", dont_inherit=True), namespace)
+    message = {"ok": True, "result": namespace["main"](*request.args)}
+    harness.check_json(message["result"])
+    harness.encode(message, RESULT_LIMIT)
+
+
 def relay(run_id, pid, pipes):
     """Forward the child's streams as frames, capped, until it ends; then kill every other
-    process of the jail and drain the pipes. Returns the child's wait status, whether the sweep
-    held, and whether the status was already reported (see below). The bytes pass
+    process of the jail, fork the next child (the spare) and drain the pipes. Returns the child's
+    wait status, whether the sweep held, whether the status was already reported (see below) and
+    the spare (its pid and pipes). The bytes pass
     through one preallocated buffer, wiped afterwards: nothing of a run stays in the zygote's
     memory, which every later run's child inherits."""
     pidfd = os.pidfd_open(pid)
@@ -360,20 +413,25 @@ def relay(run_id, pid, pipes):
             frame(run_id, STATUS, b"exit 0")
             os.kill(pid, 9)
             alive, reported = False, True
+    # Every process of the run gets SIGKILL, the buffer is wiped, and only then is the next run's
+    # process forked (the spare): it never shares the jail with a live process of this run nor
+    # inherits a byte of it, and its fork overlaps this run's teardown.
+    kill_run()
+    BUFFER[:] = ZEROS
+    spare = fork_child()
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     if framed >= 0:
         os.close(framed)
-    # The script's process is gone: so goes everything it started, then the pipes end.
-    swept = sweep(reap_any)
-    for fd in list(streams):
+    swept = sweep(spare[0])
+    for fd in list(streams):  # what the run's processes wrote before they died, capped
         os.set_blocking(fd, True)
         while forward(fd):
             pass
     for fd in streams:
         os.close(fd)
     BUFFER[:] = ZEROS
-    return status, swept, reported
+    return status, swept, reported, spare
 
 
 def clean():
@@ -528,13 +586,16 @@ def main():
             HEADERS[path] = len(table.readline())
     for path in TOPS:
         INODES[path] = used_inodes(path)
+    # Once, before the first fork: every child inherits the environment the zygote started with.
+    os.environ.clear()
+    os.environ.update(ENVIRON)
     run_id = 0
+    # The next run's process exists before the jail says ready: fork is off the request's path.
+    pid, pipes = fork_child()
     while True:
-        # The next run's process exists before the jail says ready: fork is off the request's path.
-        pid, pipes = fork_child()
         frame(run_id, READY, footprint())
         run_id += 1
-        status, swept, reported = relay(run_id, pid, pipes)
+        status, swept, reported, (pid, pipes) = relay(run_id, pid, pipes)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
             os._exit(0)  # the server closed our input: shut down
         if not reported:
@@ -552,7 +613,7 @@ def main():
                 finally:
                     os._exit(EXIT_CLEANER_RETURNED)
             _, status = os.waitpid(cleaner, 0)
-            if status != 0 or not sweep(reap_any):
+            if status != 0 or not sweep(pid):
                 os._exit(EXIT_CLEAN_FAILED)
             restore_tops()
             if not untouched():  # the clean-up must leave the jail as the zygote found it

@@ -14,6 +14,7 @@ import { NsjailBackend } from '../../src/backends/nsjail/backend.js'
 import type { JailSpec } from '../../src/backends/nsjail/jail-args.js'
 import { loadConfig } from '../../src/config.js'
 import { TEST_LIMITS, externalUrl, post, postBody, script, type Target } from '../helpers/server.js'
+import { harassReachesNextRun, tokenReachesNextRun } from '../helpers/spare.js'
 
 interface Edit { file: string, from: string, to: string }
 
@@ -53,6 +54,10 @@ async function serverWith (t: Test, harness: string | undefined): Promise<Target
   return { url: `http://127.0.0.1:${port}`, serverRoot: '', port, close: async () => {} }
 }
 
+const SLOTS = loadConfig({ ...TEST_LIMITS }).CONCURRENCY
+/** Where the zygote forks the spare (harness/zygote.py's relay()). */
+const SPARE_FORK = '    kill_run()\n    BUFFER[:] = ZEROS\n    spare = fork_child()\n'
+
 const returnedPaths = (body: Record<string, any>): string[] => ((body.files ?? []) as Array<{ path: string }>).map(f => f.path)
 
 const CASES: Array<{ protection: string, edits: Edit[], breached: (target: Target) => Promise<boolean> }> = [
@@ -91,6 +96,18 @@ const CASES: Array<{ protection: string, edits: Edit[], breached: (target: Targe
       const reply = await post(target, 'import os\ndef main():\n    pid = os.fork()\n    if pid == 0:\n        return "child"\n    os.waitpid(pid, 0)\n    return "parent"\n')
       return reply.body.code === 'CRASHED'
     }
+  },
+  {
+    protection: 'the zygote\'s buffer is wiped before the spare is forked',
+    edits: [{ file: 'zygote.py', from: SPARE_FORK, to: '    kill_run()\n    spare = fork_child()\n' }],
+    breached: async target => (await tokenReachesNextRun(target, SLOTS)).reached
+  },
+  {
+    protection: 'the spare is forked only once every process of the run before has its SIGKILL',
+    // The alternative design: a spare waiting beside the live run (here for 50 ms), the run's
+    // processes then killed one by one.
+    edits: [{ file: 'zygote.py', from: SPARE_FORK, to: '    BUFFER[:] = ZEROS\n    spare = fork_child()\n    time.sleep(0.05)  # sabotaged\n' }],
+    breached: async target => await harassReachesNextRun(target, SLOTS)
   },
   {
     protection: 'a warm jail empties output/ between runs (and checks that it did)',
