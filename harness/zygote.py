@@ -46,7 +46,7 @@ FRAMED_FD = 4  # a child's end of the pipe it closes to say its script frame is 
 OUTPUT_DIR = "/tmp/" + workdir.OUTPUT_DIR
 PR_SET_DUMPABLE = 4
 IPC_RMID = 0
-SWEEP_S, SWEEP_POLL_S = 4, 0.0005  # the server allows a clean-up 5 s
+SWEEPS = 50
 EXIT_NO_INPUT, EXIT_BAD_FRAME = 64, 65
 # The zygote's exit statuses: anything unexpected ends it, and with it the jail.
 EXIT_DUMPABLE = 2  # the zygote could not make itself non-dumpable
@@ -99,51 +99,29 @@ def read_exactly(fd, size):
     return b"".join(parts)
 
 
-def other_pids(spare=0):
-    """The processes of the jail but pid 1 (us) and the spare."""
-    return [pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if pid not in (1, os.getpid(), spare)]
+def other_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
 
 
-def kill_run():
-    """SIGKILL to every process of the jail but pid 1, at once: after this no process of the run
-    can start another (a fork racing the signal fails), so none lives when the spare is forked."""
-    try:
-        os.kill(-1, 9)
-    except ProcessLookupError:
-        pass
-
-
-def sweep(spare=0):
-    """Kill every process of the jail but pid 1 and the spare, reap them, check it held. Before the
-    spare exists, kill(-1) (atomic); after, one pid at a time: by then kill_run() has been sent
-    and no process can start another, so the list cannot grow (and no pid is reused: only we
-    fork). Waits for their teardown (a process that maps pandas takes milliseconds)."""
-    deadline = time.monotonic() + SWEEP_S
-    while True:
-        if not spare:
-            kill_run()
-        for pid in other_pids(spare):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        reap_dead()
-        if not other_pids(spare):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(SWEEP_POLL_S)
-
-
-def reap_dead():
-    """Reap every child that has ended (the spare, alive, is never waited for)."""
-    while True:
+def sweep(reap):
+    """Kill every process of the pid namespace but pid 1 and the caller; reap; check it held."""
+    for _ in range(SWEEPS):
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            os.kill(-1, 9)
+        except ProcessLookupError:
+            pass
+        while True:
+            try:
+                reap()
+            except ChildProcessError:
+                break
+        if not other_pids():
+            return True
+    return False
+
+
+def reap_any():
+    os.waitpid(-1, 0)
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -253,8 +231,7 @@ def child(pipes):
     try:
         import _signal
         import resource
-        # First, before anything else: only its own pipes stay (the zygote may hold the ends of
-        # the run before, being torn down), as fds 1, 2, 3 and FRAMED_FD; fd 0 is the jail's input.
+        # Only its own pipes stay, as fds 1, 2, 3 and FRAMED_FD; fd 0 is the jail's input.
         for read, _ in pipes:
             os.close(read)
         for fd, (_, write) in zip((1, 2, 3, FRAMED_FD), pipes, strict=True):
@@ -338,9 +315,8 @@ def rehearse():
 
 def relay(run_id, pid, pipes):
     """Forward the child's streams as frames, capped, until it ends; then kill every other
-    process of the jail, fork the next child (the spare) and drain the pipes. Returns the child's
-    wait status, whether the sweep held, whether the status was already reported (see below) and
-    the spare (its pid and pipes). The bytes pass
+    process of the jail and drain the pipes. Returns the child's wait status, whether the sweep
+    held, and whether the status was already reported (see below). The bytes pass
     through one preallocated buffer, wiped afterwards: nothing of a run stays in the zygote's
     memory, which every later run's child inherits."""
     pidfd = os.pidfd_open(pid)
@@ -379,8 +355,10 @@ def relay(run_id, pid, pipes):
         if room[stream] > 0:
             n = min(n, room[stream])
             room[stream] -= n
-            workdir.write_all(OUT_FD, HEADER.pack(run_id, stream, n))
-            workdir.write_all(OUT_FD, VIEW[:n])
+            header = HEADER.pack(run_id, stream, n)
+            written = os.writev(OUT_FD, [header, VIEW[:n]])  # one write a frame: the server reads it whole
+            if written < HEADER.size + n:  # a pipe may take part of it
+                workdir.write_all(OUT_FD, (header + bytes(VIEW[:n]))[written:])
         elif stream == RESULT:  # the server ends a run whose result is over the cap
             try:
                 os.kill(pid, 9)
@@ -413,25 +391,20 @@ def relay(run_id, pid, pipes):
             frame(run_id, STATUS, b"exit 0")
             os.kill(pid, 9)
             alive, reported = False, True
-    # Every process of the run gets SIGKILL, the buffer is wiped, and only then is the next run's
-    # process forked (the spare): it never shares the jail with a live process of this run nor
-    # inherits a byte of it, and its fork overlaps this run's teardown.
-    kill_run()
-    BUFFER[:] = ZEROS
-    spare = fork_child()
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     if framed >= 0:
         os.close(framed)
-    swept = sweep(spare[0])
-    for fd in list(streams):  # what the run's processes wrote before they died, capped
+    # The script's process is gone: so goes everything it started, then the pipes end.
+    swept = sweep(reap_any)
+    for fd in list(streams):
         os.set_blocking(fd, True)
         while forward(fd):
             pass
     for fd in streams:
         os.close(fd)
     BUFFER[:] = ZEROS
-    return status, swept, reported, spare
+    return status, swept, reported
 
 
 def clean():
@@ -590,12 +563,14 @@ def main():
     os.environ.clear()
     os.environ.update(ENVIRON)
     run_id = 0
-    # The next run's process exists before the jail says ready: fork is off the request's path.
-    pid, pipes = fork_child()
     while True:
+        # The next run's process (the spare) exists before the jail says ready, set up but for its
+        # request: the request waits for no fork. It is forked once the run before is swept and
+        # cleaned up after, so it never shares the jail with anything of that run.
+        pid, pipes = fork_child()
         frame(run_id, READY, footprint())
         run_id += 1
-        status, swept, reported, (pid, pipes) = relay(run_id, pid, pipes)
+        status, swept, reported = relay(run_id, pid, pipes)
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
             os._exit(0)  # the server closed our input: shut down
         if not reported:
@@ -613,7 +588,7 @@ def main():
                 finally:
                     os._exit(EXIT_CLEANER_RETURNED)
             _, status = os.waitpid(cleaner, 0)
-            if status != 0 or not sweep(pid):
+            if status != 0 or not sweep(reap_any):
                 os._exit(EXIT_CLEAN_FAILED)
             restore_tops()
             if not untouched():  # the clean-up must leave the jail as the zygote found it

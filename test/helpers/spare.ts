@@ -56,6 +56,7 @@ def harass():
 def main():
     if os.fork() == 0:
         os.setpgid(0, 0)
+        os.closerange(0, 1024)  # detached: the run's streams end without it
         harass()
     return "left"
 `

@@ -55,8 +55,6 @@ async function serverWith (t: Test, harness: string | undefined): Promise<Target
 }
 
 const SLOTS = loadConfig({ ...TEST_LIMITS }).CONCURRENCY
-/** Where the zygote forks the spare (harness/zygote.py's relay()). */
-const SPARE_FORK = '    kill_run()\n    BUFFER[:] = ZEROS\n    spare = fork_child()\n'
 
 const returnedPaths = (body: Record<string, any>): string[] => ((body.files ?? []) as Array<{ path: string }>).map(f => f.path)
 
@@ -98,15 +96,13 @@ const CASES: Array<{ protection: string, edits: Edit[], breached: (target: Targe
     }
   },
   {
-    protection: 'the zygote\'s buffer is wiped before the spare is forked',
-    edits: [{ file: 'zygote.py', from: SPARE_FORK, to: '    kill_run()\n    spare = fork_child()\n' }],
+    protection: 'the zygote\'s relay buffer is wiped before the next run\'s process is forked',
+    edits: [{ file: 'zygote.py', from: '    BUFFER[:] = ZEROS\n    return status, swept, reported\n', to: '    return status, swept, reported\n' }],
     breached: async target => (await tokenReachesNextRun(target, SLOTS)).reached
   },
   {
-    protection: 'the spare is forked only once every process of the run before has its SIGKILL',
-    // The alternative design: a spare waiting beside the live run (here for 50 ms), the run's
-    // processes then killed one by one.
-    edits: [{ file: 'zygote.py', from: SPARE_FORK, to: '    BUFFER[:] = ZEROS\n    spare = fork_child()\n    time.sleep(0.05)  # sabotaged\n' }],
+    protection: 'every process of a run is killed before the next run\'s process is forked',
+    edits: [{ file: 'zygote.py', from: '    swept = sweep(reap_any)\n', to: '    swept = True  # sabotaged\n' }],
     breached: async target => await harassReachesNextRun(target, SLOTS)
   },
   {
