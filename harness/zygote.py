@@ -42,7 +42,7 @@ REQUEST = struct.Struct(">II")
 MAX_SCRIPT_BYTES = 64 << 20
 STOP = 0xFFFFFFFF  # a request frame's length that means: end this run
 IN_FD, OUT_FD = 0, 1
-FRAMED_FD = 4  # a child's end of the pipe it closes to say its script frame is read
+FRAMED_FD, FRAME_READ = 4, b"R"  # a child says on this pipe that it has read its script frame
 OUTPUT_DIR = "/tmp/" + workdir.OUTPUT_DIR
 PR_SET_DUMPABLE = 4
 IPC_RMID = 0
@@ -54,6 +54,7 @@ EXIT_SWEEP_FAILED = 5  # a run's processes outlived the sweep
 EXIT_CLEAN_FAILED = 6  # the clean-up process failed, or processes outlived the sweep after it
 EXIT_NOT_RESTORED = 7  # after the clean-up the jail is still not as the zygote found it
 EXIT_AUTOGROUP = 8  # the session's autogroup nice could not be put back to 0
+EXIT_SPARE_ENDED = 9  # the next run's process ended before it read its script frame
 # A child's exit statuses besides the script's own.
 EXIT_UNCAUGHT = 1  # an exception in the child's own code: a traceback and 1, as a cold run ends on one
 EXIT_CHILD_RETURNED = 70  # the child's code returned: it never goes on into the zygote's
@@ -253,7 +254,6 @@ def child(pipes):
         # POSIX message queues outlive their processes and cannot be listed without an mqueue
         # mount: no run of a warm jail may create one (the policy says so too; this holds even if not).
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-        harness.volunteer_for_oom()
         channel = harness.open_channel()
         reserve = harness.set_up(SITE_PACKAGES)
         rehearse()
@@ -268,9 +268,14 @@ def child(pipes):
         data = read_exactly(IN_FD, length) if length <= MAX_SCRIPT_BYTES else None
         if data is None:
             os._exit(EXIT_BAD_FRAME)
+        # The frame is read: from now on the zygote may read fd 0 (stops). A spare that ends
+        # before this (it never should) sends no byte: its request is still in fd 0, for no other
+        # run to take, and the zygote ends the jail.
+        workdir.write_all(FRAMED_FD, FRAME_READ)
+        os.close(FRAMED_FD)
         request = harness.parse_request(data)
         del data
-        os.close(FRAMED_FD)  # the frame is read: from now on the zygote may read fd 0 (stops)
+        harness.volunteer_for_oom()  # the run, not a spare waiting for minutes, is the OOM killer's first choice
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
@@ -303,14 +308,19 @@ def rehearse():
     """The harness's own path once, on a request of our own, before the real one comes: parse,
     compile, call, check and encode. The pages it touches are copied from the zygote now (a fork
     shares them until written), not on the request's path. Nothing of it remains: no output, no
-    file, no module registered, its objects freed."""
-    request = harness.parse_request(b"%s %d %d -1 -1\n%s%s" % (
-        harness.REQUEST_MAGIC, len(REHEARSAL_SCRIPT), len(REHEARSAL_INPUT), REHEARSAL_SCRIPT, REHEARSAL_INPUT))
+    file, no module registered, its objects freed (the cycle broken, for the run's collector)."""
     namespace = {"__name__": harness.MODULE_NAME}
-    exec(compile(request.source, harness.FILENAME, "exec", dont_inherit=True), namespace)
-    message = {"ok": True, "result": namespace["main"](*request.args)}
-    harness.check_json(message["result"])
-    harness.encode(message, RESULT_LIMIT)
+    try:
+        request = harness.parse_request(b"%s %d %d -1 -1\n%s%s" % (
+            harness.REQUEST_MAGIC, len(REHEARSAL_SCRIPT), len(REHEARSAL_INPUT), REHEARSAL_SCRIPT, REHEARSAL_INPUT))
+        exec(compile(request.source, harness.FILENAME, "exec", dont_inherit=True), namespace)
+        message = {"ok": True, "result": namespace["main"](*request.args)}
+        harness.check_json(message["result"])
+        harness.encode(message, RESULT_LIMIT)
+    except Exception:  # it only copies pages early: no run may fail for it
+        pass
+    finally:
+        namespace.clear()  # main() and its module refer to each other: no cycle left for the run
 
 
 def relay(run_id, pid, pipes):
@@ -357,8 +367,9 @@ def relay(run_id, pid, pipes):
             room[stream] -= n
             header = HEADER.pack(run_id, stream, n)
             written = os.writev(OUT_FD, [header, VIEW[:n]])  # one write a frame: the server reads it whole
-            if written < HEADER.size + n:  # a pipe may take part of it
-                workdir.write_all(OUT_FD, (header + bytes(VIEW[:n]))[written:])
+            if written < HEADER.size + n:  # a pipe may take part of it (no copy of the run's bytes)
+                workdir.write_all(OUT_FD, header[written:])
+                workdir.write_all(OUT_FD, VIEW[max(0, written - HEADER.size):n])
         elif stream == RESULT:  # the server ends a run whose result is over the cap
             try:
                 os.kill(pid, 9)
@@ -372,6 +383,8 @@ def relay(run_id, pid, pipes):
             if fd == pidfd:
                 alive = False
             elif fd == framed:
+                if os.read(framed, 1) != FRAME_READ:  # the spare ended before it read its frame
+                    os._exit(0 if input_closed() else EXIT_SPARE_ENDED)
                 poll.unregister(framed)
                 os.close(framed)
                 framed = -1
@@ -564,36 +577,43 @@ def main():
     os.environ.update(ENVIRON)
     run_id = 0
     while True:
-        # The next run's process (the spare) exists before the jail says ready, set up but for its
-        # request: the request waits for no fork. It is forked once the run before is swept and
-        # cleaned up after, so it never shares the jail with anything of that run.
-        pid, pipes = fork_child()
-        frame(run_id, READY, footprint())
-        run_id += 1
-        status, swept, reported = relay(run_id, pid, pipes)
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
-            os._exit(0)  # the server closed our input: shut down
-        if not reported:
-            frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
-                  else b"exit %d" % os.waitstatus_to_exitcode(status))
-        if not swept:
-            os._exit(EXIT_SWEEP_FAILED)
-        if not restore_autogroup():
-            os._exit(EXIT_AUTOGROUP)
-        if not untouched():
-            cleaner = os.fork()
-            if cleaner == 0:
-                try:
-                    clean()
-                finally:
-                    os._exit(EXIT_CLEANER_RETURNED)
-            _, status = os.waitpid(cleaner, 0)
-            if status != 0 or not sweep(reap_any):
-                os._exit(EXIT_CLEAN_FAILED)
-            restore_tops()
-            if not untouched():  # the clean-up must leave the jail as the zygote found it
-                os._exit(EXIT_NOT_RESTORED)
+        run_id = serve(run_id)
 
+
+def serve(run_id):
+    """One run: the spare forked, ready said, the run relayed, its jail swept and cleaned up after.
+    A function of its own so that nothing of a run is a local of a frame the next spare inherits
+    (a script can walk its stack up to main(): the status of the run before was there)."""
+    # The next run's process (the spare) exists before the jail says ready, set up but for its
+    # request: the request waits for no fork. It is forked once the run before is swept and
+    # cleaned up after, so it never shares the jail with anything of that run.
+    pid, pipes = fork_child()
+    frame(run_id, READY, footprint())
+    run_id += 1
+    status, swept, reported = relay(run_id, pid, pipes)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_NO_INPUT and input_closed():
+        os._exit(0)  # the server closed our input: shut down
+    if not reported:
+        frame(run_id, STATUS, b"signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
+              else b"exit %d" % os.waitstatus_to_exitcode(status))
+    if not swept:
+        os._exit(EXIT_SWEEP_FAILED)
+    if not restore_autogroup():
+        os._exit(EXIT_AUTOGROUP)
+    if not untouched():
+        cleaner = os.fork()
+        if cleaner == 0:
+            try:
+                clean()
+            finally:
+                os._exit(EXIT_CLEANER_RETURNED)
+        _, status = os.waitpid(cleaner, 0)
+        if status != 0 or not sweep(reap_any):
+            os._exit(EXIT_CLEAN_FAILED)
+        restore_tops()
+        if not untouched():  # the clean-up must leave the jail as the zygote found it
+            os._exit(EXIT_NOT_RESTORED)
+    return run_id
 
 libc = None
 

@@ -6,7 +6,7 @@ import { post, postBody, type Target } from './server.js'
 
 /** A run whose output and result hold a token (the zygote relays them through its buffer). */
 export function leaveToken (token: string): Record<string, unknown> {
-  return { script: `def main():\n    print("${token}" * 64)\n    return "${token}"\n` }
+  return { script: `import os\ndef main():\n    print("${token}" * 64)\n    return ["${token}", os.readlink("/proc/self/ns/pid")]\n` }
 }
 
 /** The next run: is the token anywhere in its own writable memory? It is searched as two halves
@@ -34,8 +34,10 @@ export function findToken (token: string): string {
                 at = region.find(head, at + 1)
     return False
 def main():
+    import os
     own = ("own" + "${head.slice(3)}" + "${tail}").encode()
-    return {"previous": adjacent("${head}", "${tail}"), "own": adjacent("own" + "${head.slice(3)}", "${tail}"), "kept": len(own)}
+    return {"previous": adjacent("${head}", "${tail}"), "own": adjacent("own" + "${head.slice(3)}", "${tail}"), "kept": len(own),
+            "jail": os.readlink("/proc/self/ns/pid")}
 `
 }
 
@@ -43,7 +45,7 @@ def main():
  *  of every other process it can see (the next run's, if it were there). */
 export const HARASS = `import os, resource
 def harass():
-    mine = {int(p) for p in os.listdir("/proc") if p.isdigit()}  # this run's own
+    mine = {os.getpid(), os.getppid()}
     while True:
         for p in os.listdir("/proc"):
             if p.isdigit() and int(p) not in mine:
@@ -80,17 +82,25 @@ def main():
     return seen
 `
 
-/** Every slot's last run leaves the token, then every slot's next run looks for it: true when
- *  one finds it (the previous run's bytes in the next run's memory). */
+/** Every slot's last run leaves the token, then every slot's next run looks for it. `reached`:
+ *  one found it (the previous run's bytes in the next run's memory); `searched`: every search
+ *  found the run's own token, every token run printed and returned its token, and every search
+ *  ran in a jail a token run had run in (no replaced jail made the search moot). */
 export async function tokenReachesNextRun (target: Target, slots: number): Promise<{ reached: boolean, searched: boolean }> {
   const token = randomBytes(16).toString('hex')
-  for (let i = 0; i < slots; i++) await postBody(target, leaveToken(token))
-  let reached = false
+  const jails = new Set<string>()
   let searched = true
   for (let i = 0; i < slots; i++) {
-    const found = (await post(target, findToken(token))).body.result as { previous: boolean, own: boolean } | undefined
+    const left = await postBody(target, leaveToken(token))
+    const [returned, jail] = (left.body.result as [string, string] | undefined) ?? []
+    searched &&= returned === token && String(left.body.stdout).includes(token)
+    jails.add(String(jail))
+  }
+  let reached = false
+  for (let i = 0; i < slots; i++) {
+    const found = (await post(target, findToken(token))).body.result as { previous: boolean, own: boolean, jail: string } | undefined
     reached ||= found?.previous === true
-    searched &&= found?.own === true
+    searched &&= found?.own === true && jails.has(found.jail)
   }
   return { reached, searched }
 }

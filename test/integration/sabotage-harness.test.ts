@@ -131,6 +131,32 @@ if (externalUrl !== undefined) {
       t.equal(await c.breached(target), true)
     })
   }
+  // A spare that ends with its request in fd 0, unread (it never should: nothing can kill it but
+  // the OOM killer or a bug). Here the odd pids from 7 on do (the probe's jail serves its canaries
+  // before that, so warm stays on); the zygote must end the jail so that no other run takes that
+  // request. (Without that check the server's own accounting, frames of a run it never sent end
+  // the jail, and the zygote's reading of the unread frame as a stop caught it in sequential
+  // runs; a request sent as the jail said ready could have got the other's result.)
+  const SPARE_ENDS = { file: 'zygote.py', from: '        length = STOP\n', to: '        if os.getpid() > 6 and os.getpid() % 2:  # edited\n            select.select([IN_FD], [], [])\n            os._exit(3)\n        length = STOP\n' }
+  const REQUESTS = 24
+  /** Requests that return their own input: how many were answered, how many with another's, and
+   *  how many were not answered (their spare ended). */
+  async function answers (target: Target): Promise<{ ok: number, foreign: number, failed: number }> {
+    let ok = 0
+    let foreign = 0
+    for (let i = 0; i < REQUESTS; i++) {
+      const reply = await postBody(target, { script: 'def main(data):\n    return data\n', input: `request ${i}` })
+      if (reply.status === 200) ok++
+      if (reply.status === 200 && reply.body.result !== `request ${i}`) foreign++
+    }
+    return { ok, foreign, failed: REQUESTS - ok }
+  }
+  t.test('a spare that ends before it reads its request ends its jail: no other run answers that request', async t => {
+    const { ok, foreign, failed } = await answers(await serverWith(t, editedHarness(t, [SPARE_ENDS])))
+    t.ok(failed > 0, `spares did end (${failed} requests of ${REQUESTS} not answered)`)
+    t.ok(ok > 0, `allow: the spares that live answer (${ok} of ${REQUESTS})`)
+    t.equal(foreign, 0, 'deny: no request is answered with another\'s result')
+  })
   t.test('an edited harness that changes nothing passes the probe and runs scripts (the set-up is sound)', async t => {
     const target = await serverWith(t, editedHarness(t, []))
     t.equal((await post(target, 'def main():\n    return 1\n')).status, 200)
