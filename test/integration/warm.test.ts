@@ -206,6 +206,23 @@ return [bound, "planted-socket" in open("/proc/net/unix").read()]`, 'import sock
     t.equal(await harassReachesNextRun(target, 1), false, 'deny: the next run starts with its own priority and limits')
   })
 
+  t.test('the zygote\'s frames a run inherits hold nothing of the run before (its status, pid, sweep)', async t => {
+    await post(target, 'import os\ndef main():\n    os._exit(7)\n') // a status to look for
+    const reply = await post(target, script(`
+seen = {}
+frame = sys._getframe()
+while frame is not None:
+    if frame.f_code.co_filename.endswith("zygote.py"):
+        seen[frame.f_code.co_name] = sorted(frame.f_locals)
+    frame = frame.f_back
+return seen`, 'import sys'))
+    const seen = reply.body.result as Record<string, string[]>
+    t.ok('main' in seen && 'serve' in seen, `allow: the run sees the zygote's frames it was forked in: ${Object.keys(seen).join(', ')}`)
+    // (fork_child's own pid is 0 in the child: fork's answer to it, nothing of another run.)
+    const locals = [...seen.serve ?? [], ...seen.main ?? []]
+    t.same(['status', 'reported', 'swept', 'pid', 'cleaner'].filter(name => locals.includes(name)), [], `deny: no local of the run before in serve() or main() (${JSON.stringify(seen)})`)
+  })
+
   t.test('a run cannot reach the zygote', async t => {
     const first = await zygote(target)
     const reply = await post(target, script(`
