@@ -31,6 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # the same functions a cold run uses
 import workdir  # files in and out
+from privileges import RUN_GID, RUN_UID, drop_privileges  # the run's identity (privileges.py)
 
 STDOUT, STDERR, RESULT, STATUS, READY, MEMORY = 1, 2, 3, 4, 5, 6
 HEADER = struct.Struct(">IBI")
@@ -71,10 +72,6 @@ EXIT_KERNEL_RETURNED = 70  # the kernel's code returned: it never goes on into t
 EXIT_KERNEL_ERROR = 71  # an exception in the kernel's own code
 CO_COROUTINE = 0x80
 # The kernel's identity, and how it gets there from the parent's (as harness/zygote.py's child).
-RUN_UID = RUN_GID = 65534
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-PR_CAPBSET_DROP = 24
-PARENT_CAPS = (5, 6, 7, 8)  # CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP: all the parent has
 CLOCK_REALTIME_COARSE = 5  # <time.h>; the clock file times are stamped with (Python names it not)
 
 CPU_CEILING, RESULT_LIMIT, OUTPUT_LIMIT, CHANNEL_LIMIT, FILES_OUT, FILES_OUT_BYTES = (int(a) for a in sys.argv[1:7])
@@ -658,25 +655,6 @@ def cell(request, module):
 
 
 # ---- start-up --------------------------------------------------------------------------------
-
-
-def drop_privileges():
-    """The kernel's identity: uid and gid 65534, no supplementary group, no capability, exactly
-    as harness/zygote.py's drop_privileges makes a warm run's. The bounding set is emptied first
-    (CAP_SETPCAP), leaving uid 0 clears the permitted, effective and ambient sets (the kernel's
-    rule), and the inheritable set is cleared last: every set is empty, as in a cold run. Linux
-    lets a process act on another one (limits, scheduling, priority, affinity, signals, /proc
-    writes, ptrace) only with the same uid or a capability: the kernel has neither towards the
-    parent."""
-    for cap in PARENT_CAPS:
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
-    os.setgroups([])
-    os.setresgid(RUN_GID, RUN_GID, RUN_GID)
-    os.setresuid(RUN_UID, RUN_UID, RUN_UID)
-    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
-        raise OSError(ctypes.get_errno(), "capset")
 
 
 def identity_ok():

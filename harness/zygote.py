@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as harness  # the same functions a cold run uses
 import workdir  # files in and out, as a cold run places and collects them
+from privileges import drop_privileges  # the run's identity (privileges.py)
 
 STDOUT, STDERR, RESULT, STATUS, READY = 1, 2, 3, 4, 5
 HEADER = struct.Struct(">IBI")
@@ -64,10 +65,6 @@ CLEAN_OK = 0  # everything the run left is removed
 CLEAN_ERROR = 1  # an OSError while removing
 CLEAN_SOCKETS_LEFT = 2  # unix sockets remain that cannot be removed from outside
 AUTOGROUP_TRIES, AUTOGROUP_WAIT_S = 40, 0.05
-RUN_UID = RUN_GID = 65534
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-PR_CAPBSET_DROP = 24
-ZYGOTE_CAPS = (5, 6, 7, 8)  # CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP: all the zygote has
 TOPS = {}
 INODES = {}
 HEADERS = dict.fromkeys(["/proc/sysvipc/shm", "/proc/sysvipc/sem", "/proc/sysvipc/msg", "/proc/net/unix"], 0)
@@ -203,24 +200,6 @@ def remove_ipc(libc):
             ids = [int(line.split()[1]) for line in table.readlines()[1:] if line.strip()]
         for ident in ids:
             remove(ident)
-
-
-def drop_privileges():
-    """The run's identity: uid and gid 65534, no supplementary group, no capability. The bounding
-    set is emptied first (CAP_SETPCAP), leaving uid 0 clears the permitted, effective and ambient
-    sets (the kernel's rule), and the inheritable set is cleared last: every set is empty, as in a
-    cold run. Linux lets a process act on another one (limits, scheduling, priority,
-    affinity, I/O priority, signals, /proc writes, ptrace) only with the same uid or a capability:
-    a run has neither towards the zygote."""
-    for cap in ZYGOTE_CAPS:
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
-    os.setgroups([])
-    os.setresgid(RUN_GID, RUN_GID, RUN_GID)
-    os.setresuid(RUN_UID, RUN_UID, RUN_UID)
-    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
-    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
-        raise OSError(ctypes.get_errno(), "capset")
 
 
 def child(pipes):
