@@ -126,7 +126,7 @@ function uidTicks (uid: number, seen: Map<number, number>): number {
 export async function idleThaw (session: SessionSandbox, spinners = 2): Promise<{ breached: boolean, endedAfterMs: number | undefined, idleTicks: number, ended: string }> {
   const uid = await hostUid(session)
   const script = 'import ctypes, os, signal\n' +
-    'def spin():\n' +
+    'def spin(armed):\n' +
     '    signal.signal(signal.SIGCONT, lambda *a: None)\n' +
     '    libc = ctypes.CDLL(None, use_errno=True)\n' +
     '    event = ctypes.create_string_buffer(64)\n' +
@@ -134,17 +134,19 @@ export async function idleThaw (session: SessionSandbox, spinners = 2): Promise<
     '    timer = ctypes.c_void_p()\n' +
     '    assert libc.timer_create(1, event, ctypes.byref(timer)) == 0\n' +
     '    assert libc.timer_settime(timer, 0, (ctypes.c_long * 4)(0, 100_000_000, 0, 100_000_000), None) == 0\n' +
+    '    os.write(armed, b"A")\n' +
     '    while True:\n' +
     '        pass\n' +
-    'pids = []\n' +
+    'ready, armed = os.pipe()\n' +
     `for _ in range(${spinners}):\n` +
-    '    pid = os.fork()\n' +
-    '    if pid == 0:\n' +
-    '        spin()\n' +
-    '    pids.append(pid)\n' +
-    'len(pids)'
+    '    if os.fork() == 0:\n' +
+    '        spin(armed)\n' +
+    'os.close(armed)\n' +
+    `sum(len(os.read(ready, 1)) for _ in range(${spinners}))`
+  // The call answers once every spinner's timer is armed: a spinner frozen before it armed its
+  // timer never runs again, and the attack would test nothing (seen in CI under load).
   const armed = await call(session, script)
-  if (!armed.ok) throw new Error(`no spinners: ${armed.message}`)
+  if (!armed.ok || armed.result !== spinners) throw new Error(`spinners not armed: ${armed.ok ? JSON.stringify(armed.result) : armed.message}`)
   const seen = new Map<number, number>()
   const before = uidTicks(uid, seen)
   const t0 = performance.now()
