@@ -8,6 +8,9 @@ import { NsjailBackend, type NsjailOptions } from './nsjail/backend.js'
 import { UnshareBackend, type UnshareOptions } from './unshare/backend.js'
 
 export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
+  const { cpuSeconds, outputBytes } = ceilingsOf(config)
+  /** A long-lived jail's own caps: the most CPU time and output any run in it may ask for. */
+  const jailCeilings = { cpuSeconds, outputBytes }
   return {
     nsjailPath: config.NSJAIL_PATH,
     python: config.SANDBOX_PYTHON,
@@ -15,11 +18,13 @@ export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
     uidBase: config.SANDBOX_UID_BASE,
     limits,
     warm: config.WARM_SANDBOXES
-      ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS, ceilings: { cpuSeconds: ceilingsOf(config).cpuSeconds, outputBytes: ceilingsOf(config).outputBytes } }
+      ? { slots: config.CONCURRENCY, recycleRuns: config.WARM_RECYCLE_RUNS, ceilings: jailCeilings }
       : undefined,
-    // Seats for the sessions and their spares: each a host uid of its own (uids.ts).
+    // Seats for the sessions and their spares: each a host uid of its own (uids.ts). Their
+    // ceilings are their own, warm sandboxes or not (an outside review found a session capped at
+    // the defaults with warm off: its output cut unflagged, its CPU ended early).
     sessions: config.SESSIONS_MAX > 0
-      ? { memoryMiB: config.SESSION_MEMORY_MB, seats: config.SESSIONS_MAX + config.SESSION_SPARES, spares: config.SESSION_SPARES }
+      ? { memoryMiB: config.SESSION_MEMORY_MB, seats: config.SESSIONS_MAX + config.SESSION_SPARES, spares: config.SESSION_SPARES, ceilings: jailCeilings }
       : undefined
   }
 }

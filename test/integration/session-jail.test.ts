@@ -211,6 +211,20 @@ t.test('limits: output over its cap is truncated and the session goes on', ROOT,
   t.match(await call(session, 'print("y")\n2'), { ok: true, result: 2, stdout: 'y\n', stdoutTruncated: false })
 })
 
+t.test('limits: a call may ask for CPU time and output up to the ceilings, above the defaults, with warm sandboxes off', ROOT, async t => {
+  // The session jail's caps are the ceilings (LIMIT_CPU_S_MAX, LIMIT_OUTPUT_BYTES_MAX), not the
+  // defaults: with warm sandboxes off they were the defaults (3 s, 64 KiB here), and a call that
+  // asked for more lost output unflagged and ended early (an outside review).
+  const config = sessionConfig()
+  t.equal(config.WARM_SANDBOXES, false)
+  const session = await open(t)
+  const output = 2 * config.LIMIT_OUTPUT_BYTES
+  t.match(await call(session, `print("x" * ${output})\n1`, {}, { outputBytes: 4 * config.LIMIT_OUTPUT_BYTES }), { ok: true, result: 1, stdoutTruncated: false, stdout: 'x'.repeat(output) + '\n' })
+  const spin = config.LIMIT_CPU_S + 0.5
+  const outcome = await call(session, `import time\nstarted = time.process_time()\nwhile time.process_time() - started < ${spin}:\n    pass\n"spun"`, {}, { cpuSeconds: config.LIMIT_CPU_S + 3, wallTimeMs: 20_000 })
+  t.match(outcome, { ok: true, result: 'spun' }, `${spin} s of CPU within ${config.LIMIT_CPU_S + 3} s`)
+})
+
 t.test('limits: os._exit(3) ends the session, CRASHED', ROOT, async t => {
   const session = await open(t)
   t.match(await call(session, 'import os\nos._exit(3)'), { ok: false, code: 'CRASHED', message: /status 3/ })
@@ -258,7 +272,7 @@ t.test('spares: a ready spare opens a session in well under a pandas import; wit
 })
 
 t.test('seats: a spare still starting is waited for; no free seat is an error; a seat is free again once its jail has exited', ROOT, async t => {
-  const small = await sessionBackend({ memoryMiB: 256, seats: 2, spares: 1 })
+  const small = await sessionBackend({ ...SESSIONS, seats: 2, spares: 1 })
   t.teardown(async () => await small.close())
   await new Promise(resolve => setImmediate(resolve)) // the first spare is starting
   const a = await small.openSession() // takes the spare while it starts
@@ -277,14 +291,14 @@ t.test('sessions are off without options or before a probe; a spare that cannot 
   const off = new NsjailBackend({ ...nsjailOptions(config, limitsFrom(config)), sessions: undefined })
   await t.rejects(off.openSession(), /sessions are not available/)
   t.throws(() => off.sessionLaunch(0), { message: /sessions are off/ })
-  t.throws(() => new NsjailBackend({ ...nsjailOptions(config, limitsFrom(config)), sessions: { memoryMiB: 256, seats: MAX_SESSION_SEATS + 1, spares: 0 } }), { message: /at most 1024 session seats/ })
+  t.throws(() => new NsjailBackend({ ...nsjailOptions(config, limitsFrom(config)), sessions: { ...SESSIONS, seats: MAX_SESSION_SEATS + 1, spares: 0 } }), { message: /at most 1024 session seats/ })
   const logs: string[] = []
   class Broken extends NsjailBackend {
     override sessionLaunch (): Launch {
       return { file: '/bin/false', args: [], env: {} }
     }
   }
-  const broken = new Broken({ ...nsjailOptions(config, limitsFrom(config)), sessions: { memoryMiB: 256, seats: 2, spares: 1 }, log: m => logs.push(m) })
+  const broken = new Broken({ ...nsjailOptions(config, limitsFrom(config)), sessions: { ...SESSIONS, seats: 2, spares: 1 }, log: m => logs.push(m) })
   t.teardown(async () => await broken.close())
   t.equal((await broken.probe()).ok, true)
   await t.rejects(broken.openSession(), /the session's sandbox did not start: exited \(1\)/)

@@ -37,6 +37,8 @@ export interface SessionOptions {
   seats: number
   /** Session jails kept started and ready ahead of need. */
   spares: number
+  /** The most CPU time and output a call may ask for (the jail's own caps, warm sandboxes or not). */
+  ceilings: Pick<Limits, 'cpuSeconds' | 'outputBytes'>
 }
 
 export interface NsjailOptions {
@@ -179,8 +181,7 @@ export class NsjailBackend implements SandboxBackend {
     const sessions = this.options.sessions
     if (sessions === undefined) throw new Error('sessions are off')
     const limits = { ...this.options.limits, memoryMiB: sessions.memoryMiB }
-    const cpuSeconds = this.options.warm?.ceilings.cpuSeconds ?? limits.cpuSeconds
-    const outputBytes = this.options.warm?.ceilings.outputBytes ?? limits.outputBytes
+    const { cpuSeconds, outputBytes } = sessions.ceilings
     const shared = this.spec(SESSION_UID_OFFSET + seat, rung, limits)
     return this.launchJail({
       ...shared,
