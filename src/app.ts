@@ -205,7 +205,9 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     max: config.SESSIONS_MAX,
     idleMs: config.SESSION_IDLE_MS,
     lifetimeMs: config.SESSION_LIFETIME_MS,
-    memoryMiB: config.SESSION_MEMORY_MB
+    memoryMiB: config.SESSION_MEMORY_MB,
+    processes: config.LIMIT_PROCESSES,
+    memoryCeilingMb: ceilings.memoryMb
   })
   await app.register(accessLog)
   await app.register(metrics)

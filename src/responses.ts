@@ -153,6 +153,9 @@ const gone = errorReply('The session has ended (deleted, idle, past its lifetime
   SESSION_ENDED: { summary: 'Idle too long', value: { statusCode: 410, error: 'Gone', code: 'SESSION_ENDED', message: `session ${sessionId} ended at 2026-11-30T15:10:00.000Z: it had no call for 600000 ms (SESSION_IDLE_MS); open a new one`, requestId: id, endedBy: 'CLOSED' } }
 })
 const sessionsRefused = {
+  403: errorReply('This caller may open no session: its share is 0, or its key\'s ceilings are below a session\'s memory or processes', {
+    SESSIONS_FORBIDDEN: { summary: 'A key held below a session', value: { statusCode: 403, error: 'Forbidden', code: 'SESSIONS_FORBIDDEN', message: 'this caller may open no session: its API key\'s memoryMb ceiling (128) is below a session\'s memory (SESSION_MEMORY_MB, 256)', requestId: id } }
+  }),
   429: errorReply('This caller already has its most sessions open (or sent more than its rate)', {
     SESSIONS_LIMITED: { summary: 'Its sessions are all open', value: { statusCode: 429, error: 'Too Many Requests', code: 'SESSIONS_LIMITED', message: 'this caller already has 1 session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first', requestId: id } }
   }, RATE_LIMIT_HEADERS),

@@ -6,7 +6,7 @@
 export const REQUEST_ERROR_CODES = [
   'INVALID_JSON', 'INVALID_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
   'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'HEADERS_TOO_LARGE',
-  'SESSION_NOT_FOUND', 'SESSION_ENDED', 'SESSION_BUSY', 'SESSIONS_LIMITED'
+  'SESSION_NOT_FOUND', 'SESSION_ENDED', 'SESSION_BUSY', 'SESSIONS_FORBIDDEN', 'SESSIONS_LIMITED'
 ] as const
 
 /** What harness/run.py reports on the result channel (its CODES). */
@@ -43,6 +43,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   SESSION_NOT_FOUND: { status: 404, meaning: 'no session with this id on this instance for this caller (another caller\'s session is not found either); when the id names another instance, the message says which: route a session\'s calls to the instance that opened it' },
   SESSION_ENDED: { status: 410, meaning: 'the session has ended (deleted, idle for SESSION_IDLE_MS, past SESSION_LIFETIME_MS, or a call ended it: `endedBy` gives the code) and cannot be resumed; open a new one' },
   SESSION_BUSY: { status: 409, meaning: 'a call of this session is still running: a session runs one call at a time; retry after Retry-After' },
+  SESSIONS_FORBIDDEN: { status: 403, meaning: 'this caller may open no session: its share of sessions is 0 (SESSIONS_PER_CALLER, or its key\'s `sessions=`), or its key\'s `memoryMb` or `processes` ceiling is below a session\'s (SESSION_MEMORY_MB, LIMIT_PROCESSES); a retry does not help' },
   SESSIONS_LIMITED: { status: 429, meaning: 'this caller (its API key, else its address) already has SESSIONS_PER_CALLER sessions open (a key may have its own: `sessions=`); end one first' },
   SYNTAX_ERROR: { status: 422, meaning: 'the script does not compile (line and column given)' },
   MISSING_MAIN: { status: 422, meaning: 'the script defines no main' },

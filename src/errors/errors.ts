@@ -31,6 +31,7 @@ export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitt
 export const SessionNotFoundError = define('SESSION_NOT_FOUND', '%s')
 export const SessionEndedError = define('SESSION_ENDED', '%s')
 export const SessionBusyError = define('SESSION_BUSY', 'session %s is running a call: a session runs one call at a time; retry when it has answered')
+export const SessionsForbiddenError = define('SESSIONS_FORBIDDEN', 'this caller may open no session: %s')
 export const SessionsLimitedError = define('SESSIONS_LIMITED', 'this caller already has %s session(s) open, its most (SESSIONS_PER_CALLER, or its key\'s sessions=); DELETE one first')
 export const SessionsFullError = define('SESSIONS_FULL', 'this instance already has %s sessions open (SESSIONS_MAX); retry later')
 export const SessionsUnavailableError = define('SESSIONS_UNAVAILABLE', 'this server opens no sessions: %s')

@@ -18,6 +18,10 @@ export interface SessionsPluginOptions {
   idleMs: number
   lifetimeMs: number
   memoryMiB: number
+  /** LIMIT_PROCESSES: each session's processes. */
+  processes: number
+  /** LIMIT_MEMORY_MB_MAX: a key whose memory ceiling is below it is held lower. */
+  memoryCeilingMb: number
 }
 
 export default fp<SessionsPluginOptions>(async function sessionsPlugin (app, options) {

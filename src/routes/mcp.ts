@@ -148,9 +148,9 @@ const mcp: FastifyPluginAsync<RequestLimits> = async (app, options) => {
       description: 'Opens a session: a Python in a sandbox of its own that keeps its variables, imports and files between run_in_session calls. Returns its id (and when it ends if not called: SESSION_IDLE_MS). End it with close_session when done.',
       inputSchema: {},
       annotations: { readOnlyHint: false, openWorldHint: false }
-    }, async () => {
+    }, async (_args, extra) => {
       try {
-        const opened = await openSession(app, tenant)
+        const opened = await openSession(app, tenant, extra.signal)
         openedHere.push(opened.id)
         if (reply.raw.destroyed) app.sessions.abandon(opened.id) // its client left while it opened
         return { content: [{ type: 'text', text: JSON.stringify(opened) }] }

@@ -35,14 +35,16 @@ const opening: FastifyPluginAsyncTypebox = async app => {
     // A session whose id never reaches its caller is ended: nobody could call or delete it, and
     // it would hold one of the caller's sessions until idle (found by an outside attack).
     const held: { id?: string, lost?: boolean, sent?: boolean } = {}
+    const gone = new AbortController() // a caller that leaves while it waits for a slot opens nothing
     reply.raw.once('finish', () => { held.sent = true })
     reply.raw.once('close', () => {
       if (held.sent === true) return
       held.lost = true
+      gone.abort()
       /* c8 ignore next -- the connection broke between the 201's first and last byte: no test can time it */
       if (held.id !== undefined) app.sessions.abandon(held.id)
     })
-    const opened = await openSession(app, request.tenant)
+    const opened = await openSession(app, request.tenant, gone.signal)
     held.id = opened.id
     if (held.lost === true) app.sessions.abandon(opened.id)
     return await reply.code(201).send(opened)

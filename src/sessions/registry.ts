@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import type { BackendName } from '../config.js'
 import type { SessionEnd, SessionSandbox } from '../backends/backend.js'
-import { ShuttingDownError, SessionBusyError, SessionStartError, SessionEndedError, SessionNotFoundError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
+import { ShuttingDownError, SessionBusyError, SessionStartError, SessionEndedError, SessionNotFoundError, SessionsForbiddenError, SessionsFullError, SessionsLimitedError, SessionsUnavailableError } from '../errors/errors.js'
 
 /** 24 random bytes: 192 bits, as base64url (32 characters). */
 const ID_BYTES = 24
@@ -15,10 +15,12 @@ const ID = /^([a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{32})$/
 const ENDED_KEPT = 10_000
 const ENDED_KEPT_MS = 24 * 3_600_000
 
-/** Who asks: a tenant's id (its key, else its address) and how many sessions it may hold. */
+/** Who asks: a tenant's id (its key, else its address), how many sessions it may hold, and the
+ *  most memory and processes its key lets one run have (a session may not exceed them). */
 export interface SessionCaller {
   readonly id: string
   readonly sessions: number
+  readonly ceilings: { readonly memoryMb: number, readonly processes: number }
 }
 
 export interface SessionsOptions {
@@ -27,6 +29,11 @@ export interface SessionsOptions {
   idleMs: number
   lifetimeMs: number
   memoryMiB: number
+  /** LIMIT_PROCESSES: each session's processes. */
+  processes: number
+  /** LIMIT_MEMORY_MB_MAX, the server's own ceiling of a run's memory: a key whose ceiling is below
+   *  it is held lower, and may open no session bigger than that. */
+  memoryCeilingMb: number
   /** The backend that would host them, and how it opens one (undefined: it hosts none). */
   backend: () => { name: BackendName, open: (() => Promise<SessionSandbox>) | undefined } | undefined
   /** True from the start of a shutdown: no new session opens (503 SHUTTING_DOWN, as /execute). */
@@ -114,20 +121,35 @@ export class SessionRegistry {
     return count
   }
 
-  /** Opens a session for `caller`: refused when sessions are off, the instance or the caller is at
-   *  its most. Its sandbox is a spare jail when one is ready (milliseconds), else a new one. */
-  async create (caller: SessionCaller): Promise<SessionInfo> {
-    if (this.options.draining()) throw new ShuttingDownError('it opens no new sessions')
+  /** Throws why `caller` could not open a session now (draining, sessions off, not allowed, at its
+   *  most, the instance full); returns how to open one. Cheap: the route asks before it waits for a
+   *  slot, and create() asks again once it has one. */
+  admit (caller: SessionCaller): () => Promise<SessionSandbox> {
+    if (this.options.draining() || this.closed) throw new ShuttingDownError('it opens no new sessions')
     const backend = this.options.backend()
-    if (this.closed || this.options.max === 0 || backend?.open === undefined) {
+    if (this.options.max === 0 || backend?.open === undefined) {
       throw new SessionsUnavailableError(this.options.max === 0 ? 'SESSIONS_MAX is 0' : backend === undefined ? 'no sandbox backend passes its probe' : `its backend (${backend.name}) hosts none: only nsjail does`)
     }
+    const { memoryMiB, processes, memoryCeilingMb } = this.options
+    if (caller.sessions === 0) throw new SessionsForbiddenError('its share of sessions is 0 (its key\'s sessions=, else SESSIONS_PER_CALLER)')
+    // A session's memory and processes are its jail's, the same for all callers: a key held below
+    // them by its own ceilings would get more in a session than in a run (an outside review).
+    if (caller.ceilings.memoryMb < Math.min(memoryMiB, memoryCeilingMb)) throw new SessionsForbiddenError(`its API key's memoryMb ceiling (${caller.ceilings.memoryMb}) is below a session's memory (SESSION_MEMORY_MB, ${memoryMiB})`)
+    if (caller.ceilings.processes < processes) throw new SessionsForbiddenError(`its API key's processes ceiling (${caller.ceilings.processes}) is below a session's processes (LIMIT_PROCESSES, ${processes})`)
     if (this.countOf(caller.id) >= caller.sessions) throw new SessionsLimitedError(caller.sessions)
     if (this.open.size + this.openingCount >= this.options.max) throw new SessionsFullError(this.options.max)
+    return backend.open
+  }
+
+  /** Opens a session for `caller` (refused as admit() says). Its sandbox is a spare jail when one
+   *  is ready (milliseconds), else a new one. */
+  async create (caller: SessionCaller): Promise<SessionInfo> {
+    const open = this.admit(caller)
+    const backend = this.options.backend() as NonNullable<ReturnType<SessionsOptions['backend']>>
     this.opening.set(caller.id, (this.opening.get(caller.id) ?? 0) + 1)
     let sandbox: SessionSandbox
     try {
-      sandbox = await backend.open()
+      sandbox = await open()
     } catch (error) {
       // Ours, not the caller's: a jail that would not start (the host short of something).
       this.options.log?.({ err: { message: (error as Error).message } }, 'a session\'s sandbox did not start')
@@ -139,7 +161,7 @@ export class SessionRegistry {
     }
     if (this.closed) {
       sandbox.close('the server is shutting down')
-      throw new SessionsUnavailableError('the server is shutting down')
+      throw new ShuttingDownError('it opens no new sessions')
     }
     const id = `${this.options.instance}.${randomBytes(ID_BYTES).toString('base64url')}`
     const now = Date.now()
@@ -216,14 +238,20 @@ export class SessionRegistry {
   }
 
   /** Runs one call of the caller's session through `run` (which takes a slot and calls the
-   *  sandbox); one at a time. `ended` in the result: this call ended the session. */
-  async call<T> (id: string, caller: SessionCaller, run: (sandbox: SessionSandbox) => Promise<T>): Promise<{ value: T, ended: boolean }> {
+   *  sandbox); one at a time. `ended` in the result: this call ended the session. Only a call that
+   *  reached the sandbox counts (`calls`, `lastCallAt`): one given up while it waited for a slot ran
+   *  nothing. */
+  async call<T> (id: string, caller: SessionCaller, run: (call: SessionSandbox['call']) => Promise<T>): Promise<{ value: T, ended: boolean }> {
     const session = this.find(id, caller)
     if (session.running) throw new SessionBusyError(id)
     session.running = true
     clearTimeout(session.idle) // a call is not idle time, however long it waits for a slot
+    let reached = false
     try {
-      const value = await run(session.sandbox)
+      const value = await run(async request => {
+        reached = true
+        return await session.sandbox.call(request)
+      })
       // The server ended it while the call ran (DELETE, its lifetime): the call did not fail, the
       // session is gone, and that is said as for any later call (the shutdown is the slots' to say).
       if (session.closing !== undefined) throw this.endedError(id, { owner: session.owner, at: Date.now(), code: 'CLOSED', message: session.closing }, ' during this call')
@@ -232,8 +260,10 @@ export class SessionRegistry {
       return { value, ended: this.open.get(id) !== session }
     } finally {
       session.running = false
-      session.calls++
-      session.lastCallAt = Date.now()
+      if (reached) {
+        session.calls++
+        session.lastCallAt = Date.now()
+      }
       if (this.open.has(id)) this.armIdle(session)
     }
   }

@@ -8,8 +8,11 @@ import type { Tenant } from '../plugins/access.js'
 import type { Execution } from '../plugins/sandbox.js'
 import type { SessionInfo } from './registry.js'
 
-/** Opens a session for `tenant` while holding a slot of its share; `signal`: its client left. */
-export async function openSession (app: FastifyInstance, tenant: Tenant, signal?: AbortSignal): Promise<SessionInfo> {
+/** Opens a session for `tenant` while holding a slot of its share; `signal`: its client left. A
+ *  refusal that needs no sandbox (sessions off, not allowed, at the caller's or the instance's
+ *  most) comes before the wait for a slot, not after it. */
+export async function openSession (app: FastifyInstance, tenant: Tenant, signal: AbortSignal): Promise<SessionInfo> {
+  app.sessions.admit(tenant)
   const lease = await app.sandbox.slots.acquire(tenant, signal)
   try {
     return await app.sessions.create(tenant)
@@ -23,5 +26,5 @@ export async function runInSession (app: FastifyInstance, id: string, tenant: Te
   const limits = { ...(run.limits as NonNullable<ScriptRequest['limits']>), memoryMiB: app.sessions.memoryMiB }
   // A caller that leaves does not stop its call (the session's state must not be left halfway);
   // one still waiting for a slot gives it up.
-  return await app.sessions.call(id, tenant, async sandbox => await app.sandbox.execute(run, signal, tenant, async leased => await sandbox.call({ ...leased, limits })))
+  return await app.sessions.call(id, tenant, async call => await app.sandbox.execute(run, signal, tenant, async leased => await call({ ...leased, limits })))
 }

@@ -191,7 +191,7 @@ t.test('deny: a session opened by open_session whose reply never reached the cli
   t.equal(backend.sessions[0]?.closedWith, 'its id never reached its caller')
 })
 
-t.test('open_session refused (the caller\'s sessions are all open) is a tool error with its code', async t => {
+t.test('open_session refused (the caller may have no session) is a tool error with its code', async t => {
   const app = await buildApp({ config: loadConfig({ RATE_LIMIT_MAX: '0', HOST: '127.0.0.1', SESSIONS_PER_CALLER: '0' }), backends: [new FakeSessionBackend('nsjail')] })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(async () => { await app.close() })
@@ -200,5 +200,5 @@ t.test('open_session refused (the caller\'s sessions are all open) is a tool err
   t.teardown(async () => { await client.close() })
   const refused = await client.callTool({ name: 'open_session', arguments: {} }) as CallToolResult
   t.equal(refused.isError, true)
-  t.match(text(refused), { code: 'SESSIONS_LIMITED' })
+  t.match(text(refused), { code: 'SESSIONS_FORBIDDEN' })
 })

@@ -258,7 +258,7 @@ t.test('a session opened while the server shuts down is closed at once', async t
   await new Promise(resolve => setTimeout(resolve, 50)) // the close has begun: its preClose hooks ran
   opened()
   const refused = await pending
-  t.match(refused.json(), { statusCode: 503, code: 'SESSIONS_UNAVAILABLE', message: /shutting down/ }, refused.payload)
+  t.match(refused.json(), { statusCode: 503, code: 'SHUTTING_DOWN', message: /shutting down/ }, refused.payload)
   await closing
   t.equal(backend.sessions[0]?.closedWith, 'the server is shutting down')
 })
@@ -303,6 +303,94 @@ t.test('deny: a session whose id never reached its caller (it left while the ses
   t.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /pysandbox_sessions_ended_total\{reason="abandoned"\} 1/)
 })
 
+t.test('deny: a key held below a session\'s memory or processes, or with sessions=0, opens none (403 SESSIONS_FORBIDDEN); allow: a key at or above them', async t => {
+  // A session's jail has SESSION_MEMORY_MB and LIMIT_PROCESSES whoever opens it: a key whose own
+  // ceilings are lower would get more in a session than in a run (an outside review: memoryMb=128
+  // ran 150 MiB and 8 processes in a session, 422 in /execute).
+  const dir = mkdtempSync(join(tmpdir(), 'pysandbox-sessions-ceilings-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const keys = { small: newKey('small'), few: newKey('few'), none: newKey('none'), ample: newKey('ample'), server: newKey('server') }
+  writeFileSync(join(dir, 'keys'), [
+    `${keys.small.line} memoryMb=128`, `${keys.few.line} processes=4`, `${keys.none.line} sessions=0`,
+    `${keys.ample.line} memoryMb=256 processes=32`, keys.server.line
+  ].join('\n') + '\n')
+  const limits = { SESSION_MEMORY_MB: '256', LIMIT_MEMORY_MB: '128', LIMIT_MEMORY_MB_MAX: '512', LIMIT_PROCESSES: '32', LIMIT_PROCESSES_MAX: '64' }
+  const { app, backend } = await sessionsApp(t, { API_KEYS_FILE: join(dir, 'keys'), ...limits })
+  const as = (key: { key: string }): Record<string, string> => ({ authorization: `Bearer ${key.key}` })
+  const expected = {
+    small: /its API key's memoryMb ceiling \(128\) is below a session's memory \(SESSION_MEMORY_MB, 256\)/,
+    few: /its API key's processes ceiling \(4\) is below a session's processes \(LIMIT_PROCESSES, 32\)/,
+    none: /its share of sessions is 0/
+  }
+  for (const [name, message] of Object.entries(expected)) {
+    const refused = await open(app, as(keys[name as keyof typeof expected]))
+    t.equal(refused.statusCode, 403, name)
+    t.match(refused.json(), { code: 'SESSIONS_FORBIDDEN', message }, name)
+  }
+  t.equal(backend.sessions.length, 0, 'nothing opened')
+  t.equal((await open(app, as(keys.ample))).statusCode, 201, 'allow: a key whose ceilings are a session\'s')
+  t.equal((await open(app, as(keys.server))).statusCode, 201, 'allow: a key with the server\'s ceilings')
+  // The server's own ceiling below SESSION_MEMORY_MB is the operator's choice: no caller is held back.
+  const { app: lower } = await sessionsApp(t, { ...limits, LIMIT_MEMORY_MB_MAX: '200' })
+  t.equal((await open(lower)).statusCode, 201, 'allow: LIMIT_MEMORY_MB_MAX (200) below SESSION_MEMORY_MB (256)')
+})
+
+t.test('a refusal that needs no sandbox comes at once, not after a wait for a slot', async t => {
+  const held = new HeldRun()
+  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSIONS_PER_CALLER: '0' }, backends: [backend] })
+  const running = app.inject({ method: 'POST', url: '/execute', payload: '{"script": "x"}', headers: JSON_HEADERS })
+  await held.started(1)
+  const refused = await Promise.race([open(app), new Promise<undefined>(resolve => setTimeout(resolve, 2000))])
+  t.match(refused?.json(), { statusCode: 403, code: 'SESSIONS_FORBIDDEN' }, 'answered while the slot is still taken')
+  held.finish()
+  await running
+})
+
+t.test('a caller that leaves while its open waits for a slot opens nothing (its slot wait is given up)', async t => {
+  const held = new HeldRun()
+  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSIONS_PER_CALLER: '1' }, backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const running = fetch(`http://127.0.0.1:${port}/execute`, { method: 'POST', body: '{"script": "x"}', headers: JSON_HEADERS })
+  await held.started(1)
+  const leaving = new AbortController()
+  const opening = fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST', signal: leaving.signal }).catch(() => undefined)
+  await until(() => app.sandbox.slots.queued > 0, 'the open waits for the slot')
+  leaving.abort()
+  await opening
+  await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
+  held.finish()
+  await running
+  t.equal(backend.sessions.length, 0, 'no session was opened for a caller that left')
+  t.equal((await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens one')
+})
+
+t.test('a call given up while it waited for a slot ran nothing, and is not counted (calls, lastCallAt)', async t => {
+  const held = new HeldRun()
+  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4' }, backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const id = idOf(await open(app))
+  const running = fetch(`http://127.0.0.1:${port}/execute`, { method: 'POST', body: '{"script": "x"}', headers: JSON_HEADERS })
+  await held.started(1)
+  const leaving = new AbortController()
+  const calling = fetch(`http://127.0.0.1:${port}/sessions/${id}/execute`, { method: 'POST', body: '{"script": "x = 1"}', headers: JSON_HEADERS, signal: leaving.signal }).catch(() => undefined)
+  await until(() => app.sandbox.slots.queued > 0, 'the call waits for the slot')
+  leaving.abort()
+  await calling
+  await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
+  held.finish()
+  await running
+  t.equal(backend.sessions[0]?.calls.length, 0, 'the sandbox was never called')
+  await until(() => !(app.sessions.get(id, { id: 'address:127.0.0.1', sessions: 1, ceilings: { memoryMb: 512, processes: 32 } }).running), 'the call over')
+  t.match((await app.inject({ method: 'GET', url: `/sessions/${id}` })).json(), { calls: 0, lastCallAt: null, running: false })
+  t.equal((await call(app, id)).statusCode, 200, 'allow: the next call runs')
+  t.match((await app.inject({ method: 'GET', url: `/sessions/${id}` })).json(), { calls: 1 })
+})
+
 t.test('opening a session takes an execution slot of the caller\'s share, like a run (it may import numpy and pandas)', async t => {
   const held = new HeldRun()
   const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
@@ -320,9 +408,9 @@ t.test('opening a session takes an execution slot of the caller\'s share, like a
 
 t.test('the registry: opens from one caller at once are counted while they open; ended sessions are remembered within a bound, oldest forgotten first', async t => {
   const backend = new FakeSessionBackend('nsjail')
-  const registry = new SessionRegistry({ instance: 'r', max: 10, idleMs: 60_000, lifetimeMs: 60_000, memoryMiB: 256, endedKept: 2, draining: () => false, backend: () => ({ name: 'nsjail', open: async () => await backend.openSession() }) })
+  const registry = new SessionRegistry({ instance: 'r', max: 10, idleMs: 60_000, lifetimeMs: 60_000, memoryMiB: 256, processes: 32, memoryCeilingMb: 512, endedKept: 2, draining: () => false, backend: () => ({ name: 'nsjail', open: async () => await backend.openSession() }) })
   t.teardown(() => registry.closeAll('test over'))
-  const caller = { id: 'key:a', sessions: 2 }
+  const caller = { id: 'key:a', sessions: 2, ceilings: { memoryMb: 512, processes: 32 } }
   let release!: () => void
   backend.gate = new Promise(resolve => { release = resolve })
   const both = [registry.create(caller), registry.create(caller)]
