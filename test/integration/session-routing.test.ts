@@ -8,6 +8,9 @@ import { once } from 'node:events'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, join, resolve } from 'node:path'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js'
 import t, { type Test } from 'tap'
 import { PROJECT_ROOT } from '../../src/config.js'
 import { TEST_LIMITS, externalUrl, freePort, waitFor } from '../helpers/server.js'
@@ -155,6 +158,32 @@ async function nginx (t: Test, sessions: string, port: number): Promise<{ url: s
   return { url, log: () => readFileSync(join(dir, 'access.log'), 'utf8') }
 }
 
+const MCP_CALLS = 6
+
+/** Through `proxy`'s /mcp with the SDK's client: open_session, then MCP_CALLS run_in_session calls
+ *  each reading the state the one before left and setting its own, then close_session. */
+async function mcpSession (proxy: string): Promise<{ ok: number, lost: number, instance: string }> {
+  const client = new Client({ name: 'pysandbox-routing-test', version: '1' })
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${proxy}/mcp`)))
+  const text = (result: unknown): Record<string, any> => JSON.parse(((result as CallToolResult).content[0] as { text: string }).text) as Record<string, any>
+  try {
+    const opened = await client.callTool({ name: 'open_session', arguments: {} })
+    const id = String(text(opened).id)
+    let ok = 0
+    let lost = 0
+    for (let i = 0; i < MCP_CALLS; i++) {
+      const script = `before = globals().get("step")\nstep = ${i}\nbefore`
+      const reply = text(await client.callTool({ name: 'run_in_session', arguments: { session: id, script } }))
+      if (reply.code === 'SESSION_NOT_FOUND') lost++
+      else if (reply.result === (i === 0 ? null : i - 1)) ok++
+    }
+    await client.callTool({ name: 'close_session', arguments: { session: id } }) // misrouted (the sabotage): its instance ends it at exit
+    return { ok, lost, instance: holderOf(id) }
+  } finally {
+    await client.close()
+  }
+}
+
 /** A value of its own for each session, so one session's state is never taken for another's. */
 const token = (i: number): string => `state-${i}-${Math.random().toString(36).slice(2)}`
 
@@ -166,8 +195,8 @@ else {
   const proxied = async (t: Test, routing: boolean): Promise<{ url: string, log: () => string }> => {
     const port = await freePort()
     return await nginx(t, configWith([
-      { from: EXAMPLE_ADDRESSES.a, to: new URL(urls.a).host, times: 2 },
-      { from: EXAMPLE_ADDRESSES.b, to: new URL(urls.b).host, times: 2 },
+      { from: EXAMPLE_ADDRESSES.a, to: new URL(urls.a).host, times: 3 },
+      { from: EXAMPLE_ADDRESSES.b, to: new URL(urls.b).host, times: 3 },
       { from: 'listen 80;', to: `listen 127.0.0.1:${port};`, times: 1 },
       // The sabotage: every request round-robin, sessions' calls included.
       ...(routing ? [] : [{ from: 'proxy_pass http://$pysandbox_upstream;', to: 'proxy_pass http://pysandbox_all;', times: 1 }])
@@ -240,6 +269,12 @@ else {
       }
     })
 
+    await t.test('MCP through the proxy: a caller\'s open_session and every run_in_session reach one instance', async t => {
+      const { ok, lost, instance } = await mcpSession(proxy.url)
+      t.equal(lost, 0, `run_in_session calls that reached the wrong instance (instance ${instance})`)
+      t.equal(ok, MCP_CALLS, 'every call found the state of the one before')
+    })
+
     await t.test('/execute goes round-robin over both instances', async t => {
       for (let i = 0; i < 4; i++) t.equal((await call(proxy.url, 'POST', '/execute', { script: 'def main():\n    return 1\n' })).body.result, 1, `/execute ${i}`)
       const reached = new Set(proxy.log().split('\n').filter(line => line.startsWith('POST /execute 200 ')).map(line => line.split(' ')[3]))
@@ -264,5 +299,7 @@ else {
     t.ok(lost >= 1, `calls that reached the wrong instance: ${lost} of ${2 * SESSIONS}`)
     t.ok(kept < SESSIONS, `sessions whose state was there: ${kept} of ${SESSIONS} (the routing test above would fail)`)
     for (const id of ids) await call(urls[holderOf(id) as Instance], 'DELETE', `/sessions/${id}`)
+    const mcp = await mcpSession(proxy.url)
+    t.ok(mcp.lost >= 1, `MCP: run_in_session calls that reached the wrong instance: ${mcp.lost} of ${MCP_CALLS}`)
   })
 }
