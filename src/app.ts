@@ -11,6 +11,7 @@ import { Redis } from 'ioredis'
 import { ceilingsOf, tenantSharesOf, trustProxyOf, type Config } from './config.js'
 import { limitsFrom } from './backends/backend.js'
 import access from './plugins/access.js'
+import crossSite from './plugins/cross-site.js'
 import { urlHoldsKey } from './access/keys.js'
 import type { SandboxBackend } from './backends/backend.js'
 import { createBackends } from './backends/index.js'
@@ -153,6 +154,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   })
   const shares = tenantSharesOf(config)
   const ceilings = ceilingsOf(config)
+  await app.register(crossSite)
   await app.register(access, {
     keysFile: config.API_KEYS_FILE,
     defaults: { rate: config.RATE_LIMIT_MAX, ...shares, sessions: config.SESSIONS_PER_CALLER, ceilings },

@@ -6,7 +6,7 @@
 export const REQUEST_ERROR_CODES = [
   'INVALID_JSON', 'INVALID_REQUEST', 'UNAUTHORIZED', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'REQUEST_TIMEOUT',
   'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'CONCURRENCY_LIMITED', 'HEADERS_TOO_LARGE',
-  'SESSION_NOT_FOUND', 'SESSION_ENDED', 'SESSION_BUSY', 'SESSIONS_FORBIDDEN', 'SESSIONS_LIMITED'
+  'CROSS_SITE_REQUEST', 'SESSION_NOT_FOUND', 'SESSION_ENDED', 'SESSION_BUSY', 'SESSIONS_FORBIDDEN', 'SESSIONS_LIMITED'
 ] as const
 
 /** What harness/run.py reports on the result channel (its CODES). */
@@ -40,6 +40,7 @@ export const ERRORS: Readonly<Record<ErrorCode, { status: number, meaning: strin
   RATE_LIMITED: { status: 429, meaning: 'too many requests from this caller (its API key, else its address) in the window; retry after Retry-After' },
   CONCURRENCY_LIMITED: { status: 429, meaning: 'this caller already has its share of running and waiting executions (TENANT_SLOTS, TENANT_QUEUE), or more bytes of replies it has not read than UNREAD_REPLY_BYTES_PER_CALLER; retry after Retry-After' },
   HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers are larger than 16 KiB' },
+  CROSS_SITE_REQUEST: { status: 403, meaning: 'a browser sent this request from another site\'s page (its Sec-Fetch-Site, or an Origin other than this server\'s): this API serves no other site\'s pages; nothing ran' },
   SESSION_NOT_FOUND: { status: 404, meaning: 'no session with this id on this instance for this caller (another caller\'s session is not found either); when the id names another instance, the message says which: route a session\'s calls to the instance that opened it' },
   SESSION_ENDED: { status: 410, meaning: 'the session has ended (deleted, idle for SESSION_IDLE_MS, past SESSION_LIFETIME_MS, or a call ended it: `endedBy` gives the code) and cannot be resumed; open a new one' },
   SESSION_BUSY: { status: 409, meaning: 'a call of this session is still running: a session runs one call at a time; retry after Retry-After' },

@@ -28,6 +28,7 @@ export const SandboxStartError = define('BUSY', 'the server cannot start a sandb
 export const UnreadRepliesError = define('CONCURRENCY_LIMITED', 'this caller has %s bytes of replies it has not read, over the %s allowed (UNREAD_REPLY_BYTES_PER_CALLER); read them (or close those connections), then retry')
 export const UnreadRepliesBusyError = define('BUSY', 'the server holds too many replies its clients have not read yet; nothing ran; retry later')
 export const SandboxUnavailableError = define('SANDBOX_UNAVAILABLE', 'no permitted sandbox backend passed its probe: nothing is executed (see /readyz)')
+export const CrossSiteError = define('CROSS_SITE_REQUEST', 'refused: a browser sent this request from another site\'s page (%s); this API serves no other site\'s pages')
 export const SessionNotFoundError = define('SESSION_NOT_FOUND', '%s')
 export const SessionEndedError = define('SESSION_ENDED', '%s')
 export const SessionBusyError = define('SESSION_BUSY', 'session %s is running a call: a session runs one call at a time; retry when it has answered')
