@@ -118,7 +118,8 @@ rmSync(mplConfig, { recursive: true, force: true })
 const heavy = 2 * config.CONCURRENCY
 
 /** Opening sessions, one at a time, each once the backend's spare jail is ready again (so each
- *  open is what a caller gets from a server at rest), then ended. */
+ *  open is what a caller gets from a server at rest; SESSION_SPARE_INTERVAL_MS is 0 here, or each
+ *  open would wait for the throttled replacement), then ended. */
 async function sessionOpens (url: string, app: Awaited<ReturnType<typeof buildApp>>, opens: number): Promise<Figures> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const latencies: number[] = []
@@ -141,7 +142,7 @@ interface Measured { backend: string, memoryRung: unknown, warm: unknown, warmRu
 async function measure (warm: boolean): Promise<Measured> {
   // One client measuring the server's capacity: every slot is its share (TENANT_SLOTS's default
   // keeps one slot for other callers; README "Running it exposed").
-  const app = await buildApp({ config: loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent', WARM_SANDBOXES: String(warm), TENANT_SLOTS: String(config.CONCURRENCY) }) })
+  const app = await buildApp({ config: loadConfig({ ...process.env, RATE_LIMIT_MAX: '0', LOG_LEVEL: 'silent', WARM_SANDBOXES: String(warm), TENANT_SLOTS: String(config.CONCURRENCY), SESSION_SPARE_INTERVAL_MS: '0' }) })
   await app.listen({ port: 0, host: '127.0.0.1' })
   try {
     const { port } = app.server.address() as { port: number }

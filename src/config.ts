@@ -77,6 +77,7 @@ export const ConfigSchema = Type.Object({
   SESSION_IDLE_MS: Type.Integer({ default: 600_000, minimum: 1000, maximum: 86_400_000, description: 'A session with no call for this long ends (ms)' }),
   SESSION_LIFETIME_MS: Type.Integer({ default: 3_600_000, minimum: 1000, maximum: 604_800_000, description: 'A session ends this long after it was opened, however busy (ms); a call still running then is stopped' }),
   SESSION_SPARES: Type.Integer({ default: 1, minimum: 0, maximum: 8, description: 'Session jails kept started ahead (numpy and pandas imported), so opening a session takes milliseconds, not an import; each holds its imports\' memory' }),
+  SESSION_SPARE_INTERVAL_MS: Type.Integer({ default: 10_000, minimum: 0, maximum: 3_600_000, description: 'A spare taken by an open is replaced at most once per this many ms (0: at once). Its import runs outside any execution slot: without a bound, opening and deleting sessions in a loop spent a core there. Opens in between with no spare ready import in their own slot' }),
   TRUST_PROXY: Type.String({ default: 'false', description: 'Which X-Forwarded-For entries to believe: `false` (none: the address is the connection\'s), the number of proxies in front of the server (Cloud Run: 1), or their addresses and CIDR ranges, comma-separated. Never `true`: every entry would be believed, and a client writes the first one' })
 }, { additionalProperties: true })
 

@@ -24,7 +24,7 @@ export function nsjailOptions (config: Config, limits: Limits): NsjailOptions {
     // ceilings are their own, warm sandboxes or not (an outside review found a session capped at
     // the defaults with warm off: its output cut unflagged, its CPU ended early).
     sessions: config.SESSIONS_MAX > 0
-      ? { memoryMiB: config.SESSION_MEMORY_MB, seats: config.SESSIONS_MAX + config.SESSION_SPARES, spares: config.SESSION_SPARES, ceilings: jailCeilings }
+      ? { memoryMiB: config.SESSION_MEMORY_MB, seats: config.SESSIONS_MAX + config.SESSION_SPARES, spares: config.SESSION_SPARES, spareIntervalMs: config.SESSION_SPARE_INTERVAL_MS, ceilings: jailCeilings }
       : undefined
   }
 }

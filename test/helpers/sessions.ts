@@ -25,7 +25,7 @@ export function testLimits (overrides: Partial<Limits> = {}): Limits {
 
 /** The server's sessions as the configuration makes them (warm sandboxes off: the ceilings are the sessions' own). */
 const CONFIGURED = nsjailOptions(sessionConfig(), limitsFrom(sessionConfig())).sessions as SessionOptions
-export const SESSIONS: SessionOptions = { memoryMiB: 256, seats: 8, spares: 1, ceilings: CONFIGURED.ceilings }
+export const SESSIONS: SessionOptions = { memoryMiB: 256, seats: 8, spares: 1, spareIntervalMs: 0, ceilings: CONFIGURED.ceilings }
 
 /** A probed backend with sessions on; `Backend` lets the sabotage tests pass a subclass. */
 export async function sessionBackend (sessions: SessionOptions = SESSIONS, Backend: typeof NsjailBackend = NsjailBackend): Promise<NsjailBackend> {

@@ -271,6 +271,23 @@ t.test('spares: a ready spare opens a session in well under a pandas import; wit
   t.match(backend.sessionStats(), { open: Number })
 })
 
+t.test('deny: a spare taken by an open is replaced at most once per spareIntervalMs (its import runs outside any slot); allow: at once with 0', ROOT, async t => {
+  // An outside review looped open/delete: every open's replacement spare imported numpy and
+  // pandas outside any execution slot, about a core's worth. Opens in between find no spare and
+  // import in their own slot.
+  for (const [spareIntervalMs, replaced] of [[60_000, false], [0, true]] as const) {
+    const throttled = await sessionBackend({ ...SESSIONS, seats: 4, spares: 1, spareIntervalMs })
+    t.teardown(async () => await throttled.close())
+    await spareReady(throttled)
+    const first = await throttled.openSession() // takes the spare: its replacement starts (the first)
+    await spareReady(throttled)
+    const second = await throttled.openSession() // takes that one: the next waits for the interval
+    await new Promise(resolve => setTimeout(resolve, 200))
+    t.same(throttled.sessionStats().spares, replaced ? 1 : 0, `interval ${spareIntervalMs} ms: ${replaced ? 'replaced at once' : 'no replacement started within it'}`)
+    for (const session of [first, second]) session.close('done')
+  }
+})
+
 t.test('seats: a spare still starting is waited for; no free seat is an error; a seat is free again once its jail has exited', ROOT, async t => {
   const small = await sessionBackend({ ...SESSIONS, seats: 2, spares: 1 })
   t.teardown(async () => await small.close())

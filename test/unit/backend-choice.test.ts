@@ -276,7 +276,7 @@ t.test('no re-probe after close', async t => {
 
 t.test('nsjailOptions: session seats for SESSIONS_MAX sessions and their spares; none with SESSIONS_MAX 0', async t => {
   const on = loadConfig({ SESSIONS_MAX: '3', SESSION_SPARES: '2', SESSION_MEMORY_MB: '300', LIMIT_CPU_S: '5', LIMIT_CPU_S_MAX: '20', LIMIT_OUTPUT_BYTES_MAX: '4194304' })
-  t.same(nsjailOptions(on, limitsFrom(on)).sessions, { memoryMiB: 300, seats: 5, spares: 2, ceilings: { cpuSeconds: 20, outputBytes: 4194304 } })
+  t.same(nsjailOptions(on, limitsFrom(on)).sessions, { memoryMiB: 300, seats: 5, spares: 2, spareIntervalMs: 10_000, ceilings: { cpuSeconds: 20, outputBytes: 4194304 } })
   const cold = loadConfig({ WARM_SANDBOXES: 'false', LIMIT_CPU_S: '5', LIMIT_CPU_S_MAX: '20' })
   t.same(nsjailOptions(cold, limitsFrom(cold)).sessions?.ceilings.cpuSeconds, 20, 'a session\'s ceilings with warm sandboxes off')
   const off = loadConfig({ SESSIONS_MAX: '0' })

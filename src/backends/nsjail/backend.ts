@@ -37,6 +37,9 @@ export interface SessionOptions {
   seats: number
   /** Session jails kept started and ready ahead of need. */
   spares: number
+  /** A spare taken by an open is replaced at most once per this many ms: its import runs outside
+   *  any slot (an outside review looped open/delete and spent a core on replacements). */
+  spareIntervalMs: number
   /** The most CPU time and output a call may ask for (the jail's own caps, warm sandboxes or not). */
   ceilings: Pick<Limits, 'cpuSeconds' | 'outputBytes'>
 }
@@ -110,6 +113,9 @@ export class NsjailBackend implements SandboxBackend {
   /** Sessions are served once a probe has passed, until close(). */
   private sessionsOn = false
   private spareCount = 0
+  /** When the last replacement spare started, and the timer that starts the next one. */
+  private lastReplacement = Number.NEGATIVE_INFINITY
+  private replacementTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly options: NsjailOptions) {
     const seats = options.sessions?.seats ?? 0
@@ -237,11 +243,21 @@ export class NsjailBackend implements SandboxBackend {
     return jail
   }
 
-  /** Spares up to the configured number, started in the background. */
-  private replenishSpares (): void {
+  /** Spares up to the configured number, started in the background: all at once after the probe
+   *  (`initial`), else one replacement per `spareIntervalMs`. */
+  private replenishSpares (initial = false): void {
     while (this.sessionsOn && this.spares.length < this.spareCount) {
+      const wait = this.lastReplacement + (this.options.sessions?.spareIntervalMs ?? 0) - Date.now()
+      if (!initial && wait > 0) {
+        this.replacementTimer ??= setTimeout(() => {
+          this.replacementTimer = undefined
+          this.replenishSpares()
+        }, wait).unref()
+        return
+      }
       const jail = this.startSessionJail()
       if (jail === undefined) return
+      if (!initial) this.lastReplacement = Date.now()
       this.spares.push(jail)
       jail.whenReady().then(ready => {
         if (!ready && this.sessionsOn) this.options.log?.(`a spare session sandbox did not start: ${jail.reason}`)
@@ -344,6 +360,7 @@ export class NsjailBackend implements SandboxBackend {
     const pool = this.pool
     this.pool = undefined
     this.sessionsOn = false
+    clearTimeout(this.replacementTimer)
     const jails = [...this.spares, ...this.openSessions]
     for (const jail of jails) jail.close('the server is shutting down')
     // The jails' processes are unref'd: a timer of our own keeps the process alive until they have
@@ -378,7 +395,7 @@ export class NsjailBackend implements SandboxBackend {
           this.sessionsOn = true
           this.spareCount = this.options.sessions.spares
           // Started after the probe has returned, so they run with whatever launch() gives then.
-          setImmediate(() => this.replenishSpares())
+          setImmediate(() => this.replenishSpares(true))
         }
         return {
           ...report,
