@@ -44,6 +44,12 @@ const opening: FastifyPluginAsyncTypebox = async app => {
       /* c8 ignore next -- the connection broke between the 201's first and last byte: no test can time it */
       if (held.id !== undefined) app.sessions.abandon(held.id)
     })
+    // Left before this handler ran (during an earlier hook): its 'close' has been and gone.
+    /* c8 ignore next 4 -- a connection closed between the hooks and the handler: no test can time it */
+    if (reply.raw.destroyed) {
+      held.lost = true
+      gone.abort()
+    }
     const opened = await openSession(app, request.tenant, gone.signal)
     held.id = opened.id
     if (held.lost === true) app.sessions.abandon(opened.id)

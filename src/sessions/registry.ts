@@ -66,6 +66,8 @@ interface Session {
   readonly createdAt: number
   readonly sandbox: SessionSandbox
   lastCallAt: number | undefined
+  /** When the idle timer was last armed: its expiry is this + SESSION_IDLE_MS. */
+  idleFrom: number
   calls: number
   running: boolean
   idle: NodeJS.Timeout | undefined
@@ -151,6 +153,8 @@ export class SessionRegistry {
     try {
       sandbox = await open()
     } catch (error) {
+      // The server closed the jails while this one started: a shutdown, said as such.
+      if (this.closed) throw new ShuttingDownError('it opens no new sessions')
       // Ours, not the caller's: a jail that would not start (the host short of something).
       this.options.log?.({ err: { message: (error as Error).message } }, 'a session\'s sandbox did not start')
       throw new SessionStartError()
@@ -172,6 +176,7 @@ export class SessionRegistry {
       createdAt: now,
       sandbox,
       lastCallAt: undefined,
+      idleFrom: now,
       calls: 0,
       running: false,
       idle: undefined,
@@ -187,6 +192,7 @@ export class SessionRegistry {
 
   private armIdle (session: Session): void {
     clearTimeout(session.idle)
+    session.idleFrom = Date.now()
     session.idle = setTimeout(() => this.end(session, 'idle', `it had no call for ${this.options.idleMs} ms (SESSION_IDLE_MS)`), this.options.idleMs).unref()
   }
 
@@ -223,7 +229,7 @@ export class SessionRegistry {
       backend: session.backend,
       createdAt: new Date(session.createdAt).toISOString(),
       lastCallAt: last === undefined ? null : new Date(last).toISOString(),
-      expiresAt: new Date(Math.min(session.createdAt + lifetimeMs, (last ?? session.createdAt) + idleMs)).toISOString(),
+      expiresAt: new Date(Math.min(session.createdAt + lifetimeMs, session.idleFrom + idleMs)).toISOString(),
       idleTimeoutMs: idleMs,
       lifetimeMs,
       calls: session.calls,

@@ -3,6 +3,7 @@
 // numpy and pandas: CPU the slots must account for, found by an outside attack); a call with the
 // call's limits and the session's own memory, one at a time.
 import type { FastifyInstance } from 'fastify'
+import { ClientClosedError } from '../errors/errors.js'
 import type { ScriptRequest } from '../backends/backend.js'
 import type { Tenant } from '../plugins/access.js'
 import type { Execution } from '../plugins/sandbox.js'
@@ -14,6 +15,11 @@ import type { SessionInfo } from './registry.js'
 export async function openSession (app: FastifyInstance, tenant: Tenant, signal: AbortSignal): Promise<SessionInfo> {
   app.sessions.admit(tenant)
   const lease = await app.sandbox.slots.acquire(tenant, signal)
+  /* c8 ignore next 4 -- the caller left in the instant its slot was granted: no test can time it */
+  if (signal.aborted) { // nobody would read the id
+    lease.release()
+    throw new ClientClosedError()
+  }
   try {
     return await app.sessions.create(tenant)
   } finally {

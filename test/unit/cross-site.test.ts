@@ -16,13 +16,16 @@ t.test('deny: POST /sessions and /execute from another site\'s page (Sec-Fetch-S
     { 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' },
     { 'sec-fetch-site': 'same-site', origin: 'http://evil.localhost:8080' },
     { origin: 'https://evil.example' }, // a browser without Sec-Fetch-*
-    { origin: 'null' } // a sandboxed frame, a file:// page
+    { origin: 'null' }, // a sandboxed frame, a file:// page
+    { origin: 'https://evil.example', 'x-forwarded-host': 'pysandbox.example' } // a proxy's host is not the page's
   ]
   for (const headers of attacks) {
     const opened = await app.inject({ method: 'POST', url: '/sessions', headers: { host: HOST, ...headers } })
     t.equal(opened.statusCode, 403, JSON.stringify(headers))
     t.match(opened.json(), { code: 'CROSS_SITE_REQUEST', message: /another site's page/ })
-    const ran = await app.inject({ ...EXECUTE, headers: { host: HOST, 'content-type': 'text/plain', ...headers } })
+    // JSON, which a page could send only after a preflight the API never answers: the 403 shows
+    // the plugin, not the content type, refused it.
+    const ran = await app.inject({ ...EXECUTE, headers: { host: HOST, 'content-type': 'application/json', ...headers } })
     t.equal(ran.statusCode, 403, `/execute ${JSON.stringify(headers)}`)
   }
   t.equal(backend.sessions.length, 0, 'no session opened')
@@ -36,7 +39,8 @@ t.test('allow: the server\'s own pages, a typed URL, a matching Origin, clients 
     {}, // curl, SDKs
     { 'sec-fetch-site': 'same-origin', origin: `http://${HOST}` }, // the playground, /docs
     { 'sec-fetch-site': 'none' }, // typed or bookmarked
-    { origin: `http://${HOST}` } // a browser without Sec-Fetch-*, same origin
+    { origin: `http://${HOST}` }, // a browser without Sec-Fetch-*, same origin
+    { origin: 'http://pysandbox.example:8080', 'x-forwarded-host': 'pysandbox.example:8080' } // behind a proxy that rewrote Host
   ]
   for (const headers of allowed) {
     const ran = await app.inject({ ...EXECUTE, headers: { host: HOST, 'content-type': 'application/json', ...headers } })

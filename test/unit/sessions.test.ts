@@ -263,6 +263,20 @@ t.test('a session opened while the server shuts down is closed at once', async t
   t.equal(backend.sessions[0]?.closedWith, 'the server is shutting down')
 })
 
+t.test('a session whose sandbox fails to start because the server shuts down is 503 SHUTTING_DOWN, not SESSIONS_UNAVAILABLE', async t => {
+  let fail!: (error: Error) => void
+  const backend = new FakeSessionBackend('nsjail')
+  backend.gate = new Promise((_resolve, reject) => { fail = reject })
+  const { app } = await build(t, { backends: [backend] })
+  const pending = open(app)
+  await until(() => backend.opening > 0, 'the open')
+  const closing = app.close()
+  await new Promise(resolve => setTimeout(resolve, 50)) // the close has begun: its preClose hooks ran
+  fail(new Error('the jail was closed while it started'))
+  t.match((await pending).json(), { statusCode: 503, code: 'SHUTTING_DOWN' })
+  await closing
+})
+
 t.test('a call the server ended (DELETE, lifetime) is 410 SESSION_ENDED, not the script\'s failure; not counted as an execution', async t => {
   let release!: () => void
   const { app, backend } = await sessionsApp(t, {}, async (_call, session) => {
@@ -370,7 +384,7 @@ t.test('a caller that leaves while its open waits for a slot opens nothing (its 
 t.test('a call given up while it waited for a slot ran nothing, and is not counted (calls, lastCallAt)', async t => {
   const held = new HeldRun()
   const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
-  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4' }, backends: [backend] })
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSION_IDLE_MS: '5000' }, backends: [backend] })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   const id = idOf(await open(app))
@@ -379,6 +393,8 @@ t.test('a call given up while it waited for a slot ran nothing, and is not count
   const leaving = new AbortController()
   const calling = fetch(`http://127.0.0.1:${port}/sessions/${id}/execute`, { method: 'POST', body: '{"script": "x = 1"}', headers: JSON_HEADERS, signal: leaving.signal }).catch(() => undefined)
   await until(() => app.sandbox.slots.queued > 0, 'the call waits for the slot')
+  await new Promise(resolve => setTimeout(resolve, 600)) // waiting is not idle time
+  const abandonedAt = Date.now()
   leaving.abort()
   await calling
   await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
@@ -386,7 +402,9 @@ t.test('a call given up while it waited for a slot ran nothing, and is not count
   await running
   t.equal(backend.sessions[0]?.calls.length, 0, 'the sandbox was never called')
   await until(() => !(app.sessions.get(id, { id: 'address:127.0.0.1', sessions: 1, ceilings: { memoryMb: 512, processes: 32 } }).running), 'the call over')
-  t.match((await app.inject({ method: 'GET', url: `/sessions/${id}` })).json(), { calls: 0, lastCallAt: null, running: false })
+  const described = (await app.inject({ method: 'GET', url: `/sessions/${id}` })).json()
+  t.match(described, { calls: 0, lastCallAt: null, running: false })
+  t.ok(Date.parse(described.expiresAt) >= abandonedAt + 5000 - 100, `the idle timer restarted when the wait ended, and expiresAt says so (${described.expiresAt})`)
   t.equal((await call(app, id)).statusCode, 200, 'allow: the next call runs')
   t.match((await app.inject({ method: 'GET', url: `/sessions/${id}` })).json(), { calls: 1 })
 })
