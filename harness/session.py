@@ -528,9 +528,12 @@ def coarse_now():
 def kernel_call(data, module, result_w, owner, last_end):
     request = harness.parse_request(data)
     del data
-    # Files are stamped with the coarse clock: a call starts on a later tick than the last one
-    # ended, so "changed since the call started" never takes an earlier call's files.
-    # (Only when output/ holds files at all: else nothing of an earlier call can be mistaken.)
+    # Files are stamped with the coarse clock or finer (multigrain timestamps, Linux 6.13+: once
+    # a file's times were read, its next change is stamped from the fine clock), never below the
+    # coarse clock and never above the fine one. So a call starts (coarse) only once the coarse
+    # clock has passed the last call's end read from the fine clock: "changed since the call
+    # started" then takes every file this call writes and none an earlier call wrote. (Only when
+    # output/ holds files at all: else nothing of an earlier call can be mistaken.)
     started = coarse_now()
     while started <= last_end and output_holds_files():
         time.sleep(0.001)
@@ -566,7 +569,7 @@ def kernel_call(data, module, result_w, owner, last_end):
         message = returned = None
         encoded = harness.encode(harness.failure(harness.MEMORY_LIMIT_EXCEEDED,
                                                  "the run ran out of memory while its reply was encoded"), RESULT_LIMIT)
-    end_mark = coarse_now()
+    end_mark = time.time_ns()  # the fine clock: no file of this call is stamped later
     workdir.write_all(result_w, LENGTH.pack(len(encoded)) + encoded)
     return end_mark
 

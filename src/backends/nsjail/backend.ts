@@ -113,6 +113,7 @@ export class NsjailBackend implements SandboxBackend {
   /** Sessions are served once a probe has passed, until close(). */
   private sessionsOn = false
   private spareCount = 0
+  private spareIntervalMs = 0
   /** When the last replacement spare started, and the timer that starts the next one. */
   private lastReplacement = Number.NEGATIVE_INFINITY
   private replacementTimer: NodeJS.Timeout | undefined
@@ -247,7 +248,7 @@ export class NsjailBackend implements SandboxBackend {
    *  (`initial`), else one replacement per `spareIntervalMs`. */
   private replenishSpares (initial = false): void {
     while (this.sessionsOn && this.spares.length < this.spareCount) {
-      const wait = this.lastReplacement + (this.options.sessions?.spareIntervalMs ?? 0) - Date.now()
+      const wait = this.lastReplacement + this.spareIntervalMs - Date.now()
       if (!initial && wait > 0) {
         this.replacementTimer ??= setTimeout(() => {
           this.replacementTimer = undefined
@@ -394,6 +395,7 @@ export class NsjailBackend implements SandboxBackend {
         if (this.options.sessions !== undefined && !this.sessionsOn) {
           this.sessionsOn = true
           this.spareCount = this.options.sessions.spares
+          this.spareIntervalMs = this.options.sessions.spareIntervalMs
           // Started after the probe has returned, so they run with whatever launch() gives then.
           setImmediate(() => this.replenishSpares(true))
         }
