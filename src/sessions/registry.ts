@@ -124,9 +124,9 @@ export class SessionRegistry {
   }
 
   /** Throws why `caller` could not open a session now (draining, sessions off, not allowed, at its
-   *  most, the instance full); returns how to open one. Cheap: the route asks before it waits for a
-   *  slot, and create() asks again once it has one. */
-  admit (caller: SessionCaller): () => Promise<SessionSandbox> {
+   *  most, the instance full); returns the backend that opens it. Cheap: the route asks before
+   *  it waits for a slot, and create() asks again once it has one. */
+  admit (caller: SessionCaller): { name: BackendName, open: () => Promise<SessionSandbox> } {
     if (this.options.draining() || this.closed) throw new ShuttingDownError('it opens no new sessions')
     const backend = this.options.backend()
     if (this.options.max === 0 || backend?.open === undefined) {
@@ -140,18 +140,17 @@ export class SessionRegistry {
     if (caller.ceilings.processes < processes) throw new SessionsForbiddenError(`its API key's processes ceiling (${caller.ceilings.processes}) is below a session's processes (LIMIT_PROCESSES, ${processes})`)
     if (this.countOf(caller.id) >= caller.sessions) throw new SessionsLimitedError(caller.sessions)
     if (this.open.size + this.openingCount >= this.options.max) throw new SessionsFullError(this.options.max)
-    return backend.open
+    return { name: backend.name, open: backend.open }
   }
 
   /** Opens a session for `caller` (refused as admit() says). Its sandbox is a spare jail when one
    *  is ready (milliseconds), else a new one. */
   async create (caller: SessionCaller): Promise<SessionInfo> {
-    const open = this.admit(caller)
-    const backend = this.options.backend() as NonNullable<ReturnType<SessionsOptions['backend']>>
+    const backend = this.admit(caller)
     this.opening.set(caller.id, (this.opening.get(caller.id) ?? 0) + 1)
     let sandbox: SessionSandbox
     try {
-      sandbox = await open()
+      sandbox = await backend.open()
     } catch (error) {
       // The server closed the jails while this one started: a shutdown, said as such.
       if (this.closed) throw new ShuttingDownError('it opens no new sessions')

@@ -349,57 +349,60 @@ t.test('deny: a key held below a session\'s memory or processes, or with session
   t.equal((await open(lower)).statusCode, 201, 'allow: LIMIT_MEMORY_MB_MAX (200) below SESSION_MEMORY_MB (256)')
 })
 
-t.test('a refusal that needs no sandbox comes at once, not after a wait for a slot', async t => {
+/** A listening app with one slot, the caller's whole share; `hold()` takes it with a run of
+ *  the same caller until `release()`, so what that caller sends next waits for it. */
+async function oneSlot (t: Test, env: Record<string, string>): Promise<{ app: FastifyInstance, backend: FakeSessionBackend, url: string, hold: () => Promise<{ release: () => Promise<void> }> }> {
   const held = new HeldRun()
   const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
-  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSIONS_PER_CALLER: '0' }, backends: [backend] })
-  const running = app.inject({ method: 'POST', url: '/execute', payload: '{"script": "x"}', headers: JSON_HEADERS })
-  await held.started(1)
+  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', ...env }, backends: [backend] })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const hold = async (): Promise<{ release: () => Promise<void> }> => {
+    const running = fetch(`${url}/execute`, { method: 'POST', body: '{"script": "x"}', headers: JSON_HEADERS })
+    await held.started(1)
+    return { release: async () => { held.finish(); await running } }
+  }
+  return { app, backend, url, hold }
+}
+
+/** Sends `init` to `url`, and leaves once it waits for a slot (after `waitMs` more); resolves when
+ *  the server has given the wait up, with the time it left. */
+async function leaveWhileQueued (app: FastifyInstance, url: string, init: RequestInit, waitMs = 0): Promise<number> {
+  const leaving = new AbortController()
+  const request = fetch(url, { ...init, signal: leaving.signal }).catch(() => undefined)
+  await until(() => app.sandbox.slots.queued > 0, 'the request waits for the slot')
+  await new Promise(resolve => setTimeout(resolve, waitMs))
+  const left = Date.now()
+  leaving.abort()
+  await request
+  await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
+  return left
+}
+
+t.test('a refusal that needs no sandbox comes at once, not after a wait for a slot', async t => {
+  const { app, hold } = await oneSlot(t, { SESSIONS_PER_CALLER: '0' })
+  const { release } = await hold()
   const refused = await Promise.race([open(app), new Promise<undefined>(resolve => setTimeout(resolve, 2000))])
   t.match(refused?.json(), { statusCode: 403, code: 'SESSIONS_FORBIDDEN' }, 'answered while the slot is still taken')
-  held.finish()
-  await running
+  await release()
 })
 
 t.test('a caller that leaves while its open waits for a slot opens nothing (its slot wait is given up)', async t => {
-  const held = new HeldRun()
-  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
-  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSIONS_PER_CALLER: '1' }, backends: [backend] })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as { port: number }
-  const running = fetch(`http://127.0.0.1:${port}/execute`, { method: 'POST', body: '{"script": "x"}', headers: JSON_HEADERS })
-  await held.started(1)
-  const leaving = new AbortController()
-  const opening = fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST', signal: leaving.signal }).catch(() => undefined)
-  await until(() => app.sandbox.slots.queued > 0, 'the open waits for the slot')
-  leaving.abort()
-  await opening
-  await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
-  held.finish()
-  await running
+  const { app, backend, url, hold } = await oneSlot(t, { SESSIONS_PER_CALLER: '1' })
+  const { release } = await hold()
+  await leaveWhileQueued(app, `${url}/sessions`, { method: 'POST' })
+  await release()
   t.equal(backend.sessions.length, 0, 'no session was opened for a caller that left')
-  t.equal((await fetch(`http://127.0.0.1:${port}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens one')
+  t.equal((await fetch(`${url}/sessions`, { method: 'POST' })).status, 201, 'allow: the caller opens one')
 })
 
 t.test('a call given up while it waited for a slot ran nothing, and is not counted (calls, lastCallAt)', async t => {
-  const held = new HeldRun()
-  const backend = new FakeSessionBackend('nsjail', undefined, { run: held.run })
-  const { app } = await build(t, { env: { CONCURRENCY: '1', QUEUE_SIZE: '4', TENANT_SLOTS: '1', TENANT_QUEUE: '4', SESSION_IDLE_MS: '5000' }, backends: [backend] })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as { port: number }
+  const { app, backend, url, hold } = await oneSlot(t, { SESSION_IDLE_MS: '5000' })
   const id = idOf(await open(app))
-  const running = fetch(`http://127.0.0.1:${port}/execute`, { method: 'POST', body: '{"script": "x"}', headers: JSON_HEADERS })
-  await held.started(1)
-  const leaving = new AbortController()
-  const calling = fetch(`http://127.0.0.1:${port}/sessions/${id}/execute`, { method: 'POST', body: '{"script": "x = 1"}', headers: JSON_HEADERS, signal: leaving.signal }).catch(() => undefined)
-  await until(() => app.sandbox.slots.queued > 0, 'the call waits for the slot')
-  await new Promise(resolve => setTimeout(resolve, 600)) // waiting is not idle time
-  const abandonedAt = Date.now()
-  leaving.abort()
-  await calling
-  await until(() => app.sandbox.slots.queued === 0, 'the wait given up')
-  held.finish()
-  await running
+  const { release } = await hold()
+  // Waiting is not idle time: the idle timer restarts when the wait ends.
+  const abandonedAt = await leaveWhileQueued(app, `${url}/sessions/${id}/execute`, { method: 'POST', body: '{"script": "x = 1"}', headers: JSON_HEADERS }, 600)
+  await release()
   t.equal(backend.sessions[0]?.calls.length, 0, 'the sandbox was never called')
   await until(() => !(app.sessions.get(id, { id: 'address:127.0.0.1', sessions: 1, ceilings: { memoryMb: 512, processes: 32 } }).running), 'the call over')
   const described = (await app.inject({ method: 'GET', url: `/sessions/${id}` })).json()
